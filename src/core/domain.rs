@@ -1,0 +1,242 @@
+//! Accounts, subscriptions and what hangs off them: ids, tax rates, discounts, items.
+//!
+//! Constructors check their input, so a value of these types is valid by construction; the
+//! import and scenario loaders turn raw files into them and report the first problem.
+
+use super::money::Currency;
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use std::fmt;
+
+macro_rules! id_type {
+    ($name:ident, $what:literal) => {
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Ids are 1–64 characters of letters, digits, `-`, `_`, `.`, `@` — safe in file
+            /// names, logs and email headers.
+            pub fn new(s: &str) -> Result<Self, String> {
+                let ok = !s.is_empty()
+                    && s.len() <= 64
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+                if ok {
+                    Ok(Self(s.to_string()))
+                } else {
+                    Err(format!(
+                        "{} id {s:?} must be 1-64 letters, digits, '-', '_', '.' or '@'",
+                        $what
+                    ))
+                }
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(AccountId, "account");
+id_type!(SubscriptionId, "subscription");
+
+/// A tax applied on top of the discounted subtotal, rounded per rate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TaxRate {
+    pub name: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub percent: Decimal,
+}
+
+impl TaxRate {
+    pub fn new(name: &str, percent: Decimal) -> Result<Self, String> {
+        if name.trim().is_empty() || name.len() > 40 {
+            return Err("a tax needs a name of 1-40 characters".into());
+        }
+        if percent.is_sign_negative() || percent > Decimal::from(100) {
+            return Err(format!("tax {name}: percent {percent} must be between 0 and 100"));
+        }
+        Ok(TaxRate { name: name.to_string(), percent })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscountValue {
+    /// Percent of the discountable lines.
+    Percent(#[serde(with = "rust_decimal::serde::str")] Decimal),
+    /// A fixed amount per document, never more than the discountable lines.
+    Amount(#[serde(with = "rust_decimal::serde::str")] Decimal),
+}
+
+/// A discount on an account or a subscription, optionally ending at a date (periods starting
+/// on or after it are not discounted) or after a number of billed periods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Discount {
+    pub value: DiscountValue,
+    pub until: Option<NaiveDate>,
+    pub periods: Option<u32>,
+}
+
+impl Discount {
+    pub fn new(value: DiscountValue, until: Option<NaiveDate>, periods: Option<u32>) -> Result<Self, String> {
+        match value {
+            DiscountValue::Percent(p) if p.is_sign_negative() || p > Decimal::from(100) => {
+                return Err(format!("discount percent {p} must be between 0 and 100"));
+            }
+            DiscountValue::Amount(a) if a.is_sign_negative() => {
+                return Err(format!("discount amount {a} cannot be negative"));
+            }
+            _ => {}
+        }
+        if periods == Some(0) {
+            return Err("discount periods must be at least 1".into());
+        }
+        Ok(Discount { value, until, periods })
+    }
+
+    /// Whether the discount applies to a document dated `on`, for a subscription that has
+    /// already had `periods_billed` discounted-or-not recurring periods.
+    pub fn applies(&self, on: NaiveDate, periods_billed: u32) -> bool {
+        self.until.is_none_or(|u| on < u) && self.periods.is_none_or(|n| periods_billed < n)
+    }
+
+    pub fn label(&self) -> String {
+        match self.value {
+            DiscountValue::Percent(p) => format!("Discount {}%", p.normalize()),
+            DiscountValue::Amount(a) => format!("Discount {a}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Active,
+    Canceled,
+    Deleted,
+}
+
+impl AccountStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Canceled => "canceled",
+            AccountStatus::Deleted => "deleted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => AccountStatus::Active,
+            "canceled" => AccountStatus::Canceled,
+            "deleted" => AccountStatus::Deleted,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub email: String,
+    pub currency: Currency,
+    /// IANA zone in which this account's period boundaries fall at 00:00.
+    pub timezone: String,
+    pub taxes: Vec<TaxRate>,
+    pub discount: Option<Discount>,
+    pub status: AccountStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Active,
+    Ended,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::Ended => "ended",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => SubscriptionStatus::Active,
+            "ended" => SubscriptionStatus::Ended,
+            _ => return None,
+        })
+    }
+}
+
+/// One priced line of a subscription: a plan and how many of it (licences, for per-seat plans).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    pub plan: String,
+    pub quantity: u32,
+}
+
+/// Proration waiting for the next renewal or final invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingItem {
+    pub id: i64,
+    pub description: String,
+    pub amount: Decimal,
+    pub discountable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    pub account: AccountId,
+    pub policy: String,
+    pub cycle: String,
+    pub items: Vec<Item>,
+    pub discount: Option<Discount>,
+    pub start: NaiveDate,
+    /// Boundaries of calendar-month cycles are counted from here.
+    pub anchor: NaiveDate,
+    /// The period last invoiced, if any.
+    pub current_period: Option<super::period::Period>,
+    /// Start of the next period to invoice: `start` before the first invoice, then the end of
+    /// the current period. A subscription is due when this is on or before `as_of`.
+    pub next_bill_date: NaiveDate,
+    /// Recurring periods invoiced so far (drives discounts limited to N periods).
+    pub periods_billed: u32,
+    pub status: SubscriptionStatus,
+    /// Scheduled end: the subscription ends at the first boundary on or after this date.
+    pub cancel_at: Option<NaiveDate>,
+    pub pending: Vec<PendingItem>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(AccountId::new("acme-1").is_ok());
+        assert!(AccountId::new("").is_err());
+        assert!(AccountId::new("a b").is_err());
+        assert!(SubscriptionId::new(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn discounts_end_by_date_or_count() {
+        let d = Discount::new(DiscountValue::Percent(Decimal::TEN), "2026-03-01".parse().ok(), Some(2)).unwrap();
+        assert!(d.applies("2026-01-01".parse().unwrap(), 0));
+        assert!(!d.applies("2026-01-01".parse().unwrap(), 2));
+        assert!(!d.applies("2026-03-01".parse().unwrap(), 0));
+        assert!(Discount::new(DiscountValue::Percent(Decimal::from(101)), None, None).is_err());
+    }
+}

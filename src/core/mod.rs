@@ -1,0 +1,9 @@
+//! The billing core: pure functions over domain types. It does no IO and never reads the
+//! clock — every date it uses is passed in.
+
+pub mod billing;
+pub mod catalog;
+pub mod document;
+pub mod domain;
+pub mod money;
+pub mod period;

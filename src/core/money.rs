@@ -1,0 +1,143 @@
+//! Money: currencies and the one rounding rule.
+//!
+//! Every amount is a `rust_decimal::Decimal` tagged, at the document level, with an ISO 4217
+//! currency. Arithmetic stays exact until a document line is produced; each line is rounded to
+//! the currency's minor unit, half away from zero ([`Currency::round`]), and totals are sums of
+//! rounded lines. Nothing here ever touches floating point.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// An ISO 4217 currency code (three upper-case ASCII letters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency([u8; 3]);
+
+/// Currencies whose minor unit is not the cent. Everything else has two decimals.
+const ZERO_DECIMALS: &[&str] = &[
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND", "VUV",
+    "XAF", "XOF", "XPF",
+];
+const THREE_DECIMALS: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+
+impl Currency {
+    pub fn new(code: &str) -> Result<Self, String> {
+        let bytes = code.as_bytes();
+        if bytes.len() != 3 || !bytes.iter().all(|b| b.is_ascii_uppercase()) {
+            return Err(format!(
+                "currency {code:?} is not an ISO 4217 code (three upper-case letters, e.g. USD)"
+            ));
+        }
+        Ok(Currency([bytes[0], bytes[1], bytes[2]]))
+    }
+
+    pub fn code(&self) -> &str {
+        // Constructed only from ASCII upper-case letters.
+        std::str::from_utf8(&self.0).unwrap_or("???")
+    }
+
+    /// Number of decimals of the currency's minor unit.
+    pub fn minor_unit_scale(&self) -> u32 {
+        let code = self.code();
+        if ZERO_DECIMALS.contains(&code) {
+            0
+        } else if THREE_DECIMALS.contains(&code) {
+            3
+        } else {
+            2
+        }
+    }
+
+    /// The one rounding rule of billrun: to the minor unit, half away from zero.
+    pub fn round(&self, amount: Decimal) -> Decimal {
+        let scale = self.minor_unit_scale();
+        let mut r = amount.round_dp_with_strategy(scale, RoundingStrategy::MidpointAwayFromZero);
+        r.rescale(scale);
+        r
+    }
+
+    /// Zero with the currency's scale, so it prints as `0.00`.
+    pub fn zero(&self) -> Decimal {
+        let mut z = Decimal::ZERO;
+        z.rescale(self.minor_unit_scale());
+        z
+    }
+
+    /// Whether `amount` is already expressed in whole minor units.
+    pub fn is_whole_minor(&self, amount: Decimal) -> bool {
+        amount.round_dp(self.minor_unit_scale()) == amount
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl FromStr for Currency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Currency::new(s)
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Currency::new(&s)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(c: Currency) -> String {
+        c.code().to_string()
+    }
+}
+
+/// Parse a money amount written as a decimal string ("49.99"). Money in files is always a
+/// string: a TOML or JSON float would already have lost digits.
+pub fn parse_amount(s: &str) -> Result<Decimal, String> {
+    let t = s.trim();
+    if t.is_empty() || t.contains(['e', 'E']) {
+        return Err(format!("{s:?} is not a decimal amount"));
+    }
+    Decimal::from_str_exact(t).map_err(|_| format!("{s:?} is not a decimal amount"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str_exact(s).unwrap()
+    }
+
+    #[test]
+    fn rounds_half_away_from_zero_to_minor_unit() {
+        let usd = Currency::new("USD").unwrap();
+        for (input, want) in [
+            ("4.999", "5.00"),
+            ("2.2495", "2.25"),
+            ("-2.245", "-2.25"),
+            ("2.244", "2.24"),
+            ("827.2602", "827.26"),
+            ("1", "1.00"),
+        ] {
+            assert_eq!(usd.round(d(input)).to_string(), want, "rounding {input}");
+        }
+        assert_eq!(Currency::new("JPY").unwrap().round(d("100.5")).to_string(), "101");
+        assert_eq!(Currency::new("KWD").unwrap().round(d("1.2345")).to_string(), "1.235");
+    }
+
+    #[test]
+    fn rejects_bad_codes_and_amounts() {
+        assert!(Currency::new("usd").is_err());
+        assert!(Currency::new("US").is_err());
+        assert!(parse_amount("1e3").is_err());
+        assert!(parse_amount("abc").is_err());
+        assert_eq!(parse_amount(" 20.00 ").unwrap().to_string(), "20.00");
+    }
+}
