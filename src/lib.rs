@@ -3,6 +3,18 @@
 //! `core` is the pure billing core; everything else is the shell around it: `store`
 //! (SQLite, later PostgreSQL), `close` (the one period-close run used by the CLI, the daemon
 //! and the simulator), `mail` (rendering and the outbox transports), `config`, `input` (import
-//! and scenario files) and `cli`. See ARCHITECTURE.md.
+//! files), `scenario` (the simulator) and `cli`. See ARCHITECTURE.md.
 
+pub mod cli;
+pub mod clock;
+pub mod close;
+pub mod config;
 pub mod core;
+pub mod input;
+pub mod mail;
+pub mod output;
+mod redact;
+pub mod scenario;
+pub mod store;
+
+pub use redact::redact;

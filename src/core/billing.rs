@@ -54,6 +54,8 @@ pub struct AccountClose {
     pub account: AccountId,
     pub documents: Vec<DraftDocument>,
     pub updates: Vec<SubscriptionUpdate>,
+    /// Balance the close was computed from; the store only writes over that same value.
+    pub balance_before: Decimal,
     pub balance_after: Decimal,
 }
 
@@ -145,5 +147,11 @@ pub fn close_account(state: &AccountState, catalog: &Catalog, terms: Terms, as_o
     for doc in &mut documents {
         balance = apply_balance(doc, balance);
     }
-    Ok(AccountClose { account: account.id.clone(), documents, updates, balance_after: balance })
+    Ok(AccountClose {
+        account: account.id.clone(),
+        documents,
+        updates,
+        balance_before: state.balance,
+        balance_after: balance,
+    })
 }

@@ -1,0 +1,319 @@
+//! The command line: argument parsing and one handler per command. Handlers load what they
+//! need, call the library, and print; errors travel up to `main` as `anyhow` errors with one
+//! clear sentence.
+
+use crate::clock::{Clock, SystemClock};
+use crate::close::{CloseOptions, CloseReport, CloseSettings, close};
+use crate::config::Config;
+use crate::core::billing::Terms;
+use crate::core::catalog::Catalog;
+use crate::input::{self, ImportFile};
+use crate::mail::EmlDir;
+use crate::output::{DocumentJson, document_header, document_row};
+use crate::scenario::{Scenario, simulate};
+use crate::store::{self, Numbering, Store};
+use anyhow::{Context, Result, bail};
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(name = "billrun", version, about = "Scheduled batch invoicing for subscription businesses")]
+pub struct Cli {
+    /// Configuration file (default: config/billrun.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn date_arg(s: &str) -> Result<NaiveDate, String> {
+    input::parse_date(s)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Close every period due at a date: renew, invoice, queue and send emails.
+    Close {
+        /// The date to close at (YYYY-MM-DD, 00:00 in each account's timezone).
+        #[arg(long, value_name = "DATE", value_parser = date_arg)]
+        as_of: NaiveDate,
+        /// Compute and print everything, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import accounts and subscriptions from a JSON file (all or nothing).
+    Import { file: PathBuf },
+    /// List issued documents.
+    Invoices {
+        #[arg(long, value_name = "ACCOUNT")]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one document.
+    Invoice {
+        number: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An account's credit balance and its ledger.
+    Balance {
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a scenario on a throwaway in-memory store.
+    Simulate {
+        scenario: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Catalog commands.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Validate a catalog file (default: the configured one).
+    Check { file: Option<PathBuf> },
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn load_catalog(path: &Path) -> Result<Catalog> {
+    let src = read(path)?;
+    Catalog::from_toml_str(&src).with_context(|| format!("catalog {}", path.display()))
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn open_store(config: &Config) -> Result<Box<dyn Store>> {
+    let store = store::open(&config.database_url).await?;
+    // The embedded store sets itself up: a fresh clone needs no separate step.
+    store.migrate().await?;
+    Ok(store)
+}
+
+pub async fn run(cli: Cli) -> Result<i32> {
+    let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())?;
+    let clock = SystemClock;
+    match cli.command {
+        Command::Migrate => {
+            let store = store::open(&config.database_url).await?;
+            store.migrate().await?;
+            println!("Schema is up to date ({}).", crate::redact(&config.database_url));
+        }
+        Command::Catalog { command: CatalogCommand::Check { file } } => {
+            let path = file.unwrap_or_else(|| PathBuf::from(&config.catalog));
+            let catalog = load_catalog(&path)?;
+            println!(
+                "{}: ok — {} plan(s), {} cycle(s)",
+                path.display(),
+                catalog.plans.len(),
+                catalog.cycles.len()
+            );
+        }
+        Command::Import { file } => {
+            let catalog = load_catalog(Path::new(&config.catalog))?;
+            let src = read(&file)?;
+            let raw: ImportFile =
+                serde_json::from_str(&src).with_context(|| format!("{} is not a valid import file", file.display()))?;
+            let store = open_store(&config).await?;
+            let refs = input::referenced_accounts(&raw.accounts, &raw.subscriptions);
+            let existing: BTreeMap<String, _> = store
+                .accounts(&refs)
+                .await?
+                .into_iter()
+                .map(|a| (a.id.to_string(), a))
+                .collect();
+            let batch = input::validate(&raw.accounts, &raw.subscriptions, &catalog, &config.timezone, &existing)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            store.import(&batch, clock.now()).await?;
+            println!(
+                "Imported {} account(s) and {} subscription(s) from {}.",
+                batch.accounts.len(),
+                batch.subscriptions.len(),
+                file.display()
+            );
+        }
+        Command::Close { as_of, dry_run, json } => {
+            let catalog = load_catalog(Path::new(&config.catalog))?;
+            let store = open_store(&config).await?;
+            let settings = close_settings(&config);
+            let transport = EmlDir::new(&config.mail_dir);
+            let options = CloseOptions { dry_run, keep_documents: json || dry_run, ..Default::default() };
+            let report = close(store.as_ref(), &catalog, &settings, &clock, Some(&transport), as_of, &options).await?;
+            if json {
+                print_json(&CloseJson::from(&report))?;
+            } else {
+                print_close(&report, &config);
+            }
+            if !report.failed.is_empty() {
+                return Ok(3);
+            }
+        }
+        Command::Invoices { account, json } => {
+            let store = open_store(&config).await?;
+            let docs = store.documents(account.as_deref()).await?;
+            if json {
+                let v: Vec<DocumentJson> = docs.iter().map(|d| DocumentJson::from(&d.document)).collect();
+                print_json(&v)?;
+            } else if docs.is_empty() {
+                println!("No documents.");
+            } else {
+                println!("{}", document_header());
+                for d in &docs {
+                    println!("{}", document_row(&d.document));
+                }
+            }
+        }
+        Command::Invoice { number, json } => {
+            let store = open_store(&config).await?;
+            let Some(doc) = store.document(&number).await? else {
+                bail!("no document numbered {number:?}");
+            };
+            if json {
+                print_json(&DocumentJson::from(&doc.document))?;
+            } else {
+                print!("{}", crate::mail::document_text(&doc.document));
+            }
+        }
+        Command::Balance { account, json } => {
+            let store = open_store(&config).await?;
+            let Some(report) = store.balance(&account).await? else {
+                bail!("unknown account {account:?}");
+            };
+            let cur = report.account.currency;
+            if json {
+                let entries: Vec<_> = report
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({"at": e.at.to_string(), "amount": e.amount.to_string(),
+                                           "reason": e.reason, "document": e.document})
+                    })
+                    .collect();
+                print_json(&serde_json::json!({
+                    "account": account, "currency": cur.to_string(),
+                    "balance": cur.round(report.balance).to_string(), "entries": entries,
+                }))?;
+            } else {
+                println!("{account}: balance {} {cur}", cur.round(report.balance));
+                for e in &report.entries {
+                    println!(
+                        "  {}  {:>12}  {}{}",
+                        e.at,
+                        e.amount.to_string(),
+                        e.reason,
+                        e.document.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Simulate { scenario, json } => {
+            let src = read(&scenario)?;
+            let parsed = Scenario::parse(&src).with_context(|| format!("{}", scenario.display()))?;
+            let out = simulate(&parsed).await?;
+            if json {
+                print_json(&out)?;
+            } else {
+                for d in &out.documents {
+                    println!(
+                        "{:<18} {:<11} {:<16} {}  {:>12} {:>12} {}",
+                        d.number.as_deref().unwrap_or("-"),
+                        d.kind,
+                        d.account,
+                        d.issued_at,
+                        d.total,
+                        d.amount_due,
+                        d.currency
+                    );
+                }
+                for (a, b) in &out.balances {
+                    println!("balance {a}: {b}");
+                }
+                for r in &out.refused {
+                    println!("refused at {}: {} — {}", r.at, r.action, r.error);
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn close_settings(config: &Config) -> CloseSettings {
+    CloseSettings {
+        terms: Terms { payment_terms_days: config.payment_terms_days },
+        numbering: Numbering {
+            invoice_prefix: config.invoice_prefix.clone(),
+            credit_note_prefix: config.credit_note_prefix.clone(),
+        },
+        chunk_size: config.chunk_size,
+        finance_to: config.finance_to.clone(),
+        mail_from: config.mail_from.clone(),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct CloseJson<'a> {
+    #[serde(flatten)]
+    report: &'a CloseReport,
+}
+
+impl<'a> From<&'a CloseReport> for CloseJson<'a> {
+    fn from(report: &'a CloseReport) -> Self {
+        CloseJson { report }
+    }
+}
+
+fn print_close(r: &CloseReport, config: &Config) {
+    let verb = if r.dry_run { "Dry run — nothing written. Would issue" } else { "Issued" };
+    println!("Close as of {}: {verb} {} invoice(s) and {} credit note(s).", r.as_of, r.invoices, r.credit_notes);
+    for (cur, s) in &r.per_currency {
+        println!(
+            "  {cur}: invoiced {}, credited {}, amount due {}",
+            s.invoiced, s.credited, s.amount_due
+        );
+    }
+    if r.dry_run {
+        for d in &r.documents {
+            let doc = &d.document;
+            println!(
+                "  would issue {:<11} {:<16} {}  total {} {}",
+                doc.kind.as_str(),
+                doc.account.as_str(),
+                doc.issued_at,
+                doc.total,
+                doc.currency
+            );
+        }
+    } else {
+        match r.finance_batch {
+            Some(b) => println!("Finance batch {b} queued for {}.", config.finance_to),
+            None => println!("Nothing new to report to finance."),
+        }
+        println!(
+            "Emails: {} sent to {}{}.",
+            r.emails_sent,
+            config.mail_dir,
+            if r.emails_failed > 0 { format!(", {} failed (queued for retry)", r.emails_failed) } else { String::new() }
+        );
+    }
+    for f in &r.failed {
+        println!("  NOT CLOSED: account {}: {}", f.account, f.error);
+    }
+}

@@ -1,0 +1,304 @@
+//! `close(as_of)`: the period-close run. The daemon, the CLI and the simulator all call this
+//! one function.
+//!
+//! It walks the accounts with something due in chunks (keyset pagination by account id), lets
+//! the pure core compute each account's documents, and commits each chunk in one transaction.
+//! A crash loses at most the chunk in flight, which rolled back; the next run finds those
+//! subscriptions still due and issues their documents then — never twice, because the schema
+//! refuses a second document with the same key and a subscription update from a stale state.
+//! At the end, every document not yet reported goes into one finance batch, and the outbox is
+//! sent if a transport is given.
+
+use crate::clock::Clock;
+use crate::core::billing::{self, Terms};
+use crate::core::catalog::Catalog;
+use crate::core::document::{DocumentKind, DraftDocument};
+use crate::core::domain::AccountId;
+use crate::mail::{MailError, Transport};
+use crate::store::{ChunkContext, Numbering, OutboxEntry, OutboxKind, Store, StoreError};
+use chrono::{Duration, NaiveDate};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What the run needs besides the store and the catalog.
+#[derive(Debug, Clone)]
+pub struct CloseSettings {
+    pub terms: Terms,
+    pub numbering: Numbering,
+    pub chunk_size: u32,
+    pub finance_to: String,
+    pub mail_from: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CloseOptions {
+    /// Compute everything, write nothing.
+    pub dry_run: bool,
+    /// Keep every document in the report (for `--json` and the simulator); off for big runs.
+    pub keep_documents: bool,
+    /// Test hook: fail the run after this many chunks have been committed, as a crash would.
+    #[doc(hidden)]
+    pub fail_after_chunks: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportedDocument {
+    /// None in a dry run: numbers are given only when a document is really issued.
+    pub number: Option<String>,
+    #[serde(flatten)]
+    pub document: DraftDocument,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CurrencySummary {
+    pub invoices: u64,
+    pub credit_notes: u64,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub invoiced: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub credited: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount_due: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CloseReport {
+    pub as_of: NaiveDate,
+    pub dry_run: bool,
+    pub run: Option<i64>,
+    pub invoices: u64,
+    pub credit_notes: u64,
+    pub per_currency: BTreeMap<String, CurrencySummary>,
+    /// Accounts that could not be closed, and why; every other account went on.
+    pub failed: Vec<FailedAccount>,
+    pub finance_batch: Option<i64>,
+    pub emails_sent: u64,
+    pub emails_failed: u64,
+    pub documents: Vec<ReportedDocument>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedAccount {
+    pub account: AccountId,
+    pub error: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("injected failure after {0} chunk(s)")]
+    Injected(usize),
+}
+
+impl CloseReport {
+    fn record(&mut self, number: Option<String>, doc: &DraftDocument, keep: bool) {
+        let cur = doc.currency;
+        let s = self.per_currency.entry(cur.to_string()).or_insert_with(|| CurrencySummary {
+            invoiced: cur.zero(),
+            credited: cur.zero(),
+            amount_due: cur.zero(),
+            ..Default::default()
+        });
+        match doc.kind {
+            DocumentKind::Invoice => {
+                self.invoices += 1;
+                s.invoices += 1;
+                s.invoiced += doc.total;
+            }
+            DocumentKind::CreditNote => {
+                self.credit_notes += 1;
+                s.credit_notes += 1;
+                s.credited += -doc.total;
+            }
+        }
+        s.amount_due += doc.amount_due;
+        if keep {
+            self.documents.push(ReportedDocument { number, document: doc.clone() });
+        }
+    }
+}
+
+/// Close every period due at `as_of`; send the outbox through `transport` if one is given.
+pub async fn close(
+    store: &dyn Store,
+    catalog: &Catalog,
+    settings: &CloseSettings,
+    clock: &dyn Clock,
+    transport: Option<&dyn Transport>,
+    as_of: NaiveDate,
+    options: &CloseOptions,
+) -> Result<CloseReport, CloseError> {
+    let mut report = CloseReport {
+        as_of,
+        dry_run: options.dry_run,
+        run: None,
+        invoices: 0,
+        credit_notes: 0,
+        per_currency: BTreeMap::new(),
+        failed: Vec::new(),
+        finance_batch: None,
+        emails_sent: 0,
+        emails_failed: 0,
+        documents: Vec::new(),
+    };
+    let run = if options.dry_run { None } else { Some(store.begin_run(as_of, clock.now()).await?) };
+    report.run = run;
+    tracing::info!(%as_of, dry_run = options.dry_run, run, "close started");
+
+    let result = close_chunks(store, catalog, settings, clock, as_of, options, run, &mut report).await;
+    if let Some(run) = run {
+        let error = result.as_ref().err().map(|e| e.to_string());
+        // The run's own outcome matters more than recording it; log a failure to record.
+        if let Err(e) = store
+            .finish_run(run, clock.now(), report.invoices + report.credit_notes, error.as_deref())
+            .await
+        {
+            tracing::error!(run, error = %e, "could not record the end of the run");
+        }
+    }
+    result?;
+
+    if let Some(run) = run {
+        report.finance_batch = store.create_finance_batch(run, as_of, &settings.finance_to, clock.now()).await?;
+        if let Some(transport) = transport {
+            let (sent, failed) = deliver(store, transport, clock, &settings.mail_from).await?;
+            report.emails_sent = sent;
+            report.emails_failed = failed;
+        }
+    }
+    tracing::info!(
+        %as_of,
+        invoices = report.invoices,
+        credit_notes = report.credit_notes,
+        failed_accounts = report.failed.len(),
+        "close finished"
+    );
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn close_chunks(
+    store: &dyn Store,
+    catalog: &Catalog,
+    settings: &CloseSettings,
+    clock: &dyn Clock,
+    as_of: NaiveDate,
+    options: &CloseOptions,
+    run: Option<i64>,
+    report: &mut CloseReport,
+) -> Result<(), CloseError> {
+    let mut after: Option<AccountId> = None;
+    let mut chunks = 0;
+    loop {
+        let ids = store.due_accounts(as_of, after.as_ref(), settings.chunk_size).await?;
+        let Some(last) = ids.last().cloned() else { break };
+        let mut attempts = 0;
+        loop {
+            let states = store.load_accounts(&ids).await?;
+            let mut closes = Vec::with_capacity(states.len());
+            let mut failed = Vec::new();
+            for state in &states {
+                match billing::close_account(state, catalog, settings.terms, as_of) {
+                    Ok(c) => closes.push(c),
+                    Err(e) => {
+                        tracing::error!(account = %state.account.id, error = %e, "account not closed");
+                        failed.push(FailedAccount { account: state.account.id.clone(), error: e.to_string() });
+                    }
+                }
+            }
+            let Some(run) = run else {
+                for doc in closes.iter().flat_map(|c| &c.documents) {
+                    report.record(None, doc, options.keep_documents);
+                }
+                report.failed.extend(failed);
+                break;
+            };
+            let ctx = ChunkContext { run, numbering: &settings.numbering, now: clock.now() };
+            match store.commit_chunk(&ctx, &closes).await {
+                Ok(issued) => {
+                    for d in &issued {
+                        report.record(Some(d.document.number.clone()), &d.document.draft, options.keep_documents);
+                    }
+                    report.failed.extend(failed);
+                    break;
+                }
+                // Another writer moved these accounts on since we read them: read again. The
+                // accounts it finished are no longer due, so the retry only bills the rest.
+                Err(StoreError::Conflict(what)) if attempts < 3 => {
+                    attempts += 1;
+                    tracing::warn!(%what, attempts, "chunk conflicted with another writer; retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        chunks += 1;
+        if options.fail_after_chunks == Some(chunks) {
+            return Err(CloseError::Injected(chunks));
+        }
+        after = Some(last);
+    }
+    Ok(())
+}
+
+/// Send every due outbox message; failures are retried later with exponential backoff.
+/// Returns (sent, failed).
+pub async fn deliver(store: &dyn Store, transport: &dyn Transport, clock: &dyn Clock, from: &str) -> Result<(u64, u64), StoreError> {
+    let (mut sent, mut failed) = (0, 0);
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let due = store.due_outbox(clock.now(), 200).await?;
+        let due: Vec<_> = due.into_iter().filter(|e| seen.insert(e.id)).collect();
+        if due.is_empty() {
+            break;
+        }
+        for entry in due {
+            let outcome = match render(store, &entry, from, clock).await? {
+                Ok(message) => transport.send(&entry.key, &message).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => {
+                    store.mark_sent(entry.id, clock.now()).await?;
+                    sent += 1;
+                }
+                Err(e) => {
+                    let backoff = Duration::seconds(30 * 2_i64.pow(entry.attempts.clamp(0, 10) as u32));
+                    tracing::warn!(message = %entry.key, attempts = entry.attempts + 1, error = %e, "send failed; will retry");
+                    store.mark_failed(entry.id, &e.to_string(), clock.now() + backoff).await?;
+                    failed += 1;
+                }
+            }
+        }
+    }
+    Ok((sent, failed))
+}
+
+async fn render(
+    store: &dyn Store,
+    entry: &OutboxEntry,
+    from: &str,
+    clock: &dyn Clock,
+) -> Result<Result<lettre::Message, MailError>, StoreError> {
+    let recipient = &entry.recipient;
+    match &entry.kind {
+        OutboxKind::Document(id) => {
+            let Some(doc) = store.document_by_id(*id).await? else {
+                return Err(StoreError::Corrupt(format!("outbox names missing document {id}")));
+            };
+            let mut account = store
+                .accounts(&[doc.document.draft.account.to_string()])
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt(format!("document {} has no account", doc.document.number)))?;
+            // The address captured when the document was issued.
+            account.email = recipient.to_string();
+            Ok(crate::mail::document_email(&doc.document, &account, from, clock.now()))
+        }
+        OutboxKind::FinanceBatch(batch) => {
+            let docs = store.batch_documents(*batch).await?;
+            Ok(crate::mail::finance_batch_email(*batch, &entry.subject, &docs, from, recipient, clock.now()))
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Configuration: `config/billrun.toml` (or `--config FILE`), then `BILLRUN_*` environment
+//! variables over any key. Validated at load; an error names the key (and the line, for the
+//! file) and nothing runs with a half-valid configuration.
+
+use crate::core::catalog::{line_of, toml_error};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG: &str = "config/billrun.toml";
+
+/// Every key, with its environment variable `BILLRUN_<KEY>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `sqlite://PATH` (embedded) or `postgres://…` (production).
+    pub database_url: String,
+    /// Path of the catalog file.
+    pub catalog: String,
+    /// Default billing timezone of accounts that name none.
+    pub timezone: String,
+    /// Folder for `.eml` files (embedded transport).
+    pub mail_dir: String,
+    pub smtp_url: Option<String>,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
+    pub mail_from: String,
+    pub finance_to: String,
+    pub invoice_prefix: String,
+    pub credit_note_prefix: String,
+    /// Days from issue to due date.
+    pub payment_terms_days: u32,
+    /// Days after cancellation before an account's data is deleted.
+    pub retention_days: u32,
+    /// Accounts closed per transaction.
+    pub chunk_size: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite://var/billrun.db".into(),
+            catalog: "config/catalog.toml".into(),
+            timezone: "UTC".into(),
+            mail_dir: "var/mail".into(),
+            smtp_url: None,
+            smtp_user: None,
+            smtp_password: None,
+            mail_from: "billing@billrun.invalid".into(),
+            finance_to: "finance@billrun.invalid".into(),
+            invoice_prefix: "INV".into(),
+            credit_note_prefix: "CN".into(),
+            payment_terms_days: 0,
+            retention_days: 0,
+            chunk_size: 500,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+const KEYS: &[&str] = &[
+    "database_url",
+    "catalog",
+    "timezone",
+    "mail_dir",
+    "smtp_url",
+    "smtp_user",
+    "smtp_password",
+    "mail_from",
+    "finance_to",
+    "invoice_prefix",
+    "credit_note_prefix",
+    "payment_terms_days",
+    "retention_days",
+    "chunk_size",
+];
+
+impl Config {
+    /// Load `path` (or the default file if it exists), then the environment over it.
+    pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let (file, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let mut table = toml::Table::new();
+        let mut src = String::new();
+        match std::fs::read_to_string(&file) {
+            Ok(s) => {
+                src = s;
+                table = src
+                    .parse::<toml::Table>()
+                    .map_err(|e| ConfigError(format!("{}: {}", file.display(), toml_error(&e, &src))))?;
+            }
+            Err(e) if required || e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ConfigError(format!("cannot read {}: {e}", file.display())));
+            }
+            Err(_) => {}
+        }
+        for key in table.keys() {
+            if !KEYS.contains(&key.as_str()) {
+                let line = src.find(&format!("{key}")).map(|o| line_of(&src, o)).unwrap_or(0);
+                return Err(ConfigError(format!("{}: line {line}: unknown key `{key}`", file.display())));
+            }
+        }
+        let mut config: Config = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                let key = table.keys().find(|k| e.message().contains(k.as_str())).cloned();
+                let line = key.and_then(|k| src.find(&k).map(|o| line_of(&src, o))).unwrap_or(0);
+                ConfigError(format!("{}: line {line}: {}", file.display(), e.message().trim()))
+            })?;
+        for key in KEYS {
+            let var = format!("BILLRUN_{}", key.to_uppercase());
+            if let Some(value) = env(&var) {
+                config.set(key, &value).map_err(|e| ConfigError(format!("{var}: {e}")))?;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let number = |v: &str| v.trim().parse::<u32>().map_err(|_| format!("{v:?} is not a whole number"));
+        match key {
+            "database_url" => self.database_url = value.into(),
+            "catalog" => self.catalog = value.into(),
+            "timezone" => self.timezone = value.into(),
+            "mail_dir" => self.mail_dir = value.into(),
+            "smtp_url" => self.smtp_url = Some(value.into()),
+            "smtp_user" => self.smtp_user = Some(value.into()),
+            "smtp_password" => self.smtp_password = Some(value.into()),
+            "mail_from" => self.mail_from = value.into(),
+            "finance_to" => self.finance_to = value.into(),
+            "invoice_prefix" => self.invoice_prefix = value.into(),
+            "credit_note_prefix" => self.credit_note_prefix = value.into(),
+            "payment_terms_days" => self.payment_terms_days = number(value)?,
+            "retention_days" => self.retention_days = number(value)?,
+            "chunk_size" => self.chunk_size = number(value)?,
+            _ => return Err(format!("unknown key {key}")),
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, msg: String| Err(ConfigError(format!("{key}: {msg}")));
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return bad("database_url", format!("{:?} must start with sqlite:// or postgres://", crate::redact(&self.database_url)));
+        }
+        if let Err(e) = crate::input::check_timezone(&self.timezone) {
+            return bad("timezone", e);
+        }
+        for (key, value) in [("mail_from", &self.mail_from), ("finance_to", &self.finance_to)] {
+            if value.parse::<lettre::message::Mailbox>().is_err() {
+                return bad(key, format!("{value:?} is not an email address"));
+            }
+        }
+        for (key, value) in [("invoice_prefix", &self.invoice_prefix), ("credit_note_prefix", &self.credit_note_prefix)] {
+            if value.is_empty() || value.len() > 10 || !value.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return bad(key, format!("{value:?} must be 1-10 letters or digits"));
+            }
+        }
+        if self.invoice_prefix == self.credit_note_prefix {
+            return bad("credit_note_prefix", "must differ from invoice_prefix".into());
+        }
+        if !(1..=100_000).contains(&self.chunk_size) {
+            return bad("chunk_size", format!("{} must be between 1 and 100000", self.chunk_size));
+        }
+        if self.payment_terms_days > 365 {
+            return bad("payment_terms_days", format!("{} must be at most 365", self.payment_terms_days));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(src: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("billrun.toml");
+        std::fs::write(&path, src).unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(Some(&path), |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let c = load("timezone = \"America/Toronto\"\nchunk_size = 10\n", &[("BILLRUN_CHUNK_SIZE", "20")]).unwrap();
+        assert_eq!((c.timezone.as_str(), c.chunk_size), ("America/Toronto", 20));
+    }
+
+    #[test]
+    fn names_the_bad_key() {
+        let e = load("timezone = \"UTC\"\nchunk = 5\n", &[]).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("unknown key `chunk`"), "{e}");
+        let e = load("chunk_size = \"many\"\n", &[]).unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+        let e = load("timezone = \"Mars/Olympus\"\n", &[]).unwrap_err();
+        assert!(e.contains("timezone"), "{e}");
+        let e = load("", &[("BILLRUN_CHUNK_SIZE", "x")]).unwrap_err();
+        assert!(e.contains("BILLRUN_CHUNK_SIZE"), "{e}");
+        let e = load("", &[("BILLRUN_DATABASE_URL", "mysql://u:pw@h/db")]).unwrap_err();
+        assert!(e.contains("database_url") && !e.contains("pw"), "{e}");
+    }
+}

@@ -1,0 +1,61 @@
+//! Email: what billrun says to customers and finance, and how it leaves.
+//!
+//! Rendering is pure (document in, `lettre::Message` out); delivery goes through the outbox —
+//! rows written in the same transaction as the documents they carry — and a [`Transport`]:
+//! a folder of `.eml` files in the embedded mode. Each message has a stable key (the document
+//! number, or `finance-batch-N`) from which its file name and Message-ID derive, so a resend
+//! is recognisably the same message.
+
+pub mod eml;
+mod render;
+
+pub use eml::EmlDir;
+pub use render::{document_email, document_text, finance_batch_email, finance_csv};
+
+use crate::core::document::DocumentKind;
+use async_trait::async_trait;
+use chrono::NaiveDate;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("cannot build message: {0}")]
+    Build(String),
+    #[error("cannot deliver message {key}: {reason}")]
+    Deliver { key: String, reason: String },
+}
+
+/// Where messages go.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    async fn send(&self, key: &str, message: &lettre::Message) -> Result<(), MailError>;
+}
+
+pub fn document_subject(kind: DocumentKind, number: &str) -> String {
+    format!("{} {number}", kind.title())
+}
+
+pub fn finance_batch_key(batch: i64) -> String {
+    format!("finance-batch-{batch:06}")
+}
+
+pub fn finance_batch_subject(batch: i64, as_of: NaiveDate, documents: u64) -> String {
+    format!("Billing run as of {as_of}: {documents} document(s) (batch {batch})")
+}
+
+/// Message-ID from the message key: the same document always carries the same id.
+pub fn message_id(key: &str, from: &str) -> String {
+    let domain = from
+        .parse::<lettre::message::Mailbox>()
+        .map(|m| m.email.domain().to_string())
+        .unwrap_or_else(|_| "billrun.invalid".to_string());
+    format!("<{key}@{domain}>")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn message_id_is_stable_and_uses_the_sender_domain() {
+        assert_eq!(super::message_id("INV-2026-000001", "Billing <billing@example.com>"), "<INV-2026-000001@example.com>");
+        assert_eq!(super::message_id("INV-2026-000001", "billing@example.com"), "<INV-2026-000001@example.com>");
+    }
+}

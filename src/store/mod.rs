@@ -1,0 +1,174 @@
+//! Storage: one trait, [`Store`], implemented for SQLite (embedded default) and — in the
+//! production mode — PostgreSQL. The close run, the CLI and the simulator only see the trait.
+//!
+//! Writes that belong together happen in one transaction inside one method: a chunk of
+//! closed accounts (documents, lines, numbers, ledger, subscription state, outbox) is
+//! committed whole or not at all. Idempotency is enforced by unique keys in the schema
+//! (`documents.doc_key`, `outbox.message_key`, `finance_batches.run_id`) and by guarded
+//! updates (`… WHERE next_bill_date = expected`), not by the caller's good behaviour.
+
+pub mod sqlite;
+
+use crate::core::billing::{AccountClose, AccountState};
+use crate::core::document::{Document, DocumentKind};
+use crate::core::domain::{Account, AccountId};
+use crate::input::ImportBatch;
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("cannot open the database: {0}")]
+    Connect(String),
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error("{0}")]
+    Rejected(String),
+    /// Someone else changed the rows this write was computed from; reload and retry.
+    #[error("concurrent update of {0}; the chunk was rolled back")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(crate::redact(&e.to_string()))
+    }
+}
+
+pub type RunId = i64;
+
+/// Numbering settings: `{prefix}-{year}-{n:06}`, gapless per prefix and year.
+#[derive(Debug, Clone)]
+pub struct Numbering {
+    pub invoice_prefix: String,
+    pub credit_note_prefix: String,
+}
+
+impl Numbering {
+    pub fn prefix(&self, kind: DocumentKind) -> &str {
+        match kind {
+            DocumentKind::Invoice => &self.invoice_prefix,
+            DocumentKind::CreditNote => &self.credit_note_prefix,
+        }
+    }
+    pub fn format(prefix: &str, year: i32, n: i64) -> String {
+        format!("{prefix}-{year}-{n:06}")
+    }
+}
+
+/// A stored document with its row id and the id of the batch that reported it.
+#[derive(Debug, Clone)]
+pub struct StoredDocument {
+    pub id: i64,
+    pub document: Document,
+    pub finance_batch: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxKind {
+    Document(i64),
+    FinanceBatch(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub key: String,
+    pub kind: OutboxKind,
+    pub recipient: String,
+    pub subject: String,
+    pub attempts: i64,
+    pub sent: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub at: NaiveDate,
+    pub amount: Decimal,
+    pub reason: String,
+    pub document: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BalanceReport {
+    pub account: Account,
+    pub balance: Decimal,
+    pub entries: Vec<LedgerEntry>,
+}
+
+/// Who gets what when a chunk is committed.
+#[derive(Debug, Clone)]
+pub struct ChunkContext<'a> {
+    pub run: RunId,
+    pub numbering: &'a Numbering,
+    pub now: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Create or upgrade the schema.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Accounts with these ids that exist.
+    async fn accounts(&self, ids: &[String]) -> Result<Vec<Account>, StoreError>;
+
+    /// Insert a validated import in one transaction; any id already stored rejects it whole.
+    async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    async fn begin_run(&self, as_of: NaiveDate, now: DateTime<Utc>) -> Result<RunId, StoreError>;
+    async fn finish_run(&self, run: RunId, now: DateTime<Utc>, documents: u64, error: Option<&str>) -> Result<(), StoreError>;
+
+    /// Up to `limit` ids of accounts with a subscription due at `as_of`, in id order, after
+    /// `after` (keyset pagination, so a run walks each account once).
+    async fn due_accounts(&self, as_of: NaiveDate, after: Option<&AccountId>, limit: u32) -> Result<Vec<AccountId>, StoreError>;
+
+    /// The state the billing core needs to close these accounts.
+    async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError>;
+
+    /// Write the outcome of closing a chunk of accounts in one transaction: numbered
+    /// documents, lines, ledger, subscription state, account balances and one outbox message
+    /// per document. Returns the documents as issued.
+    async fn commit_chunk(&self, ctx: &ChunkContext<'_>, closes: &[AccountClose]) -> Result<Vec<StoredDocument>, StoreError>;
+
+    /// Put every document not yet reported to finance into a batch for `run`, and queue its
+    /// message. None when there is nothing to report.
+    async fn create_finance_batch(&self, run: RunId, as_of: NaiveDate, recipient: &str, now: DateTime<Utc>) -> Result<Option<i64>, StoreError>;
+
+    /// Outbox messages not yet sent whose next attempt is due.
+    async fn due_outbox(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Every outbox message, in the order queued.
+    async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError>;
+
+    async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError>;
+    async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError>;
+    /// Documents in issue order, optionally of one account.
+    async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError>;
+    async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError>;
+
+    async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError>;
+    /// Balances of every account, by id.
+    async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError>;
+}
+
+/// Open the store a database URL names.
+pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Box::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Err(StoreError::Connect(
+            "PostgreSQL is not supported by this build yet; use a sqlite:// URL".into(),
+        ))
+    } else {
+        Err(StoreError::Connect(format!(
+            "database URL {:?} must start with sqlite:// or postgres://",
+            crate::redact(url)
+        )))
+    }
+}

@@ -1,0 +1,750 @@
+//! The SQLite implementation of [`Store`]: the embedded default, and the simulator's
+//! throwaway in-memory store.
+//!
+//! Money is stored as exact decimal TEXT and dates as ISO TEXT. Every writing method runs in
+//! one `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock up front, so a second
+//! process waits (busy timeout) instead of failing half way.
+
+use super::*;
+use crate::core::billing::AccountState;
+use crate::core::document::{DraftDocument, Line, LineKind};
+use crate::core::domain::{
+    AccountStatus, Discount, Item, PendingItem, Subscription, SubscriptionId, SubscriptionStatus, TaxRate,
+};
+use crate::core::money::Currency;
+use crate::core::period::Period;
+use chrono::SecondsFormat;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn dec(s: &str) -> Result<Decimal, StoreError> {
+    Decimal::from_str_exact(s).map_err(|_| StoreError::Corrupt(format!("amount {s:?}")))
+}
+
+fn date(s: &str) -> Result<NaiveDate, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt(format!("date {s:?}")))
+}
+
+fn opt_date(s: Option<String>) -> Result<Option<NaiveDate>, StoreError> {
+    s.as_deref().map(date).transpose()
+}
+
+fn corrupt(what: &str) -> impl Fn(String) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn conflict_on_unique(e: sqlx::Error, what: String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => e.into(),
+    }
+}
+
+/// `col IN (?, ?, …)` for a list of text values.
+fn push_in<'a>(q: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Item = &'a str>) {
+    q.push(" IN (");
+    let mut sep = q.separated(", ");
+    for v in values {
+        sep.push_bind(v.to_string());
+    }
+    sep.push_unseparated(")");
+}
+
+const ACCOUNT_COLS: &str = "id, name, email, currency, timezone, taxes, discount, status, balance";
+const DOCUMENT_COLS: &str = "id, number, doc_key, kind, account_id, subscription_id, finance_batch_id, issued_at, \
+     due_at, period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due";
+
+fn account_from_row(r: &SqliteRow) -> Result<(Account, Decimal), StoreError> {
+    let taxes: Vec<TaxRate> = serde_json::from_str(&r.try_get::<String, _>("taxes")?)
+        .map_err(|e| corrupt("taxes")(e.to_string()))?;
+    let discount: Option<Discount> = match r.try_get::<Option<String>, _>("discount")? {
+        Some(j) => Some(serde_json::from_str(&j).map_err(|e| corrupt("discount")(e.to_string()))?),
+        None => None,
+    };
+    let status: String = r.try_get("status")?;
+    let account = Account {
+        id: AccountId::new(&r.try_get::<String, _>("id")?).map_err(corrupt("account id"))?,
+        name: r.try_get("name")?,
+        email: r.try_get("email")?,
+        currency: Currency::new(&r.try_get::<String, _>("currency")?).map_err(corrupt("currency"))?,
+        timezone: r.try_get("timezone")?,
+        taxes,
+        discount,
+        status: AccountStatus::parse(&status).ok_or_else(|| corrupt("status")(status.clone()))?,
+    };
+    Ok((account, dec(&r.try_get::<String, _>("balance")?)?))
+}
+
+impl SqliteStore {
+    /// `sqlite::memory:` opens a private in-memory database (one connection, kept open);
+    /// `sqlite://PATH` or `sqlite:PATH` a file, created if missing.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let connect = |e: sqlx::Error| StoreError::Connect(e.to_string());
+        let pool = if url == "sqlite::memory:" || url == "sqlite://:memory:" {
+            let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(connect)?.foreign_keys(true);
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(opts)
+                .await
+                .map_err(connect)?
+        } else {
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(url);
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::Connect("the sqlite URL names no file".into()));
+            }
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Connect(format!("cannot create {}: {e}", dir.display())))?;
+                }
+            }
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .foreign_keys(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // A committed invoice must survive a power cut: it may already be emailed.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(30));
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await
+                .map_err(connect)?
+        };
+        Ok(SqliteStore { pool })
+    }
+
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn fetch_documents(&self, filter: DocFilter<'_>) -> Result<Vec<StoredDocument>, StoreError> {
+        let where_clause = |q: &mut QueryBuilder<Sqlite>| match filter {
+            DocFilter::All => {}
+            DocFilter::Account(a) => {
+                q.push(" WHERE account_id = ").push_bind(a.to_string());
+            }
+            DocFilter::Number(n) => {
+                q.push(" WHERE number = ").push_bind(n.to_string());
+            }
+            DocFilter::Id(id) => {
+                q.push(" WHERE id = ").push_bind(id);
+            }
+            DocFilter::Batch(b) => {
+                q.push(" WHERE finance_batch_id = ").push_bind(b);
+            }
+        };
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {DOCUMENT_COLS} FROM documents"));
+        where_clause(&mut q);
+        q.push(" ORDER BY id");
+        let rows = q.build().fetch_all(&self.pool).await?;
+
+        let mut lq = QueryBuilder::<Sqlite>::new(
+            "SELECT document_id, kind, description, amount FROM document_lines WHERE document_id IN (SELECT id FROM documents",
+        );
+        where_clause(&mut lq);
+        lq.push(") ORDER BY document_id, position");
+        let mut lines: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
+        for r in lq.build().fetch_all(&self.pool).await? {
+            let kind: String = r.try_get("kind")?;
+            lines.entry(r.try_get("document_id")?).or_default().push(Line {
+                kind: LineKind::parse(&kind).ok_or_else(|| corrupt("line kind")(kind.clone()))?,
+                description: r.try_get("description")?,
+                amount: dec(&r.try_get::<String, _>("amount")?)?,
+                discountable: false,
+            });
+        }
+
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.try_get("id")?;
+            let kind: String = r.try_get("kind")?;
+            let sub: Option<String> = r.try_get("subscription_id")?;
+            let period = match (opt_date(r.try_get("period_start")?)?, opt_date(r.try_get("period_end")?)?) {
+                (Some(start), Some(end)) => Some(Period { start, end }),
+                _ => None,
+            };
+            let draft = DraftDocument {
+                key: r.try_get("doc_key")?,
+                kind: crate::core::document::DocumentKind::parse(&kind)
+                    .ok_or_else(|| corrupt("document kind")(kind.clone()))?,
+                account: AccountId::new(&r.try_get::<String, _>("account_id")?).map_err(corrupt("account id"))?,
+                subscription: sub.as_deref().map(SubscriptionId::new).transpose().map_err(corrupt("subscription id"))?,
+                issued_at: date(&r.try_get::<String, _>("issued_at")?)?,
+                due_at: date(&r.try_get::<String, _>("due_at")?)?,
+                period,
+                currency: Currency::new(&r.try_get::<String, _>("currency")?).map_err(corrupt("currency"))?,
+                lines: lines.remove(&id).unwrap_or_default(),
+                subtotal: dec(&r.try_get::<String, _>("subtotal")?)?,
+                discount: dec(&r.try_get::<String, _>("discount")?)?,
+                tax: dec(&r.try_get::<String, _>("tax")?)?,
+                total: dec(&r.try_get::<String, _>("total")?)?,
+                credit_applied: dec(&r.try_get::<String, _>("credit_applied")?)?,
+                amount_due: dec(&r.try_get::<String, _>("amount_due")?)?,
+                consumes_pending: Vec::new(),
+            };
+            out.push(StoredDocument {
+                id,
+                document: Document { number: r.try_get("number")?, draft },
+                finance_batch: r.try_get("finance_batch_id")?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn fetch_outbox(&self, due: Option<(DateTime<Utc>, u32)>) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status FROM outbox",
+        );
+        if let Some((now, limit)) = due {
+            q.push(" WHERE status = 'pending' AND next_attempt_at <= ")
+                .push_bind(ts(now))
+                .push(" ORDER BY id LIMIT ")
+                .push_bind(i64::from(limit));
+        } else {
+            q.push(" ORDER BY id");
+        }
+        let mut out = Vec::new();
+        for r in q.build().fetch_all(&self.pool).await? {
+            let kind: String = r.try_get("kind")?;
+            let kind = match kind.as_str() {
+                "document" => OutboxKind::Document(r.try_get("document_id")?),
+                _ => OutboxKind::FinanceBatch(r.try_get("finance_batch_id")?),
+            };
+            out.push(OutboxEntry {
+                id: r.try_get("id")?,
+                key: r.try_get("message_key")?,
+                kind,
+                recipient: r.try_get("recipient")?,
+                subject: r.try_get("subject")?,
+                attempts: r.try_get("attempts")?,
+                sent: r.try_get::<String, _>("status")? == "sent",
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum DocFilter<'a> {
+    All,
+    Account(&'a str),
+    Number(&'a str),
+    Id(i64),
+    Batch(i64),
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Migrate(e.to_string()))
+    }
+
+    async fn accounts(&self, ids: &[String]) -> Result<Vec<Account>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id"));
+        push_in(&mut q, ids.iter().map(String::as_str));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(|r| account_from_row(r).map(|(a, _)| a)).collect()
+    }
+
+    async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let created = ts(now);
+        for new in &batch.accounts {
+            let a = &new.account;
+            let taxes = serde_json::to_string(&a.taxes).map_err(|e| StoreError::Database(e.to_string()))?;
+            let discount = a.discount.as_ref().map(|d| serde_json::to_string(d).unwrap_or_default());
+            sqlx::query(
+                "INSERT INTO accounts (id, name, email, currency, timezone, taxes, discount, status, balance, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+            )
+            .bind(a.id.as_str())
+            .bind(&a.name)
+            .bind(&a.email)
+            .bind(a.currency.code())
+            .bind(&a.timezone)
+            .bind(taxes)
+            .bind(discount)
+            .bind(new.opening_credit.to_string())
+            .bind(&created)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match conflict_on_unique(e, String::new()) {
+                StoreError::Conflict(_) => StoreError::Rejected(format!("account {:?} already exists", a.id.as_str())),
+                other => other,
+            })?;
+            if !new.opening_credit.is_zero() {
+                sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason) VALUES (?, ?, ?, 'opening_credit')")
+                    .bind(a.id.as_str())
+                    .bind(now.date_naive().to_string())
+                    .bind(new.opening_credit.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for new in &batch.subscriptions {
+            let s = &new.subscription;
+            let discount = s.discount.as_ref().map(|d| serde_json::to_string(d).unwrap_or_default());
+            sqlx::query(
+                "INSERT INTO subscriptions (id, account_id, policy, cycle, discount, start_date, anchor, next_bill_date, \
+                 periods_billed, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 'active', ?)",
+            )
+            .bind(s.id.as_str())
+            .bind(s.account.as_str())
+            .bind(&s.policy)
+            .bind(&s.cycle)
+            .bind(discount)
+            .bind(s.start.to_string())
+            .bind(s.anchor.to_string())
+            .bind(s.next_bill_date.to_string())
+            .bind(&created)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match conflict_on_unique(e, String::new()) {
+                StoreError::Conflict(_) => StoreError::Rejected(format!("subscription {:?} already exists", s.id.as_str())),
+                other => other,
+            })?;
+            for item in &s.items {
+                sqlx::query("INSERT INTO subscription_items (subscription_id, plan, quantity) VALUES (?, ?, ?)")
+                    .bind(s.id.as_str())
+                    .bind(&item.plan)
+                    .bind(i64::from(item.quantity))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (plan, holder) in &new.licences {
+                sqlx::query(
+                    "INSERT INTO licences (subscription_id, plan, status, assigned_to, created_at) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(s.id.as_str())
+                .bind(plan)
+                .bind(if holder.is_some() { "assigned" } else { "available" })
+                .bind(holder)
+                .bind(&created)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query("INSERT INTO audit_log (at, actor, action, details) VALUES (?, 'cli', 'import', ?)")
+            .bind(&created)
+            .bind(format!(
+                "{{\"accounts\": {}, \"subscriptions\": {}}}",
+                batch.accounts.len(),
+                batch.subscriptions.len()
+            ))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin_run(&self, as_of: NaiveDate, now: DateTime<Utc>) -> Result<RunId, StoreError> {
+        let id: i64 = sqlx::query_scalar("INSERT INTO runs (as_of, started_at) VALUES (?, ?) RETURNING id")
+            .bind(as_of.to_string())
+            .bind(ts(now))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    async fn finish_run(&self, run: RunId, now: DateTime<Utc>, documents: u64, error: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET finished_at = ?, status = ?, documents = ?, error = ? WHERE id = ?")
+            .bind(ts(now))
+            .bind(if error.is_some() { "failed" } else { "completed" })
+            .bind(documents as i64)
+            .bind(error)
+            .bind(run)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn due_accounts(&self, as_of: NaiveDate, after: Option<&AccountId>, limit: u32) -> Result<Vec<AccountId>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT account_id FROM subscriptions WHERE status = 'active' AND next_bill_date <= ? \
+             AND account_id > ? ORDER BY account_id LIMIT ?",
+        )
+        .bind(as_of.to_string())
+        .bind(after.map(|a| a.as_str()).unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|s| AccountId::new(s).map_err(corrupt("account id"))).collect()
+    }
+
+    async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id_strs = || ids.iter().map(|i| i.as_str());
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id"));
+        push_in(&mut q, id_strs());
+        let mut states: BTreeMap<String, AccountState> = BTreeMap::new();
+        for r in q.build().fetch_all(&self.pool).await? {
+            let (account, balance) = account_from_row(&r)?;
+            states.insert(account.id.as_str().to_string(), AccountState { account, balance, subscriptions: Vec::new() });
+        }
+
+        let sub_filter = |q: &mut QueryBuilder<Sqlite>| {
+            q.push("SELECT id FROM subscriptions WHERE status = 'active' AND account_id");
+            push_in(q, id_strs());
+        };
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT subscription_id, plan, quantity FROM subscription_items WHERE subscription_id IN (");
+        sub_filter(&mut q);
+        q.push(") ORDER BY subscription_id, plan");
+        let mut items: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+        for r in q.build().fetch_all(&self.pool).await? {
+            let quantity: i64 = r.try_get("quantity")?;
+            items.entry(r.try_get("subscription_id")?).or_default().push(Item {
+                plan: r.try_get("plan")?,
+                quantity: u32::try_from(quantity).map_err(|e| corrupt("quantity")(e.to_string()))?,
+            });
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, subscription_id, description, amount, discountable FROM pending_items \
+             WHERE document_id IS NULL AND subscription_id IN (",
+        );
+        sub_filter(&mut q);
+        q.push(") ORDER BY id");
+        let mut pending: BTreeMap<String, Vec<PendingItem>> = BTreeMap::new();
+        for r in q.build().fetch_all(&self.pool).await? {
+            pending.entry(r.try_get("subscription_id")?).or_default().push(PendingItem {
+                id: r.try_get("id")?,
+                description: r.try_get("description")?,
+                amount: dec(&r.try_get::<String, _>("amount")?)?,
+                discountable: r.try_get("discountable")?,
+            });
+        }
+
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, account_id, policy, cycle, discount, start_date, anchor, period_start, period_end, \
+             next_bill_date, periods_billed, status, cancel_at FROM subscriptions WHERE status = 'active' AND account_id",
+        );
+        push_in(&mut q, id_strs());
+        q.push(" ORDER BY id");
+        for r in q.build().fetch_all(&self.pool).await? {
+            let id: String = r.try_get("id")?;
+            let account: String = r.try_get("account_id")?;
+            let status: String = r.try_get("status")?;
+            let discount: Option<Discount> = match r.try_get::<Option<String>, _>("discount")? {
+                Some(j) => Some(serde_json::from_str(&j).map_err(|e| corrupt("discount")(e.to_string()))?),
+                None => None,
+            };
+            let current_period = match (opt_date(r.try_get("period_start")?)?, opt_date(r.try_get("period_end")?)?) {
+                (Some(start), Some(end)) => Some(Period { start, end }),
+                _ => None,
+            };
+            let periods_billed: i64 = r.try_get("periods_billed")?;
+            let sub = Subscription {
+                id: SubscriptionId::new(&id).map_err(corrupt("subscription id"))?,
+                account: AccountId::new(&account).map_err(corrupt("account id"))?,
+                policy: r.try_get("policy")?,
+                cycle: r.try_get("cycle")?,
+                items: items.remove(&id).unwrap_or_default(),
+                discount,
+                start: date(&r.try_get::<String, _>("start_date")?)?,
+                anchor: date(&r.try_get::<String, _>("anchor")?)?,
+                current_period,
+                next_bill_date: date(&r.try_get::<String, _>("next_bill_date")?)?,
+                periods_billed: u32::try_from(periods_billed).unwrap_or(u32::MAX),
+                status: SubscriptionStatus::parse(&status).ok_or_else(|| corrupt("status")(status.clone()))?,
+                cancel_at: opt_date(r.try_get("cancel_at")?)?,
+                pending: pending.remove(&id).unwrap_or_default(),
+            };
+            if let Some(state) = states.get_mut(&account) {
+                state.subscriptions.push(sub);
+            }
+        }
+        Ok(states.into_values().collect())
+    }
+
+    async fn commit_chunk(&self, ctx: &ChunkContext<'_>, closes: &[AccountClose]) -> Result<Vec<StoredDocument>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let created = ts(ctx.now);
+
+        // Reserve one block of numbers per series and year for the whole chunk.
+        let mut wanted: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for doc in closes.iter().flat_map(|c| &c.documents) {
+            *wanted.entry((ctx.numbering.prefix(doc.kind).to_string(), chrono::Datelike::year(&doc.issued_at))).or_default() += 1;
+        }
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for ((prefix, year), n) in wanted {
+            let last: i64 = sqlx::query_scalar(
+                "INSERT INTO number_series (prefix, year, last_number) VALUES (?, ?, ?) \
+                 ON CONFLICT (prefix, year) DO UPDATE SET last_number = last_number + excluded.last_number \
+                 RETURNING last_number",
+            )
+            .bind(&prefix)
+            .bind(year)
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await?;
+            next.insert((prefix, year), last - n + 1);
+        }
+
+        let mut issued = Vec::new();
+        for close in closes {
+            for u in &close.updates {
+                let done = sqlx::query(
+                    "UPDATE subscriptions SET period_start = ?, period_end = ?, next_bill_date = ?, periods_billed = ?, \
+                     status = ?, ended_at = ? WHERE id = ? AND next_bill_date = ? AND status = 'active'",
+                )
+                .bind(u.current_period.map(|p| p.start.to_string()))
+                .bind(u.current_period.map(|p| p.end.to_string()))
+                .bind(u.next_bill_date.to_string())
+                .bind(i64::from(u.periods_billed))
+                .bind(u.status.as_str())
+                .bind(u.ended_at.map(|d| d.to_string()))
+                .bind(u.id.as_str())
+                .bind(u.expected_next_bill_date.to_string())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!("subscription {}", u.id)));
+                }
+            }
+            for doc in &close.documents {
+                let key = (ctx.numbering.prefix(doc.kind).to_string(), chrono::Datelike::year(&doc.issued_at));
+                let n = next.get_mut(&key).expect("numbers reserved for every series");
+                let number = Numbering::format(&key.0, key.1, *n);
+                *n += 1;
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
+                     period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                )
+                .bind(&number)
+                .bind(&doc.key)
+                .bind(doc.kind.as_str())
+                .bind(doc.account.as_str())
+                .bind(doc.subscription.as_ref().map(|s| s.as_str()))
+                .bind(ctx.run)
+                .bind(doc.issued_at.to_string())
+                .bind(doc.due_at.to_string())
+                .bind(doc.period.map(|p| p.start.to_string()))
+                .bind(doc.period.map(|p| p.end.to_string()))
+                .bind(doc.currency.code())
+                .bind(doc.subtotal.to_string())
+                .bind(doc.discount.to_string())
+                .bind(doc.tax.to_string())
+                .bind(doc.total.to_string())
+                .bind(doc.credit_applied.to_string())
+                .bind(doc.amount_due.to_string())
+                .bind(&created)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| conflict_on_unique(e, format!("document {}", doc.key)))?;
+
+                if !doc.lines.is_empty() {
+                    let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO document_lines (document_id, position, kind, description, amount) ");
+                    q.push_values(doc.lines.iter().enumerate(), |mut b, (pos, line)| {
+                        b.push_bind(id)
+                            .push_bind(pos as i64)
+                            .push_bind(line.kind.as_str())
+                            .push_bind(line.description.clone())
+                            .push_bind(line.amount.to_string());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                let ledger = match doc.kind {
+                    DocumentKind::Invoice if !doc.credit_applied.is_zero() => Some((-doc.credit_applied, "credit_applied")),
+                    DocumentKind::CreditNote => Some((-doc.total, "credit_note")),
+                    _ => None,
+                };
+                if let Some((amount, reason)) = ledger {
+                    sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) VALUES (?, ?, ?, ?, ?)")
+                        .bind(doc.account.as_str())
+                        .bind(doc.issued_at.to_string())
+                        .bind(amount.to_string())
+                        .bind(reason)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for pending in &doc.consumes_pending {
+                    let done = sqlx::query("UPDATE pending_items SET document_id = ? WHERE id = ? AND document_id IS NULL")
+                        .bind(id)
+                        .bind(pending)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() != 1 {
+                        return Err(StoreError::Conflict(format!("pending item {pending}")));
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO outbox (message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
+                     SELECT ?, 'document', ?, email, ?, ?, ? FROM accounts WHERE id = ?",
+                )
+                .bind(&number)
+                .bind(id)
+                .bind(crate::mail::document_subject(doc.kind, &number))
+                .bind(&created)
+                .bind(&created)
+                .bind(doc.account.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_on_unique(e, format!("outbox message {number}")))?;
+                issued.push(StoredDocument { id, document: Document { number, draft: doc.clone() }, finance_batch: None });
+            }
+            if close.balance_after != close.balance_before {
+                let done = sqlx::query("UPDATE accounts SET balance = ? WHERE id = ? AND balance = ?")
+                    .bind(close.balance_after.to_string())
+                    .bind(close.account.as_str())
+                    .bind(close.balance_before.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!("balance of account {}", close.account)));
+                }
+            }
+        }
+        sqlx::query("UPDATE runs SET documents = documents + ? WHERE id = ?")
+            .bind(issued.len() as i64)
+            .bind(ctx.run)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(issued)
+    }
+
+    async fn create_finance_batch(&self, run: RunId, as_of: NaiveDate, recipient: &str, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL")
+            .fetch_one(&mut *tx)
+            .await?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let created = ts(now);
+        let batch: i64 = sqlx::query_scalar("INSERT INTO finance_batches (run_id, created_at) VALUES (?, ?) RETURNING id")
+            .bind(run)
+            .bind(&created)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| conflict_on_unique(e, format!("finance batch of run {run}")))?;
+        sqlx::query("UPDATE documents SET finance_batch_id = ? WHERE finance_batch_id IS NULL")
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO outbox (message_key, kind, finance_batch_id, recipient, subject, next_attempt_at, created_at) \
+             VALUES (?, 'finance_batch', ?, ?, ?, ?, ?)",
+        )
+        .bind(crate::mail::finance_batch_key(batch))
+        .bind(batch)
+        .bind(recipient)
+        .bind(crate::mail::finance_batch_subject(batch, as_of, count as u64))
+        .bind(&created)
+        .bind(&created)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(batch))
+    }
+
+    async fn due_outbox(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.fetch_outbox(Some((now, limit))).await
+    }
+
+    async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.fetch_outbox(None).await
+    }
+
+    async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?")
+            .bind(ts(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?")
+            .bind(crate::redact(error))
+            .bind(ts(next_attempt))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError> {
+        Ok(self.fetch_documents(DocFilter::Number(number)).await?.pop())
+    }
+
+    async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError> {
+        Ok(self.fetch_documents(DocFilter::Id(id)).await?.pop())
+    }
+
+    async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError> {
+        self.fetch_documents(account.map_or(DocFilter::All, DocFilter::Account)).await
+    }
+
+    async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
+        self.fetch_documents(DocFilter::Batch(batch)).await
+    }
+
+    async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError> {
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?")))
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (account_row, balance) = account_from_row(&row)?;
+        let mut entries = Vec::new();
+        for r in sqlx::query(
+            "SELECT l.at, l.amount, l.reason, d.number FROM balance_ledger l LEFT JOIN documents d ON d.id = l.document_id \
+             WHERE l.account_id = ? ORDER BY l.id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            entries.push(LedgerEntry {
+                at: date(&r.try_get::<String, _>("at")?)?,
+                amount: dec(&r.try_get::<String, _>("amount")?)?,
+                reason: r.try_get("reason")?,
+                document: r.try_get("number")?,
+            });
+        }
+        Ok(Some(BalanceReport { account: account_row, balance, entries }))
+    }
+
+    async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError> {
+        let mut out = Vec::new();
+        for r in sqlx::query("SELECT id, balance FROM accounts ORDER BY id").fetch_all(&self.pool).await? {
+            out.push((
+                AccountId::new(&r.try_get::<String, _>("id")?).map_err(corrupt("account id"))?,
+                dec(&r.try_get::<String, _>("balance")?)?,
+            ));
+        }
+        Ok(out)
+    }
+}
