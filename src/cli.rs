@@ -19,7 +19,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]
-#[command(name = "billrun", version, about = "Scheduled batch invoicing for subscription businesses")]
+#[command(
+    name = "billrun",
+    version,
+    about = "Scheduled batch invoicing for subscription businesses"
+)]
 pub struct Cli {
     /// Configuration file (default: config/billrun.toml if present).
     #[arg(long, global = true, value_name = "FILE")]
@@ -115,9 +119,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Migrate => {
             let store = store::open(&config.database_url).await?;
             store.migrate().await?;
-            println!("Schema is up to date ({}).", crate::redact(&config.database_url));
+            println!(
+                "Schema is up to date ({}).",
+                crate::redact(&config.database_url)
+            );
         }
-        Command::Catalog { command: CatalogCommand::Check { file } } => {
+        Command::Catalog {
+            command: CatalogCommand::Check { file },
+        } => {
             let path = file.unwrap_or_else(|| PathBuf::from(&config.catalog));
             let catalog = load_catalog(&path)?;
             println!(
@@ -130,8 +139,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Import { file } => {
             let catalog = load_catalog(Path::new(&config.catalog))?;
             let src = read(&file)?;
-            let raw: ImportFile =
-                serde_json::from_str(&src).with_context(|| format!("{} is not a valid import file", file.display()))?;
+            let raw: ImportFile = serde_json::from_str(&src)
+                .with_context(|| format!("{} is not a valid import file", file.display()))?;
             let store = open_store(&config).await?;
             let refs = input::referenced_accounts(&raw.accounts, &raw.subscriptions);
             let existing: BTreeMap<String, _> = store
@@ -140,8 +149,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 .into_iter()
                 .map(|a| (a.id.to_string(), a))
                 .collect();
-            let batch = input::validate(&raw.accounts, &raw.subscriptions, &catalog, &config.timezone, &existing)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let batch = input::validate(
+                &raw.accounts,
+                &raw.subscriptions,
+                &catalog,
+                &config.timezone,
+                &existing,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             store.import(&batch, clock.now()).await?;
             println!(
                 "Imported {} account(s) and {} subscription(s) from {}.",
@@ -150,13 +165,30 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 file.display()
             );
         }
-        Command::Close { as_of, dry_run, json } => {
+        Command::Close {
+            as_of,
+            dry_run,
+            json,
+        } => {
             let catalog = load_catalog(Path::new(&config.catalog))?;
             let store = open_store(&config).await?;
             let settings = close_settings(&config);
             let transport = EmlDir::new(&config.mail_dir);
-            let options = CloseOptions { dry_run, keep_documents: json || dry_run, ..Default::default() };
-            let report = close(store.as_ref(), &catalog, &settings, &clock, Some(&transport), as_of, &options).await?;
+            let options = CloseOptions {
+                dry_run,
+                keep_documents: json || dry_run,
+                ..Default::default()
+            };
+            let report = close(
+                store.as_ref(),
+                &catalog,
+                &settings,
+                &clock,
+                Some(&transport),
+                as_of,
+                &options,
+            )
+            .await?;
             if json {
                 print_json(&CloseJson::from(&report))?;
             } else {
@@ -170,7 +202,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let store = open_store(&config).await?;
             let docs = store.documents(account.as_deref()).await?;
             if json {
-                let v: Vec<DocumentJson> = docs.iter().map(|d| DocumentJson::from(&d.document)).collect();
+                let v: Vec<DocumentJson> = docs
+                    .iter()
+                    .map(|d| DocumentJson::from(&d.document))
+                    .collect();
                 print_json(&v)?;
             } else if docs.is_empty() {
                 println!("No documents.");
@@ -219,14 +254,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
                         e.at,
                         e.amount.to_string(),
                         e.reason,
-                        e.document.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+                        e.document
+                            .as_deref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
                     );
                 }
             }
         }
         Command::Simulate { scenario, json } => {
             let src = read(&scenario)?;
-            let parsed = Scenario::parse(&src).with_context(|| format!("{}", scenario.display()))?;
+            let parsed =
+                Scenario::parse(&src).with_context(|| format!("{}", scenario.display()))?;
             let out = simulate(&parsed).await?;
             if json {
                 print_json(&out)?;
@@ -257,7 +296,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
 
 pub fn close_settings(config: &Config) -> CloseSettings {
     CloseSettings {
-        terms: Terms { payment_terms_days: config.payment_terms_days },
+        terms: Terms {
+            payment_terms_days: config.payment_terms_days,
+        },
         numbering: Numbering {
             invoice_prefix: config.invoice_prefix.clone(),
             credit_note_prefix: config.credit_note_prefix.clone(),
@@ -281,8 +322,15 @@ impl<'a> From<&'a CloseReport> for CloseJson<'a> {
 }
 
 fn print_close(r: &CloseReport, config: &Config) {
-    let verb = if r.dry_run { "Dry run — nothing written. Would issue" } else { "Issued" };
-    println!("Close as of {}: {verb} {} invoice(s) and {} credit note(s).", r.as_of, r.invoices, r.credit_notes);
+    let verb = if r.dry_run {
+        "Dry run — nothing written. Would issue"
+    } else {
+        "Issued"
+    };
+    println!(
+        "Close as of {}: {verb} {} invoice(s) and {} credit note(s).",
+        r.as_of, r.invoices, r.credit_notes
+    );
     for (cur, s) in &r.per_currency {
         println!(
             "  {cur}: invoiced {}, credited {}, amount due {}",
@@ -310,7 +358,11 @@ fn print_close(r: &CloseReport, config: &Config) {
             "Emails: {} sent to {}{}.",
             r.emails_sent,
             config.mail_dir,
-            if r.emails_failed > 0 { format!(", {} failed (queued for retry)", r.emails_failed) } else { String::new() }
+            if r.emails_failed > 0 {
+                format!(", {} failed (queued for retry)", r.emails_failed)
+            } else {
+                String::new()
+            }
         );
     }
     for f in &r.failed {

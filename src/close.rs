@@ -95,12 +95,15 @@ pub enum CloseError {
 impl CloseReport {
     fn record(&mut self, number: Option<String>, doc: &DraftDocument, keep: bool) {
         let cur = doc.currency;
-        let s = self.per_currency.entry(cur.to_string()).or_insert_with(|| CurrencySummary {
-            invoiced: cur.zero(),
-            credited: cur.zero(),
-            amount_due: cur.zero(),
-            ..Default::default()
-        });
+        let s = self
+            .per_currency
+            .entry(cur.to_string())
+            .or_insert_with(|| CurrencySummary {
+                invoiced: cur.zero(),
+                credited: cur.zero(),
+                amount_due: cur.zero(),
+                ..Default::default()
+            });
         match doc.kind {
             DocumentKind::Invoice => {
                 self.invoices += 1;
@@ -115,7 +118,10 @@ impl CloseReport {
         }
         s.amount_due += doc.amount_due;
         if keep {
-            self.documents.push(ReportedDocument { number, document: doc.clone() });
+            self.documents.push(ReportedDocument {
+                number,
+                document: doc.clone(),
+            });
         }
     }
 }
@@ -143,16 +149,35 @@ pub async fn close(
         emails_failed: 0,
         documents: Vec::new(),
     };
-    let run = if options.dry_run { None } else { Some(store.begin_run(as_of, clock.now()).await?) };
+    let run = if options.dry_run {
+        None
+    } else {
+        Some(store.begin_run(as_of, clock.now()).await?)
+    };
     report.run = run;
     tracing::info!(%as_of, dry_run = options.dry_run, run, "close started");
 
-    let result = close_chunks(store, catalog, settings, clock, as_of, options, run, &mut report).await;
+    let result = close_chunks(
+        store,
+        catalog,
+        settings,
+        clock,
+        as_of,
+        options,
+        run,
+        &mut report,
+    )
+    .await;
     if let Some(run) = run {
         let error = result.as_ref().err().map(|e| e.to_string());
         // The run's own outcome matters more than recording it; log a failure to record.
         if let Err(e) = store
-            .finish_run(run, clock.now(), report.invoices + report.credit_notes, error.as_deref())
+            .finish_run(
+                run,
+                clock.now(),
+                report.invoices + report.credit_notes,
+                error.as_deref(),
+            )
             .await
         {
             tracing::error!(run, error = %e, "could not record the end of the run");
@@ -161,7 +186,9 @@ pub async fn close(
     result?;
 
     if let Some(run) = run {
-        report.finance_batch = store.create_finance_batch(run, as_of, &settings.finance_to, clock.now()).await?;
+        report.finance_batch = store
+            .create_finance_batch(run, as_of, &settings.finance_to, clock.now())
+            .await?;
         if let Some(transport) = transport {
             let (sent, failed) = deliver(store, transport, clock, &settings.mail_from).await?;
             report.emails_sent = sent;
@@ -192,8 +219,12 @@ async fn close_chunks(
     let mut after: Option<AccountId> = None;
     let mut chunks = 0;
     loop {
-        let ids = store.due_accounts(as_of, after.as_ref(), settings.chunk_size).await?;
-        let Some(last) = ids.last().cloned() else { break };
+        let ids = store
+            .due_accounts(as_of, after.as_ref(), settings.chunk_size)
+            .await?;
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
         let mut attempts = 0;
         loop {
             let states = store.load_accounts(&ids).await?;
@@ -204,7 +235,10 @@ async fn close_chunks(
                     Ok(c) => closes.push(c),
                     Err(e) => {
                         tracing::error!(account = %state.account.id, error = %e, "account not closed");
-                        failed.push(FailedAccount { account: state.account.id.clone(), error: e.to_string() });
+                        failed.push(FailedAccount {
+                            account: state.account.id.clone(),
+                            error: e.to_string(),
+                        });
                     }
                 }
             }
@@ -215,11 +249,19 @@ async fn close_chunks(
                 report.failed.extend(failed);
                 break;
             };
-            let ctx = ChunkContext { run, numbering: &settings.numbering, now: clock.now() };
+            let ctx = ChunkContext {
+                run,
+                numbering: &settings.numbering,
+                now: clock.now(),
+            };
             match store.commit_chunk(&ctx, &closes).await {
                 Ok(issued) => {
                     for d in &issued {
-                        report.record(Some(d.document.number.clone()), &d.document.draft, options.keep_documents);
+                        report.record(
+                            Some(d.document.number.clone()),
+                            &d.document.draft,
+                            options.keep_documents,
+                        );
                     }
                     report.failed.extend(failed);
                     break;
@@ -244,7 +286,12 @@ async fn close_chunks(
 
 /// Send every due outbox message; failures are retried later with exponential backoff.
 /// Returns (sent, failed).
-pub async fn deliver(store: &dyn Store, transport: &dyn Transport, clock: &dyn Clock, from: &str) -> Result<(u64, u64), StoreError> {
+pub async fn deliver(
+    store: &dyn Store,
+    transport: &dyn Transport,
+    clock: &dyn Clock,
+    from: &str,
+) -> Result<(u64, u64), StoreError> {
     let (mut sent, mut failed) = (0, 0);
     let mut seen = std::collections::HashSet::new();
     loop {
@@ -264,9 +311,12 @@ pub async fn deliver(store: &dyn Store, transport: &dyn Transport, clock: &dyn C
                     sent += 1;
                 }
                 Err(e) => {
-                    let backoff = Duration::seconds(30 * 2_i64.pow(entry.attempts.clamp(0, 10) as u32));
+                    let backoff =
+                        Duration::seconds(30 * 2_i64.pow(entry.attempts.clamp(0, 10) as u32));
                     tracing::warn!(message = %entry.key, attempts = entry.attempts + 1, error = %e, "send failed; will retry");
-                    store.mark_failed(entry.id, &e.to_string(), clock.now() + backoff).await?;
+                    store
+                        .mark_failed(entry.id, &e.to_string(), clock.now() + backoff)
+                        .await?;
                     failed += 1;
                 }
             }
@@ -285,20 +335,36 @@ async fn render(
     match &entry.kind {
         OutboxKind::Document(id) => {
             let Some(doc) = store.document_by_id(*id).await? else {
-                return Err(StoreError::Corrupt(format!("outbox names missing document {id}")));
+                return Err(StoreError::Corrupt(format!(
+                    "outbox names missing document {id}"
+                )));
             };
             let mut account = store
                 .accounts(&[doc.document.draft.account.to_string()])
                 .await?
                 .pop()
-                .ok_or_else(|| StoreError::Corrupt(format!("document {} has no account", doc.document.number)))?;
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("document {} has no account", doc.document.number))
+                })?;
             // The address captured when the document was issued.
             account.email = recipient.to_string();
-            Ok(crate::mail::document_email(&doc.document, &account, from, clock.now()))
+            Ok(crate::mail::document_email(
+                &doc.document,
+                &account,
+                from,
+                clock.now(),
+            ))
         }
         OutboxKind::FinanceBatch(batch) => {
             let docs = store.batch_documents(*batch).await?;
-            Ok(crate::mail::finance_batch_email(*batch, &entry.subject, &docs, from, recipient, clock.now()))
+            Ok(crate::mail::finance_batch_email(
+                *batch,
+                &entry.subject,
+                &docs,
+                from,
+                recipient,
+                clock.now(),
+            ))
         }
     }
 }

@@ -139,8 +139,10 @@ pub fn validate(
     existing: &BTreeMap<String, Account>,
 ) -> Result<ImportBatch, String> {
     let mut batch = ImportBatch::default();
-    let mut currencies: BTreeMap<String, Currency> =
-        existing.iter().map(|(id, a)| (id.clone(), a.currency)).collect();
+    let mut currencies: BTreeMap<String, Currency> = existing
+        .iter()
+        .map(|(id, a)| (id.clone(), a.currency))
+        .collect();
     let mut seen = BTreeSet::new();
 
     for raw in accounts {
@@ -151,19 +153,29 @@ pub fn validate(
         }
         check_email(&raw.email).map_err(ctx)?;
         let currency = Currency::new(&raw.currency).map_err(ctx)?;
-        let timezone = raw.timezone.clone().unwrap_or_else(|| default_timezone.to_string());
+        let timezone = raw
+            .timezone
+            .clone()
+            .unwrap_or_else(|| default_timezone.to_string());
         check_timezone(&timezone).map_err(ctx)?;
         let mut taxes = Vec::new();
         for t in &raw.taxes {
             taxes.push(TaxRate::new(&t.name, parse_amount(&t.percent).map_err(ctx)?).map_err(ctx)?);
         }
-        let discount = raw.discount.as_ref().map(discount).transpose().map_err(ctx)?;
+        let discount = raw
+            .discount
+            .as_ref()
+            .map(discount)
+            .transpose()
+            .map_err(ctx)?;
         let opening_credit = match &raw.credit {
             Some(c) => parse_amount(c).map_err(ctx)?,
             None => Decimal::ZERO,
         };
         if opening_credit.is_sign_negative() || !currency.is_whole_minor(opening_credit) {
-            return Err(ctx(format!("credit {opening_credit} must be a non-negative amount in whole {currency} minor units")));
+            return Err(ctx(format!(
+                "credit {opening_credit} must be a non-negative amount in whole {currency} minor units"
+            )));
         }
         let opening_credit = currency.round(opening_credit);
         currencies.insert(raw.id.clone(), currency);
@@ -187,12 +199,17 @@ pub fn validate(
         let ctx = |e: String| format!("subscription {:?}: {e}", raw.id);
         let id = SubscriptionId::new(&raw.id).map_err(ctx)?;
         if !seen.insert(raw.id.clone()) {
-            return Err(format!("duplicate subscription id {:?} in the input", raw.id));
+            return Err(format!(
+                "duplicate subscription id {:?} in the input",
+                raw.id
+            ));
         }
         let currency = *currencies
             .get(&raw.account)
             .ok_or_else(|| ctx(format!("unknown account {:?}", raw.account)))?;
-        catalog.check_policy(&raw.policy).map_err(|e| ctx(e.to_string()))?;
+        catalog
+            .check_policy(&raw.policy)
+            .map_err(|e| ctx(e.to_string()))?;
         catalog.cycle(&raw.cycle).map_err(|e| ctx(e.to_string()))?;
         let start = parse_date(&raw.start).map_err(ctx)?;
         if raw.items.is_empty() {
@@ -211,10 +228,16 @@ pub fn validate(
                 return Err(ctx(format!("plan {:?} listed twice in items", item.plan)));
             }
             if item.quantity == 0 {
-                return Err(ctx(format!("item {:?}: quantity must be at least 1", item.plan)));
+                return Err(ctx(format!(
+                    "item {:?}: quantity must be at least 1",
+                    item.plan
+                )));
             }
             if !item.assigned.is_empty() && !plan.per_seat {
-                return Err(ctx(format!("item {:?}: only per-seat plans have assigned users", item.plan)));
+                return Err(ctx(format!(
+                    "item {:?}: only per-seat plans have assigned users",
+                    item.plan
+                )));
             }
             if item.assigned.len() > item.quantity as usize {
                 return Err(ctx(format!(
@@ -236,9 +259,17 @@ pub fn validate(
                     licences.push((item.plan.clone(), item.assigned.get(k).cloned()));
                 }
             }
-            items.push(Item { plan: item.plan.clone(), quantity: item.quantity });
+            items.push(Item {
+                plan: item.plan.clone(),
+                quantity: item.quantity,
+            });
         }
-        let discount = raw.discount.as_ref().map(discount).transpose().map_err(ctx)?;
+        let discount = raw
+            .discount
+            .as_ref()
+            .map(discount)
+            .transpose()
+            .map_err(ctx)?;
         batch.subscriptions.push(NewSubscription {
             subscription: Subscription {
                 id,
@@ -263,7 +294,10 @@ pub fn validate(
 }
 
 /// Account ids that subscriptions refer to but the batch does not define.
-pub fn referenced_accounts(accounts: &[RawAccount], subscriptions: &[RawSubscription]) -> Vec<String> {
+pub fn referenced_accounts(
+    accounts: &[RawAccount],
+    subscriptions: &[RawSubscription],
+) -> Vec<String> {
     let defined: BTreeSet<&str> = accounts.iter().map(|a| a.id.as_str()).collect();
     let refs: BTreeSet<String> = subscriptions
         .iter()

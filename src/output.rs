@@ -44,7 +44,10 @@ impl DocumentJson {
             lines: d
                 .lines
                 .iter()
-                .map(|l| LineJson { description: l.description.clone(), amount: l.amount.to_string() })
+                .map(|l| LineJson {
+                    description: l.description.clone(),
+                    amount: l.amount.to_string(),
+                })
                 .collect(),
             subtotal: d.subtotal.to_string(),
             discount: d.discount.to_string(),

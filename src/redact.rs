@@ -35,7 +35,10 @@ mod tests {
             redact("connect postgres://billrun:s3cret@db:5432/billing failed"),
             "connect postgres://billrun:***@db:5432/billing failed"
         );
-        assert_eq!(redact("smtps://mail.example:465"), "smtps://mail.example:465");
+        assert_eq!(
+            redact("smtps://mail.example:465"),
+            "smtps://mail.example:465"
+        );
         assert_eq!(redact("no url here"), "no url here");
     }
 }

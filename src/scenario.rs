@@ -69,13 +69,26 @@ impl Scenario {
         let bad = ScenarioError::Invalid;
         let raw: RawScenario = toml::from_str(src).map_err(|e| bad(toml_error(&e, src)))?;
         let until = parse_date(&raw.until).map_err(|e| bad(format!("until: {e}")))?;
-        let catalog = Catalog::from_raw(raw.catalog, Some(src)).map_err(|e| bad(format!("catalog: {e}")))?;
-        let batch = input::validate(&raw.accounts, &raw.subscriptions, &catalog, "UTC", &BTreeMap::new()).map_err(bad)?;
+        let catalog =
+            Catalog::from_raw(raw.catalog, Some(src)).map_err(|e| bad(format!("catalog: {e}")))?;
+        let batch = input::validate(
+            &raw.accounts,
+            &raw.subscriptions,
+            &catalog,
+            "UTC",
+            &BTreeMap::new(),
+        )
+        .map_err(bad)?;
         let mut actions = Vec::new();
         for (i, a) in raw.actions.into_iter().enumerate() {
             let at = parse_date(&a.at).map_err(|e| bad(format!("actions[{i}].at: {e}")))?;
             let mut given: Vec<(&'static str, toml::Table)> = Vec::new();
-            for (kind, body) in [("change", a.change), ("cancel", a.cancel), ("uncancel", a.uncancel), ("licence", a.licence)] {
+            for (kind, body) in [
+                ("change", a.change),
+                ("cancel", a.cancel),
+                ("uncancel", a.uncancel),
+                ("licence", a.licence),
+            ] {
                 if let Some(b) = body {
                     given.push((kind, b));
                 }
@@ -86,11 +99,34 @@ impl Scenario {
                 )));
             }
             let (kind, body) = given.pop().expect("one action");
+            match body.get("subscription") {
+                Some(toml::Value::String(sub)) => {
+                    if !batch
+                        .subscriptions
+                        .iter()
+                        .any(|s| s.subscription.id.as_str() == sub)
+                    {
+                        return Err(bad(format!(
+                            "actions[{i}].{kind}: unknown subscription {sub:?}"
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "actions[{i}].{kind}: needs `subscription = \"ID\"`"
+                    )));
+                }
+            }
             actions.push(Action { at, kind, body });
         }
         // Stable: actions of the same day keep their file order.
         actions.sort_by_key(|a| a.at);
-        Ok(Scenario { until, catalog, batch, actions })
+        Ok(Scenario {
+            until,
+            catalog,
+            batch,
+            actions,
+        })
     }
 }
 
@@ -123,7 +159,9 @@ fn action_text(a: &Action) -> String {
 /// Run a parsed scenario to its end.
 pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioError> {
     let run_err = |e: &dyn std::fmt::Display| ScenarioError::Run(e.to_string());
-    let store = SqliteStore::open("sqlite::memory:").await.map_err(|e| run_err(&e))?;
+    let store = SqliteStore::open("sqlite::memory:")
+        .await
+        .map_err(|e| run_err(&e))?;
     store.migrate().await.map_err(|e| run_err(&e))?;
 
     let first = scenario
@@ -136,12 +174,20 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
         .unwrap_or(scenario.until)
         .min(scenario.until);
     let clock = ManualClock::at_date(first);
-    store.import(&scenario.batch, clock_now(&clock)).await.map_err(|e| run_err(&e))?;
+    store
+        .import(&scenario.batch, clock_now(&clock))
+        .await
+        .map_err(|e| run_err(&e))?;
 
     let defaults = crate::config::Config::default();
     let settings = CloseSettings {
-        terms: Terms { payment_terms_days: defaults.payment_terms_days },
-        numbering: Numbering { invoice_prefix: defaults.invoice_prefix, credit_note_prefix: defaults.credit_note_prefix },
+        terms: Terms {
+            payment_terms_days: defaults.payment_terms_days,
+        },
+        numbering: Numbering {
+            invoice_prefix: defaults.invoice_prefix,
+            credit_note_prefix: defaults.credit_note_prefix,
+        },
         chunk_size: defaults.chunk_size,
         finance_to: defaults.finance_to,
         mail_from: defaults.mail_from,
@@ -151,9 +197,17 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
     let mut day = first;
     while day <= scenario.until {
         clock.set_date(day);
-        close(&store, &scenario.catalog, &settings, &clock, None, day, &CloseOptions::default())
-            .await
-            .map_err(|e| run_err(&e))?;
+        close(
+            &store,
+            &scenario.catalog,
+            &settings,
+            &clock,
+            None,
+            day,
+            &CloseOptions::default(),
+        )
+        .await
+        .map_err(|e| run_err(&e))?;
         while let Some(action) = actions.next_if(|a| a.at <= day) {
             // Plan changes, cancellations and licences arrive with their own issues; until
             // then they are refused in the open, never ignored.
@@ -163,18 +217,32 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
                 error: format!("{} actions are not supported yet", action.kind),
             });
         }
-        day = day.succ_opt().ok_or_else(|| ScenarioError::Run("date overflow".into()))?;
+        day = day
+            .succ_opt()
+            .ok_or_else(|| ScenarioError::Run("date overflow".into()))?;
     }
 
     let documents = store.documents(None).await.map_err(|e| run_err(&e))?;
     let balances = store.balances().await.map_err(|e| run_err(&e))?;
     let emails = store.outbox().await.map_err(|e| run_err(&e))?;
     Ok(SimulationOutput {
-        documents: documents.iter().map(|d| DocumentJson::from(&d.document)).collect(),
-        balances: balances.into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        documents: documents
+            .iter()
+            .map(|d| DocumentJson::from(&d.document))
+            .collect(),
+        balances: balances
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
         refused,
         deleted_accounts: Vec::new(),
-        emails: emails.into_iter().map(|e| Email { to: e.recipient, subject: e.subject }).collect(),
+        emails: emails
+            .into_iter()
+            .map(|e| Email {
+                to: e.recipient,
+                subject: e.subject,
+            })
+            .collect(),
     })
 }
 

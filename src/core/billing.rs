@@ -75,13 +75,21 @@ pub fn is_due(sub: &Subscription, as_of: NaiveDate) -> bool {
 }
 
 /// Close one account at `as_of`: renew (or end) every due subscription for every missed period.
-pub fn close_account(state: &AccountState, catalog: &Catalog, terms: Terms, as_of: NaiveDate) -> Result<AccountClose, BillingError> {
+pub fn close_account(
+    state: &AccountState,
+    catalog: &Catalog,
+    terms: Terms,
+    as_of: NaiveDate,
+) -> Result<AccountClose, BillingError> {
     let account = &state.account;
     let mut documents = Vec::new();
     let mut updates = Vec::new();
 
     for sub in state.subscriptions.iter().filter(|s| is_due(s, as_of)) {
-        let err = |source| BillingError::Catalog { sub: sub.id.clone(), source };
+        let err = |source| BillingError::Catalog {
+            sub: sub.id.clone(),
+            source,
+        };
         let cycle = catalog.cycle(&sub.cycle).map_err(err)?;
         let mut update = SubscriptionUpdate {
             id: sub.id.clone(),
@@ -106,16 +114,28 @@ pub fn close_account(state: &AccountState, catalog: &Catalog, terms: Terms, as_o
             let mut b = DocumentBuilder::new(account.currency);
             for item in &sub.items {
                 let plan = catalog.plan(&item.plan).map_err(err)?;
-                let price = catalog.price(&item.plan, account.currency, &sub.cycle).map_err(err)?;
+                let price = catalog
+                    .price(&item.plan, account.currency, &sub.cycle)
+                    .map_err(err)?;
                 let what = if item.quantity == 1 {
                     plan.name.clone()
                 } else {
                     format!("{} × {}", plan.name, item.quantity)
                 };
-                b.line(LineKind::Recurring, format!("{what}, {period}"), price * Decimal::from(item.quantity), true);
+                b.line(
+                    LineKind::Recurring,
+                    format!("{what}, {period}"),
+                    price * Decimal::from(item.quantity),
+                    true,
+                );
             }
             for p in pending {
-                b.line(LineKind::Proration, p.description.clone(), p.amount, p.discountable);
+                b.line(
+                    LineKind::Proration,
+                    p.description.clone(),
+                    p.amount,
+                    p.discountable,
+                );
             }
             let discount = sub
                 .discount
@@ -142,7 +162,9 @@ pub fn close_account(state: &AccountState, catalog: &Catalog, terms: Terms, as_o
         updates.push(update);
     }
 
-    documents.sort_by(|a, b| (a.issued_at, &a.subscription, &a.key).cmp(&(b.issued_at, &b.subscription, &b.key)));
+    documents.sort_by(|a, b| {
+        (a.issued_at, &a.subscription, &a.key).cmp(&(b.issued_at, &b.subscription, &b.key))
+    });
     let mut balance = state.balance;
     for doc in &mut documents {
         balance = apply_balance(doc, balance);

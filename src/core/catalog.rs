@@ -121,14 +121,21 @@ impl Catalog {
         for (code, months) in [("monthly", 1), ("quarterly", 3), ("annual", 12)] {
             cycles.insert(
                 code.to_string(),
-                Cycle { code: code.to_string(), length: CycleLength::Months(months) },
+                Cycle {
+                    code: code.to_string(),
+                    length: CycleLength::Months(months),
+                },
             );
         }
         for c in raw.cycles {
             let span = c.span();
             let c = c.into_inner();
             if !is_code(&c.code) {
-                return bad(format!("cycles: {:?} is not a valid cycle code{}", c.code, at(span)));
+                return bad(format!(
+                    "cycles: {:?} is not a valid cycle code{}",
+                    c.code,
+                    at(span)
+                ));
             }
             let length = match (c.months, c.days) {
                 (Some(m), None) if matches!(m, 1 | 3 | 12) => CycleLength::Months(m),
@@ -155,16 +162,22 @@ impl Catalog {
                     ));
                 }
             };
-            if let Some(existing) = cycles.get(&c.code) {
-                if existing.length != length {
-                    return bad(format!(
-                        "cycles.{}: redefines the built-in cycle with another length{}",
-                        c.code,
-                        at(span)
-                    ));
-                }
+            if let Some(existing) = cycles.get(&c.code)
+                && existing.length != length
+            {
+                return bad(format!(
+                    "cycles.{}: redefines the built-in cycle with another length{}",
+                    c.code,
+                    at(span)
+                ));
             }
-            cycles.insert(c.code.clone(), Cycle { code: c.code, length });
+            cycles.insert(
+                c.code.clone(),
+                Cycle {
+                    code: c.code,
+                    length,
+                },
+            );
         }
 
         let mut plans = BTreeMap::new();
@@ -173,18 +186,25 @@ impl Catalog {
             let p = p.into_inner();
             let here = at(span);
             if !is_code(&p.code) {
-                return bad(format!("plans: {:?} is not a valid plan code{here}", p.code));
+                return bad(format!(
+                    "plans: {:?} is not a valid plan code{here}",
+                    p.code
+                ));
             }
             if plans.contains_key(&p.code) {
                 return bad(format!("plans.{}: defined twice{here}", p.code));
             }
             if p.prices.is_empty() {
-                return bad(format!("plans.{}.prices: the plan has no price{here}", p.code));
+                return bad(format!(
+                    "plans.{}.prices: the plan has no price{here}",
+                    p.code
+                ));
             }
             let mut prices = BTreeMap::new();
             for (cur, per_cycle) in p.prices {
-                let currency = Currency::new(&cur)
-                    .map_err(|e| CatalogError::Invalid(format!("plans.{}.prices: {e}{here}", p.code)))?;
+                let currency = Currency::new(&cur).map_err(|e| {
+                    CatalogError::Invalid(format!("plans.{}.prices: {e}{here}", p.code))
+                })?;
                 let mut m = BTreeMap::new();
                 for (cycle, amount) in per_cycle {
                     if !cycles.contains_key(&cycle) {
@@ -194,7 +214,10 @@ impl Catalog {
                         ));
                     }
                     let value = parse_amount(&amount).map_err(|e| {
-                        CatalogError::Invalid(format!("plans.{}.prices.{cur}.{cycle}: {e}{here}", p.code))
+                        CatalogError::Invalid(format!(
+                            "plans.{}.prices.{cur}.{cycle}: {e}{here}",
+                            p.code
+                        ))
                     })?;
                     if value.is_sign_negative() {
                         return bad(format!(
@@ -208,7 +231,10 @@ impl Catalog {
             }
             for module in &p.modules {
                 if !is_code(module) {
-                    return bad(format!("plans.{}.modules: {module:?} is not a valid module name{here}", p.code));
+                    return bad(format!(
+                        "plans.{}.modules: {module:?} is not a valid module name{here}",
+                        p.code
+                    ));
                 }
             }
             plans.insert(
@@ -254,7 +280,12 @@ impl Catalog {
     }
 
     /// The list price of one unit of `plan` for one `cycle` in `currency`.
-    pub fn price(&self, plan: &str, currency: Currency, cycle: &str) -> Result<Decimal, CatalogError> {
+    pub fn price(
+        &self,
+        plan: &str,
+        currency: Currency,
+        cycle: &str,
+    ) -> Result<Decimal, CatalogError> {
         self.plan(plan)?
             .prices
             .get(&currency)
@@ -309,11 +340,23 @@ prices.USD = { monthly30 = "59.00", annual = "590.00" }
 
     #[test]
     fn names_the_bad_key_and_line() {
-        check_err("[[plans]]\ncode = \"a\"\nrank = 1\nprices.USD = { weekly = \"1\" }\n", "plans.a.prices.USD.weekly: unknown cycle");
-        check_err("[[plans]]\ncode = \"a\"\nrank = 1\nprices.USD = { monthly = \"x\" }\n", "line 1");
+        check_err(
+            "[[plans]]\ncode = \"a\"\nrank = 1\nprices.USD = { weekly = \"1\" }\n",
+            "plans.a.prices.USD.weekly: unknown cycle",
+        );
+        check_err(
+            "[[plans]]\ncode = \"a\"\nrank = 1\nprices.USD = { monthly = \"x\" }\n",
+            "line 1",
+        );
         check_err("[[plans]]\ncode = \"a\"\nrank = \"high\"\n", "line 3");
-        check_err("[[plans]]\ncode = \"a\"\nrank = 1\nprices.USD = { monthly = 20.0 }\n", "line 4");
+        check_err(
+            "[[plans]]\ncode = \"a\"\nrank = 1\nprices.USD = { monthly = 20.0 }\n",
+            "line 4",
+        );
         check_err("[[plans\n", "line 1");
-        check_err("cycles = [{ code = \"x\", months = 2 }]\n", "must be 1, 3 or 12");
+        check_err(
+            "cycles = [{ code = \"x\", months = 2 }]\n",
+            "must be 1, 3 or 12",
+        );
     }
 }

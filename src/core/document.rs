@@ -137,11 +137,20 @@ pub struct DocumentBuilder {
 
 impl DocumentBuilder {
     pub fn new(currency: Currency) -> Self {
-        DocumentBuilder { currency, lines: Vec::new() }
+        DocumentBuilder {
+            currency,
+            lines: Vec::new(),
+        }
     }
 
     /// Add a charge (positive) or credit (negative) line, rounded with the one rule.
-    pub fn line(&mut self, kind: LineKind, description: impl Into<String>, exact: Decimal, discountable: bool) -> &mut Self {
+    pub fn line(
+        &mut self,
+        kind: LineKind,
+        description: impl Into<String>,
+        exact: Decimal,
+        discountable: bool,
+    ) -> &mut Self {
         self.lines.push(Line {
             kind,
             description: description.into(),
@@ -172,7 +181,11 @@ impl DocumentBuilder {
         let cur = self.currency;
         let mut lines = self.lines;
         let subtotal: Decimal = lines.iter().map(|l| l.amount).sum();
-        let discountable: Decimal = lines.iter().filter(|l| l.discountable).map(|l| l.amount).sum();
+        let discountable: Decimal = lines
+            .iter()
+            .filter(|l| l.discountable)
+            .map(|l| l.amount)
+            .sum();
 
         let mut discount_total = cur.zero();
         if let Some(d) = discount {
@@ -184,7 +197,12 @@ impl DocumentBuilder {
             };
             let amount = cur.round(-exact);
             if !amount.is_zero() {
-                lines.push(Line { kind: LineKind::Discount, description: d.label(), amount, discountable: false });
+                lines.push(Line {
+                    kind: LineKind::Discount,
+                    description: d.label(),
+                    amount,
+                    discountable: false,
+                });
                 discount_total = amount;
             }
         }
@@ -223,7 +241,11 @@ impl DocumentBuilder {
             tax: tax_total,
             total,
             credit_applied: cur.zero(),
-            amount_due: if kind == DocumentKind::Invoice { total } else { cur.zero() },
+            amount_due: if kind == DocumentKind::Invoice {
+                total
+            } else {
+                cur.zero()
+            },
             consumes_pending: Vec::new(),
         }
     }
@@ -261,16 +283,37 @@ mod tests {
         let mut b = DocumentBuilder::new(usd);
         b.line(LineKind::Recurring, "Plan", dec("49.99"), true);
         let disc = Discount::new(DiscountValue::Percent(dec("10")), None, None).unwrap();
-        let taxes = [TaxRate::new("GST", dec("5")).unwrap(), TaxRate::new("QST", dec("9.975")).unwrap()];
+        let taxes = [
+            TaxRate::new("GST", dec("5")).unwrap(),
+            TaxRate::new("QST", dec("9.975")).unwrap(),
+        ];
         let day: NaiveDate = "2026-01-31".parse().unwrap();
-        let mut doc = b.finish("k".into(), AccountId::new("a").unwrap(), None, day, day, None, Some(&disc), &taxes);
+        let mut doc = b.finish(
+            "k".into(),
+            AccountId::new("a").unwrap(),
+            None,
+            day,
+            day,
+            None,
+            Some(&disc),
+            &taxes,
+        );
         let amounts: Vec<String> = doc.lines.iter().map(|l| l.amount.to_string()).collect();
         assert_eq!(amounts, ["49.99", "-5.00", "2.25", "4.49"]);
         assert_eq!(doc.total.to_string(), "51.73");
-        assert_eq!(doc.total, doc.lines.iter().map(|l| l.amount).sum::<Decimal>());
+        assert_eq!(
+            doc.total,
+            doc.lines.iter().map(|l| l.amount).sum::<Decimal>()
+        );
         let left = apply_balance(&mut doc, dec("20.00"));
-        assert_eq!((doc.credit_applied.to_string(), doc.amount_due.to_string(), left.to_string()),
-                   ("20.00".into(), "31.73".into(), "0.00".into()));
+        assert_eq!(
+            (
+                doc.credit_applied.to_string(),
+                doc.amount_due.to_string(),
+                left.to_string()
+            ),
+            ("20.00".into(), "31.73".into(), "0.00".into())
+        );
     }
 
     #[test]
@@ -279,7 +322,16 @@ mod tests {
         let mut b = DocumentBuilder::new(usd);
         b.line(LineKind::Proration, "Unused", dec("-49"), true);
         let day: NaiveDate = "2026-03-01".parse().unwrap();
-        let mut doc = b.finish("k".into(), AccountId::new("a").unwrap(), None, day, day, None, None, &[]);
+        let mut doc = b.finish(
+            "k".into(),
+            AccountId::new("a").unwrap(),
+            None,
+            day,
+            day,
+            None,
+            None,
+            &[],
+        );
         assert_eq!(doc.kind, DocumentKind::CreditNote);
         assert_eq!(apply_balance(&mut doc, Decimal::ZERO).to_string(), "49.00");
     }

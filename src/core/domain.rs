@@ -62,9 +62,14 @@ impl TaxRate {
             return Err("a tax needs a name of 1-40 characters".into());
         }
         if percent.is_sign_negative() || percent > Decimal::from(100) {
-            return Err(format!("tax {name}: percent {percent} must be between 0 and 100"));
+            return Err(format!(
+                "tax {name}: percent {percent} must be between 0 and 100"
+            ));
         }
-        Ok(TaxRate { name: name.to_string(), percent })
+        Ok(TaxRate {
+            name: name.to_string(),
+            percent,
+        })
     }
 }
 
@@ -87,7 +92,11 @@ pub struct Discount {
 }
 
 impl Discount {
-    pub fn new(value: DiscountValue, until: Option<NaiveDate>, periods: Option<u32>) -> Result<Self, String> {
+    pub fn new(
+        value: DiscountValue,
+        until: Option<NaiveDate>,
+        periods: Option<u32>,
+    ) -> Result<Self, String> {
         match value {
             DiscountValue::Percent(p) if p.is_sign_negative() || p > Decimal::from(100) => {
                 return Err(format!("discount percent {p} must be between 0 and 100"));
@@ -100,7 +109,11 @@ impl Discount {
         if periods == Some(0) {
             return Err("discount periods must be at least 1".into());
         }
-        Ok(Discount { value, until, periods })
+        Ok(Discount {
+            value,
+            until,
+            periods,
+        })
     }
 
     /// Whether the discount applies to a document dated `on`, for a subscription that has
@@ -233,7 +246,12 @@ mod tests {
 
     #[test]
     fn discounts_end_by_date_or_count() {
-        let d = Discount::new(DiscountValue::Percent(Decimal::TEN), "2026-03-01".parse().ok(), Some(2)).unwrap();
+        let d = Discount::new(
+            DiscountValue::Percent(Decimal::TEN),
+            "2026-03-01".parse().ok(),
+            Some(2),
+        )
+        .unwrap();
         assert!(d.applies("2026-01-01".parse().unwrap(), 0));
         assert!(!d.applies("2026-01-01".parse().unwrap(), 2));
         assert!(!d.applies("2026-03-01".parse().unwrap(), 0));

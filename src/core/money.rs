@@ -128,8 +128,14 @@ mod tests {
         ] {
             assert_eq!(usd.round(d(input)).to_string(), want, "rounding {input}");
         }
-        assert_eq!(Currency::new("JPY").unwrap().round(d("100.5")).to_string(), "101");
-        assert_eq!(Currency::new("KWD").unwrap().round(d("1.2345")).to_string(), "1.235");
+        assert_eq!(
+            Currency::new("JPY").unwrap().round(d("100.5")).to_string(),
+            "101"
+        );
+        assert_eq!(
+            Currency::new("KWD").unwrap().round(d("1.2345")).to_string(),
+            "1.235"
+        );
     }
 
     #[test]

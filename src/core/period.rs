@@ -160,7 +160,13 @@ mod tests {
         let got: Vec<String> = (0..5).map(|k| m.boundary(anchor, k).to_string()).collect();
         assert_eq!(
             got,
-            ["2026-01-31", "2026-02-28", "2026-03-31", "2026-04-30", "2026-05-31"]
+            [
+                "2026-01-31",
+                "2026-02-28",
+                "2026-03-31",
+                "2026-04-30",
+                "2026-05-31"
+            ]
         );
         assert_eq!(m.period_from(anchor, d("2026-02-28")).end, d("2026-03-31"));
         assert_eq!(m.period_from(anchor, d("2026-03-31")).end, d("2026-04-30"));
@@ -172,12 +178,18 @@ mod tests {
         assert_eq!(y.boundary(d("2028-02-29"), 1), d("2029-02-28"));
         assert_eq!(y.boundary(d("2028-02-29"), 4), d("2032-02-29"));
         let thirty = CycleLength::Days(30);
-        assert_eq!(thirty.period_from(d("2026-01-01"), d("2026-01-31")).end, d("2026-03-02"));
+        assert_eq!(
+            thirty.period_from(d("2026-01-01"), d("2026-01-31")).end,
+            d("2026-03-02")
+        );
     }
 
     #[test]
     fn shares_are_exact() {
-        let p = Period { start: d("2026-01-01"), end: d("2027-01-01") };
+        let p = Period {
+            start: d("2026-01-01"),
+            end: d("2027-01-01"),
+        };
         let s = p.remaining_share(d("2026-03-02"));
         assert_eq!((s.elapsed, s.remaining, s.total), (60, 305, 365));
         let credit = s.of_remaining(Decimal::from(990));

@@ -19,11 +19,16 @@ impl EmlDir {
 #[async_trait]
 impl Transport for EmlDir {
     async fn send(&self, key: &str, message: &lettre::Message) -> Result<(), MailError> {
-        let fail = |e: std::io::Error| MailError::Deliver { key: key.to_string(), reason: e.to_string() };
+        let fail = |e: std::io::Error| MailError::Deliver {
+            key: key.to_string(),
+            reason: e.to_string(),
+        };
         tokio::fs::create_dir_all(&self.dir).await.map_err(fail)?;
         let path = self.dir.join(format!("{key}.eml"));
         let tmp = self.dir.join(format!(".{key}.eml.tmp"));
-        tokio::fs::write(&tmp, message.formatted()).await.map_err(fail)?;
+        tokio::fs::write(&tmp, message.formatted())
+            .await
+            .map_err(fail)?;
         tokio::fs::rename(&tmp, &path).await.map_err(fail)?;
         Ok(())
     }

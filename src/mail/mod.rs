@@ -55,7 +55,13 @@ pub fn message_id(key: &str, from: &str) -> String {
 mod tests {
     #[test]
     fn message_id_is_stable_and_uses_the_sender_domain() {
-        assert_eq!(super::message_id("INV-2026-000001", "Billing <billing@example.com>"), "<INV-2026-000001@example.com>");
-        assert_eq!(super::message_id("INV-2026-000001", "billing@example.com"), "<INV-2026-000001@example.com>");
+        assert_eq!(
+            super::message_id("INV-2026-000001", "Billing <billing@example.com>"),
+            "<INV-2026-000001@example.com>"
+        );
+        assert_eq!(
+            super::message_id("INV-2026-000001", "billing@example.com"),
+            "<INV-2026-000001@example.com>"
+        );
     }
 }

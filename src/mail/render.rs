@@ -14,11 +14,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 fn mailbox(addr: &str, what: &str) -> Result<Mailbox, MailError> {
-    addr.parse().map_err(|_| MailError::Build(format!("{what} address {addr:?} is not valid")))
+    addr.parse()
+        .map_err(|_| MailError::Build(format!("{what} address {addr:?} is not valid")))
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A document as plain text: title, dates, lines, totals.
@@ -34,31 +38,70 @@ pub fn document_text(doc: &Document) -> String {
         let _ = writeln!(text, "Period: {p}.");
     }
     text.push('\n');
-    let width = d.lines.iter().map(|l| l.description.chars().count()).max().unwrap_or(0).max(14);
+    let width = d
+        .lines
+        .iter()
+        .map(|l| l.description.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(14);
     for l in &d.lines {
-        let _ = writeln!(text, "  {:<width$}  {:>12}", l.description, l.amount.to_string());
+        let _ = writeln!(
+            text,
+            "  {:<width$}  {:>12}",
+            l.description,
+            l.amount.to_string()
+        );
     }
-    let _ = writeln!(text, "\n  {:<width$}  {:>12} {cur}", "Total", d.total.to_string());
+    let _ = writeln!(
+        text,
+        "\n  {:<width$}  {:>12} {cur}",
+        "Total",
+        d.total.to_string()
+    );
     match d.kind {
         DocumentKind::Invoice => {
             if !d.credit_applied.is_zero() {
-                let _ = writeln!(text, "  {:<width$}  {:>12} {cur}", "Credit applied", (-d.credit_applied).to_string());
+                let _ = writeln!(
+                    text,
+                    "  {:<width$}  {:>12} {cur}",
+                    "Credit applied",
+                    (-d.credit_applied).to_string()
+                );
             }
-            let _ = writeln!(text, "  {:<width$}  {:>12} {cur}", "Amount due", d.amount_due.to_string());
+            let _ = writeln!(
+                text,
+                "  {:<width$}  {:>12} {cur}",
+                "Amount due",
+                d.amount_due.to_string()
+            );
         }
         DocumentKind::CreditNote => {
-            let _ = writeln!(text, "\n{} {cur} has been added to your account balance.", -d.total);
+            let _ = writeln!(
+                text,
+                "\n{} {cur} has been added to your account balance.",
+                -d.total
+            );
         }
     }
     text
 }
 
 /// The customer's email for one document.
-pub fn document_email(doc: &Document, account: &Account, from: &str, date: DateTime<Utc>) -> Result<Message, MailError> {
+pub fn document_email(
+    doc: &Document,
+    account: &Account,
+    from: &str,
+    date: DateTime<Utc>,
+) -> Result<Message, MailError> {
     let d = &doc.draft;
     let cur = d.currency;
     let title = format!("{} {}", d.kind.title(), doc.number);
-    let text = format!("Hello {},\n\n{}\nThank you.\n", account.name, document_text(doc));
+    let text = format!(
+        "Hello {},\n\n{}\nThank you.\n",
+        account.name,
+        document_text(doc)
+    );
     let mut html = format!(
         "<html><body><p>Hello {},</p><h2>{}</h2><p>Issued {}, due {}.</p>",
         escape(&account.name),
@@ -71,18 +114,39 @@ pub fn document_email(doc: &Document, account: &Account, from: &str, date: DateT
     }
     html.push_str("<table>");
     for l in &d.lines {
-        let _ = write!(html, "<tr><td>{}</td><td align=\"right\">{}</td></tr>", escape(&l.description), l.amount);
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td align=\"right\">{}</td></tr>",
+            escape(&l.description),
+            l.amount
+        );
     }
-    let _ = write!(html, "<tr><th>Total</th><th align=\"right\">{} {cur}</th></tr>", d.total);
+    let _ = write!(
+        html,
+        "<tr><th>Total</th><th align=\"right\">{} {cur}</th></tr>",
+        d.total
+    );
     match d.kind {
         DocumentKind::Invoice => {
             if !d.credit_applied.is_zero() {
-                let _ = write!(html, "<tr><td>Credit applied</td><td align=\"right\">{} {cur}</td></tr>", -d.credit_applied);
+                let _ = write!(
+                    html,
+                    "<tr><td>Credit applied</td><td align=\"right\">{} {cur}</td></tr>",
+                    -d.credit_applied
+                );
             }
-            let _ = write!(html, "<tr><th>Amount due</th><th align=\"right\">{} {cur}</th></tr>", d.amount_due);
+            let _ = write!(
+                html,
+                "<tr><th>Amount due</th><th align=\"right\">{} {cur}</th></tr>",
+                d.amount_due
+            );
         }
         DocumentKind::CreditNote => {
-            let _ = write!(html, "<tr><td colspan=\"2\">{} {cur} has been added to your account balance.</td></tr>", -d.total);
+            let _ = write!(
+                html,
+                "<tr><td colspan=\"2\">{} {cur} has been added to your account balance.</td></tr>",
+                -d.total
+            );
         }
     }
     html.push_str("</table><p>Thank you.</p></body></html>");
@@ -102,8 +166,19 @@ pub fn finance_csv(docs: &[StoredDocument]) -> Result<String, MailError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let fail = |e: csv::Error| MailError::Build(e.to_string());
     w.write_record([
-        "number", "kind", "account", "subscription", "issue_date", "period", "subtotal", "discount", "tax", "total",
-        "credit_applied", "amount_due", "currency",
+        "number",
+        "kind",
+        "account",
+        "subscription",
+        "issue_date",
+        "period",
+        "subtotal",
+        "discount",
+        "tax",
+        "total",
+        "credit_applied",
+        "amount_due",
+        "currency",
     ])
     .map_err(fail)?;
     for s in docs {
@@ -112,9 +187,14 @@ pub fn finance_csv(docs: &[StoredDocument]) -> Result<String, MailError> {
             s.document.number.clone(),
             d.kind.as_str().to_string(),
             d.account.to_string(),
-            d.subscription.as_ref().map(|x| x.to_string()).unwrap_or_default(),
+            d.subscription
+                .as_ref()
+                .map(|x| x.to_string())
+                .unwrap_or_default(),
             d.issued_at.to_string(),
-            d.period.map(|p| format!("{}/{}", p.start, p.end)).unwrap_or_default(),
+            d.period
+                .map(|p| format!("{}/{}", p.start, p.end))
+                .unwrap_or_default(),
             d.subtotal.to_string(),
             d.discount.to_string(),
             d.tax.to_string(),
@@ -125,7 +205,9 @@ pub fn finance_csv(docs: &[StoredDocument]) -> Result<String, MailError> {
         ])
         .map_err(fail)?;
     }
-    let bytes = w.into_inner().map_err(|e| MailError::Build(e.to_string()))?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| MailError::Build(e.to_string()))?;
     String::from_utf8(bytes).map_err(|e| MailError::Build(e.to_string()))
 }
 
@@ -172,7 +254,10 @@ pub fn finance_batch_email(
         .multipart(
             MultiPart::mixed()
                 .singlepart(SinglePart::plain(text))
-                .singlepart(Attachment::new(format!("{key}.csv")).body(csv, ContentType::parse("text/csv").expect("valid content type"))),
+                .singlepart(Attachment::new(format!("{key}.csv")).body(
+                    csv,
+                    ContentType::parse("text/csv").expect("valid content type"),
+                )),
         )
         .map_err(|e| MailError::Build(e.to_string()))
 }

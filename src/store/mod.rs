@@ -121,11 +121,22 @@ pub trait Store: Send + Sync {
     async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     async fn begin_run(&self, as_of: NaiveDate, now: DateTime<Utc>) -> Result<RunId, StoreError>;
-    async fn finish_run(&self, run: RunId, now: DateTime<Utc>, documents: u64, error: Option<&str>) -> Result<(), StoreError>;
+    async fn finish_run(
+        &self,
+        run: RunId,
+        now: DateTime<Utc>,
+        documents: u64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Up to `limit` ids of accounts with a subscription due at `as_of`, in id order, after
     /// `after` (keyset pagination, so a run walks each account once).
-    async fn due_accounts(&self, as_of: NaiveDate, after: Option<&AccountId>, limit: u32) -> Result<Vec<AccountId>, StoreError>;
+    async fn due_accounts(
+        &self,
+        as_of: NaiveDate,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError>;
 
     /// The state the billing core needs to close these accounts.
     async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError>;
@@ -133,18 +144,37 @@ pub trait Store: Send + Sync {
     /// Write the outcome of closing a chunk of accounts in one transaction: numbered
     /// documents, lines, ledger, subscription state, account balances and one outbox message
     /// per document. Returns the documents as issued.
-    async fn commit_chunk(&self, ctx: &ChunkContext<'_>, closes: &[AccountClose]) -> Result<Vec<StoredDocument>, StoreError>;
+    async fn commit_chunk(
+        &self,
+        ctx: &ChunkContext<'_>,
+        closes: &[AccountClose],
+    ) -> Result<Vec<StoredDocument>, StoreError>;
 
     /// Put every document not yet reported to finance into a batch for `run`, and queue its
     /// message. None when there is nothing to report.
-    async fn create_finance_batch(&self, run: RunId, as_of: NaiveDate, recipient: &str, now: DateTime<Utc>) -> Result<Option<i64>, StoreError>;
+    async fn create_finance_batch(
+        &self,
+        run: RunId,
+        as_of: NaiveDate,
+        recipient: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Outbox messages not yet sent whose next attempt is due.
-    async fn due_outbox(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Every outbox message, in the order queued.
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
-    async fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError>;
     async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError>;

@@ -9,12 +9,15 @@ use super::*;
 use crate::core::billing::AccountState;
 use crate::core::document::{DraftDocument, Line, LineKind};
 use crate::core::domain::{
-    AccountStatus, Discount, Item, PendingItem, Subscription, SubscriptionId, SubscriptionStatus, TaxRate,
+    AccountStatus, Discount, Item, PendingItem, Subscription, SubscriptionId, SubscriptionStatus,
+    TaxRate,
 };
 use crate::core::money::Currency;
 use crate::core::period::Period;
 use chrono::SecondsFormat;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -35,7 +38,8 @@ fn dec(s: &str) -> Result<Decimal, StoreError> {
 }
 
 fn date(s: &str) -> Result<NaiveDate, StoreError> {
-    s.parse().map_err(|_| StoreError::Corrupt(format!("date {s:?}")))
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("date {s:?}")))
 }
 
 fn opt_date(s: Option<String>) -> Result<Option<NaiveDate>, StoreError> {
@@ -79,7 +83,8 @@ fn account_from_row(r: &SqliteRow) -> Result<(Account, Decimal), StoreError> {
         id: AccountId::new(&r.try_get::<String, _>("id")?).map_err(corrupt("account id"))?,
         name: r.try_get("name")?,
         email: r.try_get("email")?,
-        currency: Currency::new(&r.try_get::<String, _>("currency")?).map_err(corrupt("currency"))?,
+        currency: Currency::new(&r.try_get::<String, _>("currency")?)
+            .map_err(corrupt("currency"))?,
         timezone: r.try_get("timezone")?,
         taxes,
         discount,
@@ -94,7 +99,9 @@ impl SqliteStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let connect = |e: sqlx::Error| StoreError::Connect(e.to_string());
         let pool = if url == "sqlite::memory:" || url == "sqlite://:memory:" {
-            let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(connect)?.foreign_keys(true);
+            let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+                .map_err(connect)?
+                .foreign_keys(true);
             SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
@@ -112,11 +119,12 @@ impl SqliteStore {
             if path.is_empty() {
                 return Err(StoreError::Connect("the sqlite URL names no file".into()));
             }
-            if let Some(dir) = std::path::Path::new(path).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| StoreError::Connect(format!("cannot create {}: {e}", dir.display())))?;
-                }
+            if let Some(dir) = std::path::Path::new(path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Connect(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
             let opts = SqliteConnectOptions::new()
                 .filename(path)
@@ -139,7 +147,10 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn fetch_documents(&self, filter: DocFilter<'_>) -> Result<Vec<StoredDocument>, StoreError> {
+    async fn fetch_documents(
+        &self,
+        filter: DocFilter<'_>,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
         let where_clause = |q: &mut QueryBuilder<Sqlite>| match filter {
             DocFilter::All => {}
             DocFilter::Account(a) => {
@@ -168,12 +179,16 @@ impl SqliteStore {
         let mut lines: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
         for r in lq.build().fetch_all(&self.pool).await? {
             let kind: String = r.try_get("kind")?;
-            lines.entry(r.try_get("document_id")?).or_default().push(Line {
-                kind: LineKind::parse(&kind).ok_or_else(|| corrupt("line kind")(kind.clone()))?,
-                description: r.try_get("description")?,
-                amount: dec(&r.try_get::<String, _>("amount")?)?,
-                discountable: false,
-            });
+            lines
+                .entry(r.try_get("document_id")?)
+                .or_default()
+                .push(Line {
+                    kind: LineKind::parse(&kind)
+                        .ok_or_else(|| corrupt("line kind")(kind.clone()))?,
+                    description: r.try_get("description")?,
+                    amount: dec(&r.try_get::<String, _>("amount")?)?,
+                    discountable: false,
+                });
         }
 
         let mut out = Vec::with_capacity(rows.len());
@@ -181,7 +196,10 @@ impl SqliteStore {
             let id: i64 = r.try_get("id")?;
             let kind: String = r.try_get("kind")?;
             let sub: Option<String> = r.try_get("subscription_id")?;
-            let period = match (opt_date(r.try_get("period_start")?)?, opt_date(r.try_get("period_end")?)?) {
+            let period = match (
+                opt_date(r.try_get("period_start")?)?,
+                opt_date(r.try_get("period_end")?)?,
+            ) {
                 (Some(start), Some(end)) => Some(Period { start, end }),
                 _ => None,
             };
@@ -189,12 +207,18 @@ impl SqliteStore {
                 key: r.try_get("doc_key")?,
                 kind: crate::core::document::DocumentKind::parse(&kind)
                     .ok_or_else(|| corrupt("document kind")(kind.clone()))?,
-                account: AccountId::new(&r.try_get::<String, _>("account_id")?).map_err(corrupt("account id"))?,
-                subscription: sub.as_deref().map(SubscriptionId::new).transpose().map_err(corrupt("subscription id"))?,
+                account: AccountId::new(&r.try_get::<String, _>("account_id")?)
+                    .map_err(corrupt("account id"))?,
+                subscription: sub
+                    .as_deref()
+                    .map(SubscriptionId::new)
+                    .transpose()
+                    .map_err(corrupt("subscription id"))?,
                 issued_at: date(&r.try_get::<String, _>("issued_at")?)?,
                 due_at: date(&r.try_get::<String, _>("due_at")?)?,
                 period,
-                currency: Currency::new(&r.try_get::<String, _>("currency")?).map_err(corrupt("currency"))?,
+                currency: Currency::new(&r.try_get::<String, _>("currency")?)
+                    .map_err(corrupt("currency"))?,
                 lines: lines.remove(&id).unwrap_or_default(),
                 subtotal: dec(&r.try_get::<String, _>("subtotal")?)?,
                 discount: dec(&r.try_get::<String, _>("discount")?)?,
@@ -206,14 +230,20 @@ impl SqliteStore {
             };
             out.push(StoredDocument {
                 id,
-                document: Document { number: r.try_get("number")?, draft },
+                document: Document {
+                    number: r.try_get("number")?,
+                    draft,
+                },
                 finance_batch: r.try_get("finance_batch_id")?,
             });
         }
         Ok(out)
     }
 
-    async fn fetch_outbox(&self, due: Option<(DateTime<Utc>, u32)>) -> Result<Vec<OutboxEntry>, StoreError> {
+    async fn fetch_outbox(
+        &self,
+        due: Option<(DateTime<Utc>, u32)>,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status FROM outbox",
         );
@@ -258,17 +288,23 @@ enum DocFilter<'a> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Migrate(e.to_string()))
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))
     }
 
     async fn accounts(&self, ids: &[String]) -> Result<Vec<Account>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id"));
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id"));
         push_in(&mut q, ids.iter().map(String::as_str));
         let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| account_from_row(r).map(|(a, _)| a)).collect()
+        rows.iter()
+            .map(|r| account_from_row(r).map(|(a, _)| a))
+            .collect()
     }
 
     async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -276,8 +312,12 @@ impl Store for SqliteStore {
         let created = ts(now);
         for new in &batch.accounts {
             let a = &new.account;
-            let taxes = serde_json::to_string(&a.taxes).map_err(|e| StoreError::Database(e.to_string()))?;
-            let discount = a.discount.as_ref().map(|d| serde_json::to_string(d).unwrap_or_default());
+            let taxes =
+                serde_json::to_string(&a.taxes).map_err(|e| StoreError::Database(e.to_string()))?;
+            let discount = a
+                .discount
+                .as_ref()
+                .map(|d| serde_json::to_string(d).unwrap_or_default());
             sqlx::query(
                 "INSERT INTO accounts (id, name, email, currency, timezone, taxes, discount, status, balance, created_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
@@ -308,7 +348,10 @@ impl Store for SqliteStore {
         }
         for new in &batch.subscriptions {
             let s = &new.subscription;
-            let discount = s.discount.as_ref().map(|d| serde_json::to_string(d).unwrap_or_default());
+            let discount = s
+                .discount
+                .as_ref()
+                .map(|d| serde_json::to_string(d).unwrap_or_default());
             sqlx::query(
                 "INSERT INTO subscriptions (id, account_id, policy, cycle, discount, start_date, anchor, next_bill_date, \
                  periods_billed, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 'active', ?)",
@@ -349,41 +392,61 @@ impl Store for SqliteStore {
                 .await?;
             }
         }
-        sqlx::query("INSERT INTO audit_log (at, actor, action, details) VALUES (?, 'cli', 'import', ?)")
-            .bind(&created)
-            .bind(format!(
-                "{{\"accounts\": {}, \"subscriptions\": {}}}",
-                batch.accounts.len(),
-                batch.subscriptions.len()
-            ))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, details) VALUES (?, 'cli', 'import', ?)",
+        )
+        .bind(&created)
+        .bind(format!(
+            "{{\"accounts\": {}, \"subscriptions\": {}}}",
+            batch.accounts.len(),
+            batch.subscriptions.len()
+        ))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn begin_run(&self, as_of: NaiveDate, now: DateTime<Utc>) -> Result<RunId, StoreError> {
-        let id: i64 = sqlx::query_scalar("INSERT INTO runs (as_of, started_at) VALUES (?, ?) RETURNING id")
-            .bind(as_of.to_string())
-            .bind(ts(now))
-            .fetch_one(&self.pool)
-            .await?;
+        let id: i64 =
+            sqlx::query_scalar("INSERT INTO runs (as_of, started_at) VALUES (?, ?) RETURNING id")
+                .bind(as_of.to_string())
+                .bind(ts(now))
+                .fetch_one(&self.pool)
+                .await?;
         Ok(id)
     }
 
-    async fn finish_run(&self, run: RunId, now: DateTime<Utc>, documents: u64, error: Option<&str>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET finished_at = ?, status = ?, documents = ?, error = ? WHERE id = ?")
-            .bind(ts(now))
-            .bind(if error.is_some() { "failed" } else { "completed" })
-            .bind(documents as i64)
-            .bind(error)
-            .bind(run)
-            .execute(&self.pool)
-            .await?;
+    async fn finish_run(
+        &self,
+        run: RunId,
+        now: DateTime<Utc>,
+        documents: u64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET finished_at = ?, status = ?, documents = ?, error = ? WHERE id = ?",
+        )
+        .bind(ts(now))
+        .bind(if error.is_some() {
+            "failed"
+        } else {
+            "completed"
+        })
+        .bind(documents as i64)
+        .bind(error)
+        .bind(run)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    async fn due_accounts(&self, as_of: NaiveDate, after: Option<&AccountId>, limit: u32) -> Result<Vec<AccountId>, StoreError> {
+    async fn due_accounts(
+        &self,
+        as_of: NaiveDate,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT account_id FROM subscriptions WHERE status = 'active' AND next_bill_date <= ? \
              AND account_id > ? ORDER BY account_id LIMIT ?",
@@ -393,7 +456,9 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|s| AccountId::new(s).map_err(corrupt("account id"))).collect()
+        rows.iter()
+            .map(|s| AccountId::new(s).map_err(corrupt("account id")))
+            .collect()
     }
 
     async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {
@@ -401,28 +466,42 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let id_strs = || ids.iter().map(|i| i.as_str());
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id"));
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id"));
         push_in(&mut q, id_strs());
         let mut states: BTreeMap<String, AccountState> = BTreeMap::new();
         for r in q.build().fetch_all(&self.pool).await? {
             let (account, balance) = account_from_row(&r)?;
-            states.insert(account.id.as_str().to_string(), AccountState { account, balance, subscriptions: Vec::new() });
+            states.insert(
+                account.id.as_str().to_string(),
+                AccountState {
+                    account,
+                    balance,
+                    subscriptions: Vec::new(),
+                },
+            );
         }
 
         let sub_filter = |q: &mut QueryBuilder<Sqlite>| {
             q.push("SELECT id FROM subscriptions WHERE status = 'active' AND account_id");
             push_in(q, id_strs());
         };
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT subscription_id, plan, quantity FROM subscription_items WHERE subscription_id IN (");
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT subscription_id, plan, quantity FROM subscription_items WHERE subscription_id IN (",
+        );
         sub_filter(&mut q);
         q.push(") ORDER BY subscription_id, plan");
         let mut items: BTreeMap<String, Vec<Item>> = BTreeMap::new();
         for r in q.build().fetch_all(&self.pool).await? {
             let quantity: i64 = r.try_get("quantity")?;
-            items.entry(r.try_get("subscription_id")?).or_default().push(Item {
-                plan: r.try_get("plan")?,
-                quantity: u32::try_from(quantity).map_err(|e| corrupt("quantity")(e.to_string()))?,
-            });
+            items
+                .entry(r.try_get("subscription_id")?)
+                .or_default()
+                .push(Item {
+                    plan: r.try_get("plan")?,
+                    quantity: u32::try_from(quantity)
+                        .map_err(|e| corrupt("quantity")(e.to_string()))?,
+                });
         }
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT id, subscription_id, description, amount, discountable FROM pending_items \
@@ -432,12 +511,15 @@ impl Store for SqliteStore {
         q.push(") ORDER BY id");
         let mut pending: BTreeMap<String, Vec<PendingItem>> = BTreeMap::new();
         for r in q.build().fetch_all(&self.pool).await? {
-            pending.entry(r.try_get("subscription_id")?).or_default().push(PendingItem {
-                id: r.try_get("id")?,
-                description: r.try_get("description")?,
-                amount: dec(&r.try_get::<String, _>("amount")?)?,
-                discountable: r.try_get("discountable")?,
-            });
+            pending
+                .entry(r.try_get("subscription_id")?)
+                .or_default()
+                .push(PendingItem {
+                    id: r.try_get("id")?,
+                    description: r.try_get("description")?,
+                    amount: dec(&r.try_get::<String, _>("amount")?)?,
+                    discountable: r.try_get("discountable")?,
+                });
         }
 
         let mut q = QueryBuilder::<Sqlite>::new(
@@ -451,10 +533,15 @@ impl Store for SqliteStore {
             let account: String = r.try_get("account_id")?;
             let status: String = r.try_get("status")?;
             let discount: Option<Discount> = match r.try_get::<Option<String>, _>("discount")? {
-                Some(j) => Some(serde_json::from_str(&j).map_err(|e| corrupt("discount")(e.to_string()))?),
+                Some(j) => {
+                    Some(serde_json::from_str(&j).map_err(|e| corrupt("discount")(e.to_string()))?)
+                }
                 None => None,
             };
-            let current_period = match (opt_date(r.try_get("period_start")?)?, opt_date(r.try_get("period_end")?)?) {
+            let current_period = match (
+                opt_date(r.try_get("period_start")?)?,
+                opt_date(r.try_get("period_end")?)?,
+            ) {
                 (Some(start), Some(end)) => Some(Period { start, end }),
                 _ => None,
             };
@@ -471,7 +558,8 @@ impl Store for SqliteStore {
                 current_period,
                 next_bill_date: date(&r.try_get::<String, _>("next_bill_date")?)?,
                 periods_billed: u32::try_from(periods_billed).unwrap_or(u32::MAX),
-                status: SubscriptionStatus::parse(&status).ok_or_else(|| corrupt("status")(status.clone()))?,
+                status: SubscriptionStatus::parse(&status)
+                    .ok_or_else(|| corrupt("status")(status.clone()))?,
                 cancel_at: opt_date(r.try_get("cancel_at")?)?,
                 pending: pending.remove(&id).unwrap_or_default(),
             };
@@ -482,14 +570,23 @@ impl Store for SqliteStore {
         Ok(states.into_values().collect())
     }
 
-    async fn commit_chunk(&self, ctx: &ChunkContext<'_>, closes: &[AccountClose]) -> Result<Vec<StoredDocument>, StoreError> {
+    async fn commit_chunk(
+        &self,
+        ctx: &ChunkContext<'_>,
+        closes: &[AccountClose],
+    ) -> Result<Vec<StoredDocument>, StoreError> {
         let mut tx = self.write_tx().await?;
         let created = ts(ctx.now);
 
         // Reserve one block of numbers per series and year for the whole chunk.
         let mut wanted: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for doc in closes.iter().flat_map(|c| &c.documents) {
-            *wanted.entry((ctx.numbering.prefix(doc.kind).to_string(), chrono::Datelike::year(&doc.issued_at))).or_default() += 1;
+            *wanted
+                .entry((
+                    ctx.numbering.prefix(doc.kind).to_string(),
+                    chrono::Datelike::year(&doc.issued_at),
+                ))
+                .or_default() += 1;
         }
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for ((prefix, year), n) in wanted {
@@ -528,8 +625,13 @@ impl Store for SqliteStore {
                 }
             }
             for doc in &close.documents {
-                let key = (ctx.numbering.prefix(doc.kind).to_string(), chrono::Datelike::year(&doc.issued_at));
-                let n = next.get_mut(&key).expect("numbers reserved for every series");
+                let key = (
+                    ctx.numbering.prefix(doc.kind).to_string(),
+                    chrono::Datelike::year(&doc.issued_at),
+                );
+                let n = next
+                    .get_mut(&key)
+                    .expect("numbers reserved for every series");
                 let number = Numbering::format(&key.0, key.1, *n);
                 *n += 1;
                 let id: i64 = sqlx::query_scalar(
@@ -560,7 +662,9 @@ impl Store for SqliteStore {
                 .map_err(|e| conflict_on_unique(e, format!("document {}", doc.key)))?;
 
                 if !doc.lines.is_empty() {
-                    let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO document_lines (document_id, position, kind, description, amount) ");
+                    let mut q = QueryBuilder::<Sqlite>::new(
+                        "INSERT INTO document_lines (document_id, position, kind, description, amount) ",
+                    );
                     q.push_values(doc.lines.iter().enumerate(), |mut b, (pos, line)| {
                         b.push_bind(id)
                             .push_bind(pos as i64)
@@ -571,7 +675,9 @@ impl Store for SqliteStore {
                     q.build().execute(&mut *tx).await?;
                 }
                 let ledger = match doc.kind {
-                    DocumentKind::Invoice if !doc.credit_applied.is_zero() => Some((-doc.credit_applied, "credit_applied")),
+                    DocumentKind::Invoice if !doc.credit_applied.is_zero() => {
+                        Some((-doc.credit_applied, "credit_applied"))
+                    }
                     DocumentKind::CreditNote => Some((-doc.total, "credit_note")),
                     _ => None,
                 };
@@ -608,17 +714,28 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| conflict_on_unique(e, format!("outbox message {number}")))?;
-                issued.push(StoredDocument { id, document: Document { number, draft: doc.clone() }, finance_batch: None });
+                issued.push(StoredDocument {
+                    id,
+                    document: Document {
+                        number,
+                        draft: doc.clone(),
+                    },
+                    finance_batch: None,
+                });
             }
             if close.balance_after != close.balance_before {
-                let done = sqlx::query("UPDATE accounts SET balance = ? WHERE id = ? AND balance = ?")
-                    .bind(close.balance_after.to_string())
-                    .bind(close.account.as_str())
-                    .bind(close.balance_before.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                let done =
+                    sqlx::query("UPDATE accounts SET balance = ? WHERE id = ? AND balance = ?")
+                        .bind(close.balance_after.to_string())
+                        .bind(close.account.as_str())
+                        .bind(close.balance_before.to_string())
+                        .execute(&mut *tx)
+                        .await?;
                 if done.rows_affected() != 1 {
-                    return Err(StoreError::Conflict(format!("balance of account {}", close.account)));
+                    return Err(StoreError::Conflict(format!(
+                        "balance of account {}",
+                        close.account
+                    )));
                 }
             }
         }
@@ -631,21 +748,30 @@ impl Store for SqliteStore {
         Ok(issued)
     }
 
-    async fn create_finance_batch(&self, run: RunId, as_of: NaiveDate, recipient: &str, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+    async fn create_finance_batch(
+        &self,
+        run: RunId,
+        as_of: NaiveDate,
+        recipient: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.write_tx().await?;
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL")
-            .fetch_one(&mut *tx)
-            .await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL")
+                .fetch_one(&mut *tx)
+                .await?;
         if count == 0 {
             return Ok(None);
         }
         let created = ts(now);
-        let batch: i64 = sqlx::query_scalar("INSERT INTO finance_batches (run_id, created_at) VALUES (?, ?) RETURNING id")
-            .bind(run)
-            .bind(&created)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| conflict_on_unique(e, format!("finance batch of run {run}")))?;
+        let batch: i64 = sqlx::query_scalar(
+            "INSERT INTO finance_batches (run_id, created_at) VALUES (?, ?) RETURNING id",
+        )
+        .bind(run)
+        .bind(&created)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, format!("finance batch of run {run}")))?;
         sqlx::query("UPDATE documents SET finance_batch_id = ? WHERE finance_batch_id IS NULL")
             .bind(batch)
             .execute(&mut *tx)
@@ -666,7 +792,11 @@ impl Store for SqliteStore {
         Ok(Some(batch))
     }
 
-    async fn due_outbox(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+    async fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         self.fetch_outbox(Some((now, limit))).await
     }
 
@@ -683,7 +813,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?")
             .bind(crate::redact(error))
             .bind(ts(next_attempt))
@@ -702,7 +837,8 @@ impl Store for SqliteStore {
     }
 
     async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError> {
-        self.fetch_documents(account.map_or(DocFilter::All, DocFilter::Account)).await
+        self.fetch_documents(account.map_or(DocFilter::All, DocFilter::Account))
+            .await
     }
 
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
@@ -710,10 +846,12 @@ impl Store for SqliteStore {
     }
 
     async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError> {
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?")))
-            .bind(account)
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?"
+        )))
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
@@ -734,12 +872,19 @@ impl Store for SqliteStore {
                 document: r.try_get("number")?,
             });
         }
-        Ok(Some(BalanceReport { account: account_row, balance, entries }))
+        Ok(Some(BalanceReport {
+            account: account_row,
+            balance,
+            entries,
+        }))
     }
 
     async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError> {
         let mut out = Vec::new();
-        for r in sqlx::query("SELECT id, balance FROM accounts ORDER BY id").fetch_all(&self.pool).await? {
+        for r in sqlx::query("SELECT id, balance FROM accounts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+        {
             out.push((
                 AccountId::new(&r.try_get::<String, _>("id")?).map_err(corrupt("account id"))?,
                 dec(&r.try_get::<String, _>("balance")?)?,
