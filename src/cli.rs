@@ -2,11 +2,13 @@
 //! need, call the library, and print; errors travel up to `main` as `anyhow` errors with one
 //! clear sentence.
 
+use crate::change::{ChangeJson, request_change};
 use crate::clock::{Clock, SystemClock};
 use crate::close::{CloseOptions, CloseReport, CloseSettings, close};
 use crate::config::Config;
 use crate::core::billing::Terms;
 use crate::core::catalog::Catalog;
+use crate::core::domain::Target;
 use crate::input::{self, ImportFile};
 use crate::mail::EmlDir;
 use crate::output::{DocumentJson, document_header, document_row};
@@ -51,6 +53,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Preview a plan change: what is due now, what goes to the balance, the next renewal.
+    /// Writes nothing.
+    Quote {
+        subscription: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a plan change (or queue it for the period end, as the policy says).
+    Change {
+        subscription: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Import accounts and subscriptions from a JSON file (all or nothing).
     Import { file: PathBuf },
     /// List issued documents.
@@ -83,6 +102,33 @@ pub enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+#[group(id = "target", required = true, multiple = true, args = ["plan", "cycle", "quantity"])]
+pub struct TargetArgs {
+    /// The plan to change to.
+    #[arg(long)]
+    plan: Option<String>,
+    /// The billing cycle to change to.
+    #[arg(long)]
+    cycle: Option<String>,
+    /// The quantity (seats, licences) to change to.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    quantity: Option<u32>,
+    /// Date of the change (default: today in the account's timezone).
+    #[arg(long, value_name = "DATE", value_parser = date_arg)]
+    at: Option<NaiveDate>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Target {
+        Target {
+            plan: self.plan.clone(),
+            cycle: self.cycle.clone(),
+            quantity: self.quantity,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +244,20 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 return Ok(3);
             }
         }
+        Command::Quote {
+            subscription,
+            target,
+            json,
+        } => {
+            change_command(&config, &clock, &subscription, &target, json, false).await?;
+        }
+        Command::Change {
+            subscription,
+            target,
+            json,
+        } => {
+            change_command(&config, &clock, &subscription, &target, json, true).await?;
+        }
         Command::Invoices { account, json } => {
             let store = open_store(&config).await?;
             let docs = store.documents(account.as_deref()).await?;
@@ -292,6 +352,42 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+async fn change_command(
+    config: &Config,
+    clock: &dyn Clock,
+    subscription: &str,
+    target: &TargetArgs,
+    json: bool,
+    apply: bool,
+) -> Result<()> {
+    let catalog = load_catalog(Path::new(&config.catalog))?;
+    let store = open_store(config).await?;
+    let transport = EmlDir::new(&config.mail_dir);
+    let settings = close_settings(config);
+    let (outcome, issued) = request_change(
+        store.as_ref(),
+        &catalog,
+        &settings,
+        clock,
+        Some(&transport),
+        subscription,
+        target.target(),
+        target.at,
+        apply,
+    )
+    .await?;
+    let view = ChangeJson::new(&outcome, &issued);
+    if json {
+        print_json(&view)?;
+    } else {
+        print!(
+            "{}",
+            view.human(if apply { "Changed" } else { "Quote for" })
+        );
+    }
+    Ok(())
 }
 
 pub fn close_settings(config: &Config) -> CloseSettings {

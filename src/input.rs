@@ -208,7 +208,7 @@ pub fn validate(
             .get(&raw.account)
             .ok_or_else(|| ctx(format!("unknown account {:?}", raw.account)))?;
         catalog
-            .check_policy(&raw.policy)
+            .policy(&raw.policy)
             .map_err(|e| ctx(e.to_string()))?;
         catalog.cycle(&raw.cycle).map_err(|e| ctx(e.to_string()))?;
         let start = parse_date(&raw.start).map_err(ctx)?;
@@ -286,6 +286,9 @@ pub fn validate(
                 status: SubscriptionStatus::Active,
                 cancel_at: None,
                 pending: Vec::new(),
+                last_change_at: None,
+                version: 0,
+                queued: Vec::new(),
             },
             licences,
         });

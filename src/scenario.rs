@@ -5,10 +5,12 @@
 //! actions dated that day, in file order. The whole scenario is validated before the clock
 //! starts: a bad file is one error and no simulation.
 
+use crate::change::{ChangeError, request_change};
 use crate::clock::ManualClock;
 use crate::close::{CloseOptions, CloseSettings, close};
 use crate::core::billing::Terms;
 use crate::core::catalog::{Catalog, RawCatalog, toml_error};
+use crate::core::domain::Target;
 use crate::input::{self, RawAccount, RawSubscription, parse_date};
 use crate::output::DocumentJson;
 use crate::store::sqlite::SqliteStore;
@@ -117,6 +119,9 @@ impl Scenario {
                     )));
                 }
             }
+            if kind == "change" {
+                change_target(&body).map_err(|e| bad(format!("actions[{i}].{e}")))?;
+            }
             actions.push(Action { at, kind, body });
         }
         // Stable: actions of the same day keep their file order.
@@ -150,6 +155,7 @@ pub struct SimulationOutput {
     pub refused: Vec<Refused>,
     pub deleted_accounts: Vec<String>,
     pub emails: Vec<Email>,
+    pub changes: Vec<crate::store::ChangeRecord>,
 }
 
 fn action_text(a: &Action) -> String {
@@ -209,13 +215,43 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
         .await
         .map_err(|e| run_err(&e))?;
         while let Some(action) = actions.next_if(|a| a.at <= day) {
-            // Plan changes, cancellations and licences arrive with their own issues; until
-            // then they are refused in the open, never ignored.
-            refused.push(Refused {
-                at: action.at.to_string(),
-                action: action_text(action),
-                error: format!("{} actions are not supported yet", action.kind),
-            });
+            let refusal = match action.kind {
+                "change" => {
+                    let target = change_target(&action.body).map_err(ScenarioError::Invalid)?;
+                    let sub = action
+                        .body
+                        .get("subscription")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default();
+                    match request_change(
+                        &store,
+                        &scenario.catalog,
+                        &settings,
+                        &clock,
+                        None,
+                        sub,
+                        target,
+                        Some(action.at),
+                        true,
+                    )
+                    .await
+                    {
+                        Ok(_) => None,
+                        Err(ChangeError::Refused(r)) => Some(r.to_string()),
+                        Err(e) => return Err(run_err(&e)),
+                    }
+                }
+                // Cancellations and licences arrive with their own issue; until then they are
+                // refused in the open, never ignored.
+                other => Some(format!("{other} actions are not supported yet")),
+            };
+            if let Some(error) = refusal {
+                refused.push(Refused {
+                    at: action.at.to_string(),
+                    action: action_text(action),
+                    error,
+                });
+            }
         }
         day = day
             .succ_opt()
@@ -225,6 +261,7 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
     let documents = store.documents(None).await.map_err(|e| run_err(&e))?;
     let balances = store.balances().await.map_err(|e| run_err(&e))?;
     let emails = store.outbox().await.map_err(|e| run_err(&e))?;
+    let changes = store.changes().await.map_err(|e| run_err(&e))?;
     Ok(SimulationOutput {
         documents: documents
             .iter()
@@ -236,6 +273,7 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
             .collect(),
         refused,
         deleted_accounts: Vec::new(),
+        changes,
         emails: emails
             .into_iter()
             .map(|e| Email {
@@ -244,6 +282,26 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
             })
             .collect(),
     })
+}
+
+/// The target of a `change` action: any of plan, cycle, quantity.
+fn change_target(body: &toml::Table) -> Result<Target, String> {
+    let mut target = Target::default();
+    for (k, v) in body {
+        match (k.as_str(), v) {
+            ("subscription", _) => {}
+            ("plan", toml::Value::String(p)) => target.plan = Some(p.clone()),
+            ("cycle", toml::Value::String(c)) => target.cycle = Some(c.clone()),
+            ("quantity", toml::Value::Integer(q)) => {
+                target.quantity =
+                    Some(u32::try_from(*q).map_err(|_| {
+                        format!("change: quantity {q} must be a positive whole number")
+                    })?)
+            }
+            (k, v) => return Err(format!("change: unexpected {k} = {v}")),
+        }
+    }
+    Ok(target)
 }
 
 fn clock_now(clock: &ManualClock) -> chrono::DateTime<chrono::Utc> {

@@ -34,6 +34,8 @@ CREATE TABLE subscriptions (
     status          TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active','ended')),
     cancel_at       TEXT,
     ended_at        TEXT,
+    last_change_at  TEXT,
+    version         INTEGER NOT NULL DEFAULT 0,  -- bumped by every write; writes are guarded by it
     created_at      TEXT NOT NULL
 );
 CREATE INDEX subscriptions_due ON subscriptions (status, next_bill_date, account_id);
@@ -64,7 +66,8 @@ CREATE TABLE scheduled_changes (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     subscription_id TEXT NOT NULL REFERENCES subscriptions (id),
     kind            TEXT NOT NULL,                   -- cycle_longer, tier_downgrade, ...
-    target          TEXT NOT NULL,                   -- JSON {plan|cycle|quantity}
+    target          TEXT NOT NULL,                   -- JSON {plan, cycle, quantity}
+    change_key      TEXT NOT NULL UNIQUE,            -- change/SUB/vVERSION
     requested_at    TEXT NOT NULL,
     effective_at    TEXT NOT NULL,
     status          TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued','applied','withdrawn')),

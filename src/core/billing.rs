@@ -8,7 +8,10 @@
 
 use super::catalog::{Catalog, CatalogError};
 use super::document::{DocumentBuilder, DraftDocument, LineKind, apply_balance};
-use super::domain::{Account, AccountId, Subscription, SubscriptionId, SubscriptionStatus};
+use super::domain::{
+    Account, AccountId, Item, Subscription, SubscriptionId, SubscriptionStatus, Target,
+};
+use super::money::Currency;
 use super::period::Period;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -38,9 +41,14 @@ impl Terms {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionUpdate {
     pub id: SubscriptionId,
-    /// `next_bill_date` before the close: the store updates only a row still in that state,
-    /// so two workers can never both advance the same subscription.
-    pub expected_next_bill_date: NaiveDate,
+    /// Version the update was computed from: the store updates only a row still at that
+    /// version, so two workers can never both advance the same subscription.
+    pub expected_version: i64,
+    pub items: Vec<Item>,
+    pub cycle: String,
+    pub anchor: NaiveDate,
+    /// Queued changes this close applied.
+    pub applied_changes: Vec<i64>,
     pub current_period: Option<Period>,
     pub next_bill_date: NaiveDate,
     pub periods_billed: u32,
@@ -90,10 +98,13 @@ pub fn close_account(
             sub: sub.id.clone(),
             source,
         };
-        let cycle = catalog.cycle(&sub.cycle).map_err(err)?;
         let mut update = SubscriptionUpdate {
             id: sub.id.clone(),
-            expected_next_bill_date: sub.next_bill_date,
+            expected_version: sub.version,
+            items: sub.items.clone(),
+            cycle: sub.cycle.clone(),
+            anchor: sub.anchor,
+            applied_changes: Vec::new(),
             current_period: sub.current_period,
             next_bill_date: sub.next_bill_date,
             periods_billed: sub.periods_billed,
@@ -102,33 +113,38 @@ pub fn close_account(
         };
         let mut pending = sub.pending.as_slice();
         loop {
-            let period = cycle.length.period_from(sub.anchor, update.next_bill_date);
-            if period.start > as_of {
+            let start = update.next_bill_date;
+            if start > as_of {
                 break;
             }
-            if sub.cancel_at.is_some_and(|c| c <= period.start) {
+            if sub.cancel_at.is_some_and(|c| c <= start) {
                 update.status = SubscriptionStatus::Ended;
-                update.ended_at = Some(period.start);
+                update.ended_at = Some(start);
                 break;
             }
-            let mut b = DocumentBuilder::new(account.currency);
-            for item in &sub.items {
-                let plan = catalog.plan(&item.plan).map_err(err)?;
-                let price = catalog
-                    .price(&item.plan, account.currency, &sub.cycle)
-                    .map_err(err)?;
-                let what = if item.quantity == 1 {
-                    plan.name.clone()
-                } else {
-                    format!("{} × {}", plan.name, item.quantity)
-                };
-                b.line(
-                    LineKind::Recurring,
-                    format!("{what}, {period}"),
-                    price * Decimal::from(item.quantity),
-                    true,
-                );
+            for q in sub.queued.iter().filter(|q| q.effective_at <= start) {
+                if update.applied_changes.contains(&q.id) {
+                    continue;
+                }
+                apply_target(&mut update.items, &mut update.cycle, &q.target);
+                if update.cycle != sub.cycle || q.target.cycle.is_some() {
+                    // A new cycle counts its boundaries from the boundary it starts at.
+                    update.anchor = start;
+                }
+                update.applied_changes.push(q.id);
             }
+            let cycle = catalog.cycle(&update.cycle).map_err(err)?;
+            let period = cycle.length.period_from(update.anchor, start);
+            let mut b = DocumentBuilder::new(account.currency);
+            period_lines(
+                &mut b,
+                catalog,
+                account.currency,
+                &update.items,
+                &update.cycle,
+                period,
+            )
+            .map_err(err)?;
             for p in pending {
                 b.line(
                     LineKind::Proration,
@@ -176,4 +192,61 @@ pub fn close_account(
         balance_before: state.balance,
         balance_after: balance,
     })
+}
+
+/// Replace plan, cycle and quantity as a change target says. Plan and quantity apply to the
+/// subscription's single item (the change engine refuses them on several items).
+pub fn apply_target(items: &mut [Item], cycle: &mut String, target: &Target) {
+    if let Some(c) = &target.cycle {
+        *cycle = c.clone();
+    }
+    if let Some(item) = items.first_mut() {
+        if let Some(p) = &target.plan {
+            item.plan = p.clone();
+        }
+        if let Some(q) = target.quantity {
+            item.quantity = q;
+        }
+    }
+}
+
+/// The recurring lines of one period: each item at its price for the cycle.
+pub fn period_lines(
+    b: &mut DocumentBuilder,
+    catalog: &Catalog,
+    currency: Currency,
+    items: &[Item],
+    cycle: &str,
+    period: Period,
+) -> Result<(), CatalogError> {
+    for item in items {
+        let plan = catalog.plan(&item.plan)?;
+        let price = catalog.price(&item.plan, currency, cycle)?;
+        let what = if item.quantity == 1 {
+            plan.name.clone()
+        } else {
+            format!("{} × {}", plan.name, item.quantity)
+        };
+        b.line(
+            LineKind::Recurring,
+            format!("{what}, {period}"),
+            price * Decimal::from(item.quantity),
+            true,
+        );
+    }
+    Ok(())
+}
+
+/// Price of a set of items for one period of `cycle`.
+pub fn items_amount(
+    catalog: &Catalog,
+    currency: Currency,
+    items: &[Item],
+    cycle: &str,
+) -> Result<Decimal, CatalogError> {
+    let mut total = Decimal::ZERO;
+    for item in items {
+        total += catalog.price(&item.plan, currency, cycle)? * Decimal::from(item.quantity);
+    }
+    Ok(total)
 }

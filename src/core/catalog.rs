@@ -7,13 +7,11 @@
 
 use super::money::{Currency, parse_amount};
 use super::period::CycleLength;
+use super::policy::{Policy, RawPolicy, validate_policies};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
-
-/// The policy presets shipped with billrun (SPEC §4), one per source document.
-pub const PRESET_POLICIES: &[&str] = &["term_recalc", "deferred", "hybrid_70_30", "license"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cycle {
@@ -35,9 +33,11 @@ pub struct Plan {
 pub struct Catalog {
     pub cycles: BTreeMap<String, Cycle>,
     pub plans: BTreeMap<String, Plan>,
+    /// The presets and the catalog's custom policies, by name.
+    pub policies: BTreeMap<String, Policy>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CatalogError {
     #[error("{0}")]
     Invalid(String),
@@ -45,7 +45,7 @@ pub enum CatalogError {
     UnknownPlan(String),
     #[error("unknown cycle {0:?}")]
     UnknownCycle(String),
-    #[error("unknown policy {0:?} (known: {known})", known = PRESET_POLICIES.join(", "))]
+    #[error("unknown policy {0:?}")]
     UnknownPolicy(String),
     #[error("plan {plan:?} has no {currency} price for the {cycle} cycle")]
     NoPrice {
@@ -64,7 +64,7 @@ pub struct RawCatalog {
     #[serde(default)]
     pub plans: Vec<Spanned<RawPlan>>,
     #[serde(default)]
-    pub policies: Option<Spanned<toml::Value>>,
+    pub policies: Vec<RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,14 +249,13 @@ impl Catalog {
                 },
             );
         }
-        if let Some(pol) = raw.policies {
-            return bad(format!(
-                "policies: custom policies are not supported yet; use one of the presets ({}){}",
-                PRESET_POLICIES.join(", "),
-                at(pol.span())
-            ));
-        }
-        Ok(Catalog { cycles, plans })
+        let codes: Vec<String> = cycles.keys().cloned().collect();
+        let policies = validate_policies(raw.policies, &codes).map_err(CatalogError::Invalid)?;
+        Ok(Catalog {
+            cycles,
+            plans,
+            policies,
+        })
     }
 
     pub fn plan(&self, code: &str) -> Result<&Plan, CatalogError> {
@@ -271,12 +270,10 @@ impl Catalog {
             .ok_or_else(|| CatalogError::UnknownCycle(code.to_string()))
     }
 
-    pub fn check_policy(&self, name: &str) -> Result<(), CatalogError> {
-        if PRESET_POLICIES.contains(&name) {
-            Ok(())
-        } else {
-            Err(CatalogError::UnknownPolicy(name.to_string()))
-        }
+    pub fn policy(&self, name: &str) -> Result<&Policy, CatalogError> {
+        self.policies
+            .get(name)
+            .ok_or_else(|| CatalogError::UnknownPolicy(name.to_string()))
     }
 
     /// The list price of one unit of `plan` for one `cycle` in `currency`.

@@ -230,6 +230,54 @@ pub struct Subscription {
     /// Scheduled end: the subscription ends at the first boundary on or after this date.
     pub cancel_at: Option<NaiveDate>,
     pub pending: Vec<PendingItem>,
+    /// Date of the last applied or queued change; a change may not be dated before it.
+    pub last_change_at: Option<NaiveDate>,
+    /// Bumped by every write; writes are guarded by the version they were computed from.
+    pub version: i64,
+    /// Changes waiting for a period boundary.
+    pub queued: Vec<QueuedChange>,
+}
+
+/// What a change asks for: any of a plan, a cycle, a quantity (absent = unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Target {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u32>,
+}
+
+impl Target {
+    pub fn is_empty(&self) -> bool {
+        self.plan.is_none() && self.cycle.is_none() && self.quantity.is_none()
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(p) = &self.plan {
+            parts.push(format!("plan {p}"));
+        }
+        if let Some(c) = &self.cycle {
+            parts.push(format!("cycle {c}"));
+        }
+        if let Some(q) = self.quantity {
+            parts.push(format!("quantity {q}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// A change queued for the end of a period; applied by the close that bills that boundary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuedChange {
+    pub id: i64,
+    pub effective_at: NaiveDate,
+    pub kind: String,
+    pub target: Target,
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 
 pub mod billing;
 pub mod catalog;
+pub mod change;
 pub mod document;
 pub mod domain;
 pub mod money;
 pub mod period;
+pub mod policy;

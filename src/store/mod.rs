@@ -94,6 +94,16 @@ pub struct LedgerEntry {
     pub document: Option<String>,
 }
 
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChangeRecord {
+    pub subscription: String,
+    pub kind: String,
+    pub target: crate::core::domain::Target,
+    pub requested_at: NaiveDate,
+    pub effective_at: NaiveDate,
+    pub status: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct BalanceReport {
     pub account: Account,
@@ -149,6 +159,25 @@ pub trait Store: Send + Sync {
         ctx: &ChunkContext<'_>,
         closes: &[AccountClose],
     ) -> Result<Vec<StoredDocument>, StoreError>;
+
+    /// Write an applied or queued change in one transaction: subscription state (guarded by
+    /// the version it was computed from), items, the change record, pending items, documents
+    /// and the balance.
+    async fn apply_change(
+        &self,
+        outcome: &crate::core::change::ChangeOutcome,
+        account: &AccountId,
+        numbering: &Numbering,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StoredDocument>, StoreError>;
+
+    async fn subscription_account(
+        &self,
+        subscription: &str,
+    ) -> Result<Option<AccountId>, StoreError>;
+
+    /// Every change requested, applied or queued, in order.
+    async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError>;
 
     /// Put every document not yet reported to finance into a batch for `run`, and queue its
     /// message. None when there is nothing to report.

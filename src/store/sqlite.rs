@@ -7,14 +7,16 @@
 
 use super::*;
 use crate::core::billing::AccountState;
+use crate::core::change::ChangeOutcome;
 use crate::core::document::{DraftDocument, Line, LineKind};
 use crate::core::domain::{
     AccountStatus, Discount, Item, PendingItem, Subscription, SubscriptionId, SubscriptionStatus,
     TaxRate,
 };
+use crate::core::domain::{QueuedChange, Target};
 use crate::core::money::Currency;
 use crate::core::period::Period;
-use chrono::SecondsFormat;
+use chrono::{Datelike, SecondsFormat};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -276,6 +278,190 @@ impl SqliteStore {
     }
 }
 
+async fn replace_items(
+    tx: &mut Transaction<'static, Sqlite>,
+    sub: &str,
+    items: &[Item],
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM subscription_items WHERE subscription_id = ?")
+        .bind(sub)
+        .execute(&mut **tx)
+        .await?;
+    for item in items {
+        sqlx::query(
+            "INSERT INTO subscription_items (subscription_id, plan, quantity) VALUES (?, ?, ?)",
+        )
+        .bind(sub)
+        .bind(&item.plan)
+        .bind(i64::from(item.quantity))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Reserve one block of numbers per series and year for these documents; returns the next
+/// number to give in each.
+async fn reserve_numbers<'a>(
+    tx: &mut Transaction<'static, Sqlite>,
+    numbering: &Numbering,
+    docs: impl Iterator<Item = &'a DraftDocument>,
+) -> Result<BTreeMap<(String, i32), i64>, StoreError> {
+    let mut wanted: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for doc in docs {
+        *wanted
+            .entry((numbering.prefix(doc.kind).to_string(), doc.issued_at.year()))
+            .or_default() += 1;
+    }
+    let mut next = BTreeMap::new();
+    for ((prefix, year), n) in wanted {
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO number_series (prefix, year, last_number) VALUES (?, ?, ?) \
+             ON CONFLICT (prefix, year) DO UPDATE SET last_number = last_number + excluded.last_number \
+             RETURNING last_number",
+        )
+        .bind(&prefix)
+        .bind(year)
+        .bind(n)
+        .fetch_one(&mut **tx)
+        .await?;
+        next.insert((prefix, year), last - n + 1);
+    }
+    Ok(next)
+}
+
+/// Insert one document with its number, lines, ledger entry, consumed pending items and
+/// outbox message.
+async fn insert_document(
+    tx: &mut Transaction<'static, Sqlite>,
+    numbers: &mut BTreeMap<(String, i32), i64>,
+    numbering: &Numbering,
+    run: Option<RunId>,
+    doc: &DraftDocument,
+    created: &str,
+) -> Result<StoredDocument, StoreError> {
+    let key = (numbering.prefix(doc.kind).to_string(), doc.issued_at.year());
+    let n = numbers
+        .get_mut(&key)
+        .ok_or_else(|| StoreError::Database("no number reserved for a document".into()))?;
+    let number = Numbering::format(&key.0, key.1, *n);
+    *n += 1;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
+         period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&number)
+    .bind(&doc.key)
+    .bind(doc.kind.as_str())
+    .bind(doc.account.as_str())
+    .bind(doc.subscription.as_ref().map(|s| s.as_str()))
+    .bind(run)
+    .bind(doc.issued_at.to_string())
+    .bind(doc.due_at.to_string())
+    .bind(doc.period.map(|p| p.start.to_string()))
+    .bind(doc.period.map(|p| p.end.to_string()))
+    .bind(doc.currency.code())
+    .bind(doc.subtotal.to_string())
+    .bind(doc.discount.to_string())
+    .bind(doc.tax.to_string())
+    .bind(doc.total.to_string())
+    .bind(doc.credit_applied.to_string())
+    .bind(doc.amount_due.to_string())
+    .bind(created)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| conflict_on_unique(e, format!("document {}", doc.key)))?;
+
+    if !doc.lines.is_empty() {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO document_lines (document_id, position, kind, description, amount) ",
+        );
+        q.push_values(doc.lines.iter().enumerate(), |mut b, (pos, line)| {
+            b.push_bind(id)
+                .push_bind(pos as i64)
+                .push_bind(line.kind.as_str())
+                .push_bind(line.description.clone())
+                .push_bind(line.amount.to_string());
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    let ledger = match doc.kind {
+        DocumentKind::Invoice if !doc.credit_applied.is_zero() => {
+            Some((-doc.credit_applied, "credit_applied"))
+        }
+        DocumentKind::CreditNote => Some((-doc.total, "credit_note")),
+        _ => None,
+    };
+    if let Some((amount, reason)) = ledger {
+        sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) VALUES (?, ?, ?, ?, ?)")
+            .bind(doc.account.as_str())
+            .bind(doc.issued_at.to_string())
+            .bind(amount.to_string())
+            .bind(reason)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for pending in &doc.consumes_pending {
+        let done = sqlx::query(
+            "UPDATE pending_items SET document_id = ? WHERE id = ? AND document_id IS NULL",
+        )
+        .bind(id)
+        .bind(pending)
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("pending item {pending}")));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO outbox (message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
+         SELECT ?, 'document', ?, email, ?, ?, ? FROM accounts WHERE id = ?",
+    )
+    .bind(&number)
+    .bind(id)
+    .bind(crate::mail::document_subject(doc.kind, &number))
+    .bind(created)
+    .bind(created)
+    .bind(doc.account.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| conflict_on_unique(e, format!("outbox message {number}")))?;
+    Ok(StoredDocument {
+        id,
+        document: Document {
+            number,
+            draft: doc.clone(),
+        },
+        finance_batch: None,
+    })
+}
+
+/// Move an account's balance, but only from the value the change was computed from.
+async fn update_balance(
+    tx: &mut Transaction<'static, Sqlite>,
+    account: &str,
+    before: Decimal,
+    after: Decimal,
+) -> Result<(), StoreError> {
+    if before == after {
+        return Ok(());
+    }
+    let done = sqlx::query("UPDATE accounts SET balance = ? WHERE id = ? AND balance = ?")
+        .bind(after.to_string())
+        .bind(account)
+        .bind(before.to_string())
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Conflict(format!(
+            "balance of account {account}"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy)]
 enum DocFilter<'a> {
     All,
@@ -523,8 +709,30 @@ impl Store for SqliteStore {
         }
 
         let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, subscription_id, effective_at, kind, target FROM scheduled_changes \
+             WHERE status = 'queued' AND subscription_id IN (",
+        );
+        sub_filter(&mut q);
+        q.push(") ORDER BY effective_at, id");
+        let mut queued: BTreeMap<String, Vec<QueuedChange>> = BTreeMap::new();
+        for r in q.build().fetch_all(&self.pool).await? {
+            let target: Target = serde_json::from_str(&r.try_get::<String, _>("target")?)
+                .map_err(|e| corrupt("change target")(e.to_string()))?;
+            queued
+                .entry(r.try_get("subscription_id")?)
+                .or_default()
+                .push(QueuedChange {
+                    id: r.try_get("id")?,
+                    effective_at: date(&r.try_get::<String, _>("effective_at")?)?,
+                    kind: r.try_get("kind")?,
+                    target,
+                });
+        }
+
+        let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT id, account_id, policy, cycle, discount, start_date, anchor, period_start, period_end, \
-             next_bill_date, periods_billed, status, cancel_at FROM subscriptions WHERE status = 'active' AND account_id",
+             next_bill_date, periods_billed, status, cancel_at, last_change_at, version FROM subscriptions \
+             WHERE status = 'active' AND account_id",
         );
         push_in(&mut q, id_strs());
         q.push(" ORDER BY id");
@@ -562,6 +770,9 @@ impl Store for SqliteStore {
                     .ok_or_else(|| corrupt("status")(status.clone()))?,
                 cancel_at: opt_date(r.try_get("cancel_at")?)?,
                 pending: pending.remove(&id).unwrap_or_default(),
+                last_change_at: opt_date(r.try_get("last_change_at")?)?,
+                version: r.try_get("version")?,
+                queued: queued.remove(&id).unwrap_or_default(),
             };
             if let Some(state) = states.get_mut(&account) {
                 state.subscriptions.push(sub);
@@ -577,39 +788,22 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredDocument>, StoreError> {
         let mut tx = self.write_tx().await?;
         let created = ts(ctx.now);
-
-        // Reserve one block of numbers per series and year for the whole chunk.
-        let mut wanted: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for doc in closes.iter().flat_map(|c| &c.documents) {
-            *wanted
-                .entry((
-                    ctx.numbering.prefix(doc.kind).to_string(),
-                    chrono::Datelike::year(&doc.issued_at),
-                ))
-                .or_default() += 1;
-        }
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for ((prefix, year), n) in wanted {
-            let last: i64 = sqlx::query_scalar(
-                "INSERT INTO number_series (prefix, year, last_number) VALUES (?, ?, ?) \
-                 ON CONFLICT (prefix, year) DO UPDATE SET last_number = last_number + excluded.last_number \
-                 RETURNING last_number",
-            )
-            .bind(&prefix)
-            .bind(year)
-            .bind(n)
-            .fetch_one(&mut *tx)
-            .await?;
-            next.insert((prefix, year), last - n + 1);
-        }
-
+        let mut numbers = reserve_numbers(
+            &mut tx,
+            ctx.numbering,
+            closes.iter().flat_map(|c| &c.documents),
+        )
+        .await?;
         let mut issued = Vec::new();
         for close in closes {
             for u in &close.updates {
                 let done = sqlx::query(
-                    "UPDATE subscriptions SET period_start = ?, period_end = ?, next_bill_date = ?, periods_billed = ?, \
-                     status = ?, ended_at = ? WHERE id = ? AND next_bill_date = ? AND status = 'active'",
+                    "UPDATE subscriptions SET cycle = ?, anchor = ?, period_start = ?, period_end = ?, next_bill_date = ?, \
+                     periods_billed = ?, status = ?, ended_at = ?, version = version + 1 \
+                     WHERE id = ? AND version = ? AND status = 'active'",
                 )
+                .bind(&u.cycle)
+                .bind(u.anchor.to_string())
                 .bind(u.current_period.map(|p| p.start.to_string()))
                 .bind(u.current_period.map(|p| p.end.to_string()))
                 .bind(u.next_bill_date.to_string())
@@ -617,127 +811,48 @@ impl Store for SqliteStore {
                 .bind(u.status.as_str())
                 .bind(u.ended_at.map(|d| d.to_string()))
                 .bind(u.id.as_str())
-                .bind(u.expected_next_bill_date.to_string())
+                .bind(u.expected_version)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Conflict(format!("subscription {}", u.id)));
                 }
+                if !u.applied_changes.is_empty() {
+                    replace_items(&mut tx, u.id.as_str(), &u.items).await?;
+                    for id in &u.applied_changes {
+                        let done = sqlx::query(
+                            "UPDATE scheduled_changes SET status = 'applied', applied_at = ? WHERE id = ? AND status = 'queued'",
+                        )
+                        .bind(u.current_period.map(|p| p.start.to_string()))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        if done.rows_affected() != 1 {
+                            return Err(StoreError::Conflict(format!("scheduled change {id}")));
+                        }
+                    }
+                }
             }
             for doc in &close.documents {
-                let key = (
-                    ctx.numbering.prefix(doc.kind).to_string(),
-                    chrono::Datelike::year(&doc.issued_at),
+                issued.push(
+                    insert_document(
+                        &mut tx,
+                        &mut numbers,
+                        ctx.numbering,
+                        Some(ctx.run),
+                        doc,
+                        &created,
+                    )
+                    .await?,
                 );
-                let n = next
-                    .get_mut(&key)
-                    .expect("numbers reserved for every series");
-                let number = Numbering::format(&key.0, key.1, *n);
-                *n += 1;
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
-                     period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                )
-                .bind(&number)
-                .bind(&doc.key)
-                .bind(doc.kind.as_str())
-                .bind(doc.account.as_str())
-                .bind(doc.subscription.as_ref().map(|s| s.as_str()))
-                .bind(ctx.run)
-                .bind(doc.issued_at.to_string())
-                .bind(doc.due_at.to_string())
-                .bind(doc.period.map(|p| p.start.to_string()))
-                .bind(doc.period.map(|p| p.end.to_string()))
-                .bind(doc.currency.code())
-                .bind(doc.subtotal.to_string())
-                .bind(doc.discount.to_string())
-                .bind(doc.tax.to_string())
-                .bind(doc.total.to_string())
-                .bind(doc.credit_applied.to_string())
-                .bind(doc.amount_due.to_string())
-                .bind(&created)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| conflict_on_unique(e, format!("document {}", doc.key)))?;
-
-                if !doc.lines.is_empty() {
-                    let mut q = QueryBuilder::<Sqlite>::new(
-                        "INSERT INTO document_lines (document_id, position, kind, description, amount) ",
-                    );
-                    q.push_values(doc.lines.iter().enumerate(), |mut b, (pos, line)| {
-                        b.push_bind(id)
-                            .push_bind(pos as i64)
-                            .push_bind(line.kind.as_str())
-                            .push_bind(line.description.clone())
-                            .push_bind(line.amount.to_string());
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                let ledger = match doc.kind {
-                    DocumentKind::Invoice if !doc.credit_applied.is_zero() => {
-                        Some((-doc.credit_applied, "credit_applied"))
-                    }
-                    DocumentKind::CreditNote => Some((-doc.total, "credit_note")),
-                    _ => None,
-                };
-                if let Some((amount, reason)) = ledger {
-                    sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) VALUES (?, ?, ?, ?, ?)")
-                        .bind(doc.account.as_str())
-                        .bind(doc.issued_at.to_string())
-                        .bind(amount.to_string())
-                        .bind(reason)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for pending in &doc.consumes_pending {
-                    let done = sqlx::query("UPDATE pending_items SET document_id = ? WHERE id = ? AND document_id IS NULL")
-                        .bind(id)
-                        .bind(pending)
-                        .execute(&mut *tx)
-                        .await?;
-                    if done.rows_affected() != 1 {
-                        return Err(StoreError::Conflict(format!("pending item {pending}")));
-                    }
-                }
-                sqlx::query(
-                    "INSERT INTO outbox (message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
-                     SELECT ?, 'document', ?, email, ?, ?, ? FROM accounts WHERE id = ?",
-                )
-                .bind(&number)
-                .bind(id)
-                .bind(crate::mail::document_subject(doc.kind, &number))
-                .bind(&created)
-                .bind(&created)
-                .bind(doc.account.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| conflict_on_unique(e, format!("outbox message {number}")))?;
-                issued.push(StoredDocument {
-                    id,
-                    document: Document {
-                        number,
-                        draft: doc.clone(),
-                    },
-                    finance_batch: None,
-                });
             }
-            if close.balance_after != close.balance_before {
-                let done =
-                    sqlx::query("UPDATE accounts SET balance = ? WHERE id = ? AND balance = ?")
-                        .bind(close.balance_after.to_string())
-                        .bind(close.account.as_str())
-                        .bind(close.balance_before.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                if done.rows_affected() != 1 {
-                    return Err(StoreError::Conflict(format!(
-                        "balance of account {}",
-                        close.account
-                    )));
-                }
-            }
+            update_balance(
+                &mut tx,
+                close.account.as_str(),
+                close.balance_before,
+                close.balance_after,
+            )
+            .await?;
         }
         sqlx::query("UPDATE runs SET documents = documents + ? WHERE id = ?")
             .bind(issued.len() as i64)
@@ -746,6 +861,153 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(issued)
+    }
+
+    async fn apply_change(
+        &self,
+        outcome: &ChangeOutcome,
+        account: &AccountId,
+        numbering: &Numbering,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let created = ts(now);
+        let sub = outcome.subscription.as_str();
+        let key = format!("change/{sub}/v{}", outcome.expected_version);
+        let (period_start, period_end, next_bill, anchor, cycle, billed) = match &outcome.changed {
+            Some(c) => (
+                Some(c.current_period.start.to_string()),
+                Some(c.current_period.end.to_string()),
+                Some(c.next_bill_date.to_string()),
+                Some(c.anchor.to_string()),
+                Some(c.cycle.clone()),
+                Some(i64::from(c.periods_billed)),
+            ),
+            None => (None, None, None, None, None, None),
+        };
+        let done = sqlx::query(
+            "UPDATE subscriptions SET period_start = COALESCE(?, period_start), period_end = COALESCE(?, period_end), \
+             next_bill_date = COALESCE(?, next_bill_date), anchor = COALESCE(?, anchor), cycle = COALESCE(?, cycle), \
+             periods_billed = COALESCE(?, periods_billed), last_change_at = ?, version = version + 1 \
+             WHERE id = ? AND version = ? AND status = 'active'",
+        )
+        .bind(period_start)
+        .bind(period_end)
+        .bind(next_bill)
+        .bind(anchor)
+        .bind(cycle)
+        .bind(billed)
+        .bind(outcome.at.to_string())
+        .bind(sub)
+        .bind(outcome.expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("subscription {sub}")));
+        }
+        if let Some(c) = &outcome.changed {
+            replace_items(&mut tx, sub, &c.items).await?;
+        }
+        // A new request supersedes whatever was waiting for the period end.
+        sqlx::query("UPDATE scheduled_changes SET status = 'withdrawn' WHERE subscription_id = ? AND status = 'queued'")
+            .bind(sub)
+            .execute(&mut *tx)
+            .await?;
+        let target = serde_json::to_string(&outcome.target)
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO scheduled_changes (subscription_id, kind, target, change_key, requested_at, effective_at, status, applied_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(sub)
+        .bind(outcome.kind.as_str())
+        .bind(target)
+        .bind(&key)
+        .bind(outcome.at.to_string())
+        .bind(outcome.queued_for.unwrap_or(outcome.at).to_string())
+        .bind(if outcome.queued_for.is_some() { "queued" } else { "applied" })
+        .bind(outcome.queued_for.is_none().then(|| outcome.at.to_string()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, format!("change {key}")))?;
+        for p in &outcome.pending {
+            sqlx::query(
+                "INSERT INTO pending_items (subscription_id, description, amount, discountable, created_at, source_key) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(sub)
+            .bind(&p.description)
+            .bind(p.amount.to_string())
+            .bind(p.discountable)
+            .bind(&created)
+            .bind(&p.key)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_on_unique(e, format!("pending item {}", p.key)))?;
+        }
+        let mut numbers = reserve_numbers(&mut tx, numbering, outcome.documents.iter()).await?;
+        let mut issued = Vec::new();
+        for doc in &outcome.documents {
+            issued.push(
+                insert_document(&mut tx, &mut numbers, numbering, None, doc, &created).await?,
+            );
+        }
+        update_balance(
+            &mut tx,
+            account.as_str(),
+            outcome.balance_before,
+            outcome.balance_after,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) VALUES (?, 'billrun', 'change', ?, ?, ?)",
+        )
+        .bind(&created)
+        .bind(account.as_str())
+        .bind(sub)
+        .bind(
+            serde_json::json!({"kind": outcome.kind.as_str(), "at": outcome.at.to_string(), "target": outcome.target,
+                               "documents": issued.iter().map(|d| d.document.number.clone()).collect::<Vec<_>>()})
+            .to_string(),
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(issued)
+    }
+
+    async fn subscription_account(
+        &self,
+        subscription: &str,
+    ) -> Result<Option<AccountId>, StoreError> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM subscriptions WHERE id = ?")
+                .bind(subscription)
+                .fetch_optional(&self.pool)
+                .await?;
+        id.map(|a| AccountId::new(&a).map_err(corrupt("account id")))
+            .transpose()
+    }
+
+    async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError> {
+        let mut out = Vec::new();
+        for r in sqlx::query(
+            "SELECT subscription_id, kind, target, requested_at, effective_at, status FROM scheduled_changes ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            out.push(ChangeRecord {
+                subscription: r.try_get("subscription_id")?,
+                kind: r.try_get("kind")?,
+                target: serde_json::from_str(&r.try_get::<String, _>("target")?)
+                    .map_err(|e| corrupt("change target")(e.to_string()))?,
+                requested_at: date(&r.try_get::<String, _>("requested_at")?)?,
+                effective_at: date(&r.try_get::<String, _>("effective_at")?)?,
+                status: r.try_get("status")?,
+            });
+        }
+        Ok(out)
     }
 
     async fn create_finance_batch(

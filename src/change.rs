@@ -1,0 +1,174 @@
+//! Plan changes, the shell: load the account, let the core price the change, and — for
+//! `change`, not `quote` — write it in one transaction and send its documents. The CLI, the
+//! simulator and (later) the daemon's API all go through [`request_change`].
+
+use crate::clock::Clock;
+use crate::close::{CloseSettings, deliver};
+use crate::core::catalog::Catalog;
+use crate::core::change::{ChangeOutcome, ChangeRequest, Refusal, plan_change};
+use crate::core::domain::{SubscriptionId, Target};
+use crate::mail::Transport;
+use crate::output::DocumentJson;
+use crate::store::{Store, StoreError, StoredDocument};
+use chrono::NaiveDate;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("change refused: {0}")]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Today in a billing timezone: the date a change made now is dated.
+pub fn today_in(clock: &dyn Clock, timezone: &str) -> NaiveDate {
+    let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+    clock.now().with_timezone(&tz).date_naive()
+}
+
+/// Price a change and, when `apply`, make it. Returns the outcome and the documents issued.
+#[allow(clippy::too_many_arguments)]
+pub async fn request_change(
+    store: &dyn Store,
+    catalog: &Catalog,
+    settings: &CloseSettings,
+    clock: &dyn Clock,
+    transport: Option<&dyn Transport>,
+    subscription: &str,
+    target: Target,
+    at: Option<NaiveDate>,
+    apply: bool,
+) -> Result<(ChangeOutcome, Vec<StoredDocument>), ChangeError> {
+    let unknown = || Refusal::UnknownSubscription(subscription.to_string());
+    let sub_id = SubscriptionId::new(subscription).map_err(|_| unknown())?;
+    let account = store
+        .subscription_account(subscription)
+        .await?
+        .ok_or_else(unknown)?;
+    let state = store
+        .load_accounts(std::slice::from_ref(&account))
+        .await?
+        .pop()
+        .ok_or_else(unknown)?;
+    let at = at.unwrap_or_else(|| today_in(clock, &state.account.timezone));
+    let request = ChangeRequest {
+        subscription: sub_id,
+        target,
+        at,
+    };
+    let outcome = plan_change(&state, catalog, settings.terms, &request)?;
+    if !apply {
+        return Ok((outcome, Vec::new()));
+    }
+    let issued = store
+        .apply_change(&outcome, &account, &settings.numbering, clock.now())
+        .await?;
+    tracing::info!(subscription, kind = %outcome.kind, documents = issued.len(), "change applied");
+    if let Some(transport) = transport {
+        deliver(store, transport, clock, &settings.mail_from).await?;
+    }
+    Ok((outcome, issued))
+}
+
+/// What `quote --json` and `change --json` print.
+#[derive(Debug, Serialize)]
+pub struct ChangeJson {
+    pub subscription: String,
+    pub kind: String,
+    pub timing: crate::core::policy::Timing,
+    pub method: crate::core::policy::Method,
+    pub settle: crate::core::policy::Settle,
+    pub at: String,
+    pub currency: String,
+    pub due_now: String,
+    pub to_balance: String,
+    pub balance_after: String,
+    pub next_invoice_items: Vec<crate::core::change::NewPending>,
+    pub queued_for: Option<String>,
+    pub documents: Vec<DocumentJson>,
+    pub next_renewal: Option<RenewalJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RenewalJson {
+    pub date: String,
+    pub total: String,
+    pub amount_due: String,
+}
+
+impl ChangeJson {
+    pub fn new(o: &ChangeOutcome, issued: &[StoredDocument]) -> Self {
+        let currency = o.currency;
+        let documents = if issued.is_empty() {
+            o.documents
+                .iter()
+                .map(|d| DocumentJson::new(None, d))
+                .collect()
+        } else {
+            issued
+                .iter()
+                .map(|d| DocumentJson::from(&d.document))
+                .collect()
+        };
+        ChangeJson {
+            subscription: o.subscription.to_string(),
+            kind: o.kind.to_string(),
+            timing: o.timing,
+            method: o.method,
+            settle: o.settle,
+            at: o.at.to_string(),
+            currency: currency.to_string(),
+            due_now: currency.round(o.due_now()).to_string(),
+            to_balance: currency.round(o.to_balance()).to_string(),
+            balance_after: currency.round(o.balance_after).to_string(),
+            next_invoice_items: o.pending.clone(),
+            queued_for: o.queued_for.map(|d| d.to_string()),
+            documents,
+            next_renewal: o.next_renewal.as_ref().map(|r| RenewalJson {
+                date: r.issued_at.to_string(),
+                total: r.total.to_string(),
+                amount_due: r.amount_due.to_string(),
+            }),
+        }
+    }
+
+    pub fn human(&self, verb: &str) -> String {
+        let c = &self.currency;
+        let mut s = format!(
+            "{verb} {}: {} on {} ({:?}, {:?}, {:?})\n",
+            self.subscription, self.kind, self.at, self.timing, self.method, self.settle
+        );
+        if let Some(q) = &self.queued_for {
+            s.push_str(&format!("  Takes effect at the period end: {q}\n"));
+        }
+        s.push_str(&format!("  Due now:             {} {c}\n", self.due_now));
+        s.push_str(&format!(
+            "  Credit to balance:   {} {c} (balance after: {} {c})\n",
+            self.to_balance, self.balance_after
+        ));
+        for p in &self.next_invoice_items {
+            s.push_str(&format!(
+                "  On the next invoice: {} {c}  {}\n",
+                p.amount, p.description
+            ));
+        }
+        for d in &self.documents {
+            s.push_str(&format!(
+                "  {} {}: total {} {c}, amount due {} {c}\n",
+                d.kind,
+                d.number.as_deref().unwrap_or("(not issued)"),
+                d.total,
+                d.amount_due
+            ));
+        }
+        match &self.next_renewal {
+            Some(r) => s.push_str(&format!(
+                "  Next renewal:        {}, {} {c} (amount due {} {c})\n",
+                r.date, r.total, r.amount_due
+            )),
+            None => s.push_str("  Next renewal:        none\n"),
+        }
+        s
+    }
+}

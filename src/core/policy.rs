@@ -1,0 +1,432 @@
+//! Plan-change policies: which kinds of change a subscription may make, and how each is timed,
+//! priced and settled. A policy is a rule table; the four presets of SPEC §4 are built in and
+//! custom ones come from the catalog's `policies`.
+
+use super::money::parse_amount;
+use super::period::CycleLength;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    CycleLonger,
+    CycleShorter,
+    TierUpgrade,
+    TierDowngrade,
+    SeatsAdded,
+    SeatsRemoved,
+}
+
+impl ChangeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChangeKind::CycleLonger => "cycle_longer",
+            ChangeKind::CycleShorter => "cycle_shorter",
+            ChangeKind::TierUpgrade => "tier_upgrade",
+            ChangeKind::TierDowngrade => "tier_downgrade",
+            ChangeKind::SeatsAdded => "seats_added",
+            ChangeKind::SeatsRemoved => "seats_removed",
+        }
+    }
+    pub fn is_cycle_change(&self) -> bool {
+        matches!(self, ChangeKind::CycleLonger | ChangeKind::CycleShorter)
+    }
+    pub const ALL: [ChangeKind; 6] = [
+        ChangeKind::CycleLonger,
+        ChangeKind::CycleShorter,
+        ChangeKind::TierUpgrade,
+        ChangeKind::TierDowngrade,
+        ChangeKind::SeatsAdded,
+        ChangeKind::SeatsRemoved,
+    ];
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timing {
+    Immediate,
+    EndOfPeriod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Credit the unused share of the old state (× credit %), charge the remaining share of the new.
+    Prorate,
+    /// Re-price the used time at the new cycle's price; credit billed − used (or invoice a shortfall).
+    RerateUsed,
+    /// The new cycle starts at the current period's start; charge it in full, credit what was billed.
+    Backdate,
+    /// No money moves now.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settle {
+    InvoiceNow,
+    NextInvoice,
+    Balance,
+}
+
+/// Which current cycles a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleScope {
+    Any,
+    /// Cycles of a year or longer (12 months, or 360 days and more).
+    Annual,
+    ShorterThanAnnual,
+    Codes(Vec<String>),
+}
+
+impl CycleScope {
+    fn matches(&self, code: &str, length: CycleLength) -> bool {
+        let annual = match length {
+            CycleLength::Months(m) => m >= 12,
+            CycleLength::Days(d) => d >= 360,
+        };
+        match self {
+            CycleScope::Any => true,
+            CycleScope::Annual => annual,
+            CycleScope::ShorterThanAnnual => !annual,
+            CycleScope::Codes(c) => c.iter().any(|x| x == code),
+        }
+    }
+}
+
+/// Credit percentage from a number of elapsed days on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreditStep {
+    pub from_day: i64,
+    pub percent: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub kind: ChangeKind,
+    pub scope: CycleScope,
+    pub timing: Timing,
+    pub method: Method,
+    pub settle: Settle,
+    /// Ascending by `from_day`, first at day 0. Empty means 100%.
+    pub credit: Vec<CreditStep>,
+    /// Refused, with this message.
+    pub forbidden: Option<String>,
+}
+
+impl Rule {
+    fn new(kind: ChangeKind, timing: Timing, method: Method, settle: Settle) -> Rule {
+        Rule {
+            kind,
+            scope: CycleScope::Any,
+            timing,
+            method,
+            settle,
+            credit: Vec::new(),
+            forbidden: None,
+        }
+    }
+
+    /// The credit percentage after `elapsed` days of the period.
+    pub fn credit_percent(&self, elapsed: i64) -> Decimal {
+        self.credit
+            .iter()
+            .rev()
+            .find(|s| elapsed >= s.from_day)
+            .map(|s| s.percent)
+            .unwrap_or(Decimal::ONE_HUNDRED)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub name: String,
+    pub rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// The rule for a kind of change on a subscription whose current cycle is `code`: the
+    /// first rule that names the cycle (or its class), else the first for any cycle.
+    pub fn rule(&self, kind: ChangeKind, code: &str, length: CycleLength) -> Option<&Rule> {
+        let for_kind = || self.rules.iter().filter(move |r| r.kind == kind);
+        for_kind()
+            .find(|r| r.scope != CycleScope::Any && r.scope.matches(code, length))
+            .or_else(|| for_kind().find(|r| r.scope == CycleScope::Any))
+    }
+}
+
+fn schedule_100_70() -> Vec<CreditStep> {
+    vec![
+        CreditStep {
+            from_day: 0,
+            percent: Decimal::ONE_HUNDRED,
+        },
+        CreditStep {
+            from_day: 90,
+            percent: Decimal::from(70),
+        },
+    ]
+}
+
+pub const LICENCE_DOWNGRADE_MESSAGE: &str = "a licence cannot be moved to a lower plan directly: buy a licence of the \
+     lower plan, reassign the user to it, then remove the old licence";
+
+/// The built-in presets, one per source document (SPEC §4).
+pub fn presets() -> Vec<Policy> {
+    use ChangeKind::*;
+    use Method::*;
+    use Settle::*;
+    use Timing::*;
+    let term_recalc = Policy {
+        name: "term_recalc".into(),
+        rules: vec![
+            Rule::new(CycleShorter, Immediate, RerateUsed, Balance),
+            Rule::new(CycleLonger, Immediate, Backdate, InvoiceNow),
+            Rule::new(TierUpgrade, Immediate, Prorate, InvoiceNow),
+            Rule::new(TierDowngrade, Immediate, Prorate, InvoiceNow),
+            Rule::new(SeatsAdded, Immediate, Prorate, InvoiceNow),
+            Rule::new(SeatsRemoved, Immediate, Prorate, InvoiceNow),
+        ],
+    };
+    let deferred = Policy {
+        name: "deferred".into(),
+        rules: ChangeKind::ALL
+            .iter()
+            .map(|k| Rule::new(*k, Immediate, Prorate, NextInvoice))
+            .collect(),
+    };
+    let annual_downgrade = |kind| Rule {
+        scope: CycleScope::Annual,
+        credit: schedule_100_70(),
+        ..Rule::new(kind, Immediate, Prorate, Balance)
+    };
+    let hybrid = Policy {
+        name: "hybrid_70_30".into(),
+        rules: vec![
+            Rule::new(TierUpgrade, Immediate, Prorate, InvoiceNow),
+            Rule::new(SeatsAdded, Immediate, Prorate, InvoiceNow),
+            annual_downgrade(TierDowngrade),
+            annual_downgrade(SeatsRemoved),
+            Rule::new(TierDowngrade, EndOfPeriod, None, NextInvoice),
+            Rule::new(SeatsRemoved, EndOfPeriod, None, NextInvoice),
+            Rule::new(CycleLonger, Immediate, Prorate, Balance),
+            Rule {
+                credit: schedule_100_70(),
+                ..Rule::new(CycleShorter, Immediate, Prorate, Balance)
+            },
+        ],
+    };
+    let license = Policy {
+        name: "license".into(),
+        rules: vec![
+            Rule::new(TierUpgrade, Immediate, Prorate, InvoiceNow),
+            Rule::new(SeatsAdded, Immediate, Prorate, InvoiceNow),
+            Rule {
+                forbidden: Some(LICENCE_DOWNGRADE_MESSAGE.into()),
+                ..Rule::new(TierDowngrade, Immediate, None, InvoiceNow)
+            },
+            // Removed licences stop billing at the next renewal; no refund.
+            Rule::new(SeatsRemoved, Immediate, None, InvoiceNow),
+            Rule::new(CycleLonger, Immediate, Prorate, Balance),
+            Rule::new(CycleShorter, Immediate, Prorate, Balance),
+        ],
+    };
+    vec![term_recalc, deferred, hybrid, license]
+}
+
+/// A custom policy as written in the catalog.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub name: String,
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub kind: ChangeKind,
+    #[serde(default)]
+    pub cycles: Vec<String>,
+    pub cycle_class: Option<String>,
+    pub timing: Option<Timing>,
+    pub method: Option<Method>,
+    pub settle: Option<Settle>,
+    #[serde(default)]
+    pub credit: Vec<RawCreditStep>,
+    #[serde(default)]
+    pub forbidden: bool,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCreditStep {
+    pub from_day: i64,
+    pub percent: String,
+}
+
+/// Validate custom policies; `cycles` are the catalog's cycle codes.
+pub fn validate_policies(
+    raw: Vec<RawPolicy>,
+    cycles: &[String],
+) -> Result<BTreeMap<String, Policy>, String> {
+    let mut out: BTreeMap<String, Policy> =
+        presets().into_iter().map(|p| (p.name.clone(), p)).collect();
+    for p in raw {
+        if out.contains_key(&p.name) {
+            return Err(format!(
+                "policies.{}: defined twice or redefines a preset",
+                p.name
+            ));
+        }
+        let mut rules = Vec::new();
+        for (i, r) in p.rules.into_iter().enumerate() {
+            let at = format!("policies.{}.rules[{i}] ({})", p.name, r.kind);
+            let scope = match (r.cycles.is_empty(), r.cycle_class.as_deref()) {
+                (true, None) => CycleScope::Any,
+                (true, Some("annual")) => CycleScope::Annual,
+                (true, Some("shorter_than_annual")) => CycleScope::ShorterThanAnnual,
+                (true, Some(other)) => {
+                    return Err(format!(
+                        "{at}: cycle_class {other:?} must be \"annual\" or \"shorter_than_annual\""
+                    ));
+                }
+                (false, None) => {
+                    if let Some(c) = r.cycles.iter().find(|c| !cycles.contains(c)) {
+                        return Err(format!("{at}: unknown cycle {c:?}"));
+                    }
+                    CycleScope::Codes(r.cycles)
+                }
+                (false, Some(_)) => {
+                    return Err(format!("{at}: give `cycles` or `cycle_class`, not both"));
+                }
+            };
+            if r.forbidden {
+                rules.push(Rule {
+                    scope,
+                    forbidden: Some(
+                        r.message
+                            .unwrap_or_else(|| format!("policy {} forbids {}", p.name, r.kind)),
+                    ),
+                    ..Rule::new(r.kind, Timing::Immediate, Method::None, Settle::InvoiceNow)
+                });
+                continue;
+            }
+            let (Some(timing), Some(method), Some(settle)) = (r.timing, r.method, r.settle) else {
+                return Err(format!(
+                    "{at}: needs timing, method and settle (or forbidden = true)"
+                ));
+            };
+            if matches!(method, Method::RerateUsed | Method::Backdate) && !r.kind.is_cycle_change()
+            {
+                return Err(format!(
+                    "{at}: method {method:?} applies only to cycle changes"
+                ));
+            }
+            if timing == Timing::EndOfPeriod && method != Method::None {
+                return Err(format!(
+                    "{at}: an end_of_period change has no unused time left to prorate; use method = \"none\""
+                ));
+            }
+            let mut credit = Vec::new();
+            for (j, s) in r.credit.iter().enumerate() {
+                let percent =
+                    parse_amount(&s.percent).map_err(|e| format!("{at}: credit[{j}]: {e}"))?;
+                if percent.is_sign_negative() || percent > Decimal::ONE_HUNDRED {
+                    return Err(format!(
+                        "{at}: credit[{j}]: percent must be between 0 and 100"
+                    ));
+                }
+                let expected_first = j == 0 && s.from_day != 0;
+                let not_ascending = credit
+                    .last()
+                    .is_some_and(|l: &CreditStep| s.from_day <= l.from_day);
+                if expected_first || not_ascending {
+                    return Err(format!(
+                        "{at}: credit steps must start at from_day = 0 and ascend"
+                    ));
+                }
+                credit.push(CreditStep {
+                    from_day: s.from_day,
+                    percent,
+                });
+            }
+            rules.push(Rule {
+                kind: r.kind,
+                scope,
+                timing,
+                method,
+                settle,
+                credit,
+                forbidden: None,
+            });
+        }
+        out.insert(
+            p.name.clone(),
+            Policy {
+                name: p.name,
+                rules,
+            },
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hybrid_picks_the_annual_rule_and_its_schedule() {
+        let hybrid = presets()
+            .into_iter()
+            .find(|p| p.name == "hybrid_70_30")
+            .unwrap();
+        let annual = hybrid
+            .rule(ChangeKind::TierDowngrade, "annual", CycleLength::Months(12))
+            .unwrap();
+        assert_eq!(
+            (annual.timing, annual.settle),
+            (Timing::Immediate, Settle::Balance)
+        );
+        assert_eq!(annual.credit_percent(89), Decimal::ONE_HUNDRED);
+        assert_eq!(annual.credit_percent(90), Decimal::from(70));
+        let monthly = hybrid
+            .rule(ChangeKind::TierDowngrade, "monthly", CycleLength::Months(1))
+            .unwrap();
+        assert_eq!(monthly.timing, Timing::EndOfPeriod);
+    }
+
+    #[test]
+    fn custom_policies_are_validated() {
+        let parse = |src: &str| {
+            #[derive(Deserialize)]
+            struct W {
+                policies: Vec<RawPolicy>,
+            }
+            let w: W = toml::from_str(src).map_err(|e| e.to_string())?;
+            validate_policies(w.policies, &["monthly".into()])
+        };
+        let ok = parse(
+            "[[policies]]\nname = \"p\"\n[[policies.rules]]\nkind = \"tier_upgrade\"\ntiming = \"immediate\"\n\
+             method = \"prorate\"\nsettle = \"balance\"\ncredit = [{from_day = 0, percent = \"100\"}, {from_day = 30, percent = \"50\"}]\n",
+        )
+        .unwrap();
+        assert_eq!(ok["p"].rules[0].credit_percent(31), Decimal::from(50));
+        let e = parse("[[policies]]\nname = \"p\"\n[[policies.rules]]\nkind = \"tier_upgrade\"\ntiming = \"immediate\"\nmethod = \"backdate\"\nsettle = \"balance\"\n").unwrap_err();
+        assert!(e.contains("only to cycle changes"), "{e}");
+        let e = parse("[[policies]]\nname = \"deferred\"\nrules = []\n").unwrap_err();
+        assert!(e.contains("redefines a preset"), "{e}");
+    }
+}
