@@ -15,10 +15,17 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
+    // Not a `#[source]`: the message already says it, and error chains must not repeat it.
     #[error("change refused: {0}")]
-    Refused(#[from] Refusal),
+    Refused(Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<Refusal> for ChangeError {
+    fn from(r: Refusal) -> Self {
+        ChangeError::Refused(r)
+    }
 }
 
 /// Today in a billing timezone: the date a change made now is dated.

@@ -127,7 +127,9 @@ async fn bad_input_gets_one_clear_error_and_changes_nothing() {
         toml::from_str(&std::fs::read_to_string(bad.join("cases.toml")).unwrap()).unwrap();
     let sb = Sandbox::new();
     import_three(&sb);
+    sb.ok(&["import", fixtures().join("refusals.json").to_str().unwrap()]);
     sb.ok(&["close", "--as-of", "2026-02-01"]);
+    sb.ok(&["change", "s3", "--quantity", "3", "--at", "2026-02-10"]);
     let before = snapshot(&sb.db()).await;
     let mail_before = sb.emails();
 
@@ -156,4 +158,68 @@ async fn bad_input_gets_one_clear_error_and_changes_nothing() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn quote_shows_due_now_and_next_renewal_and_writes_nothing() {
+    let sb = Sandbox::with_catalog(&fixtures().join("g07/catalog.toml"));
+    sb.ok(&["import", fixtures().join("g07/data.json").to_str().unwrap()]);
+    sb.ok(&["close", "--as-of", "2026-01-01"]);
+    let before = snapshot(&sb.db()).await;
+    let emails = sb.emails();
+
+    let quote: serde_json::Value = serde_json::from_str(&sb.ok(&[
+        "quote",
+        "g07-s",
+        "--plan",
+        "professional",
+        "--at",
+        "2026-01-16",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(quote["kind"], "tier_upgrade");
+    assert_eq!(quote["due_now"], "15.00");
+    assert_eq!(quote["next_renewal"]["date"], "2026-01-31");
+    assert_eq!(quote["next_renewal"]["total"], "59.00");
+    let lines: Vec<&str> = quote["documents"][0]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines, ["-14.50", "29.50"]);
+    let human = sb.ok(&[
+        "quote",
+        "g07-s",
+        "--plan",
+        "professional",
+        "--at",
+        "2026-01-16",
+    ]);
+    assert!(
+        human.contains("Due now:             15.00 USD") && human.contains("2026-01-31, 59.00 USD"),
+        "{human}"
+    );
+    assert_eq!(
+        snapshot(&sb.db()).await,
+        before,
+        "a quote wrote to the database"
+    );
+    assert_eq!(sb.emails(), emails, "a quote sent email");
+
+    // The change itself issues exactly what was quoted.
+    let change: serde_json::Value = serde_json::from_str(&sb.ok(&[
+        "change",
+        "g07-s",
+        "--plan",
+        "professional",
+        "--at",
+        "2026-01-16",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(change["due_now"], "15.00");
+    assert_eq!(change["documents"][0]["number"], "INV-2026-000002");
+    assert!(sb.emails().contains(&"INV-2026-000002.eml".to_string()));
 }

@@ -139,3 +139,8 @@ async fn check_all(dir: &str) {
 async fn scenarios() {
     check_all("tests/scenarios").await;
 }
+
+#[tokio::test]
+async fn golden_examples() {
+    check_all("tests/golden").await;
+}

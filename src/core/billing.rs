@@ -69,11 +69,10 @@ pub struct AccountClose {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BillingError {
-    #[error("subscription {sub}: {source}")]
+    #[error("subscription {sub}: {error}")]
     Catalog {
         sub: SubscriptionId,
-        #[source]
-        source: CatalogError,
+        error: CatalogError,
     },
 }
 
@@ -94,9 +93,9 @@ pub fn close_account(
     let mut updates = Vec::new();
 
     for sub in state.subscriptions.iter().filter(|s| is_due(s, as_of)) {
-        let err = |source| BillingError::Catalog {
+        let err = |error| BillingError::Catalog {
             sub: sub.id.clone(),
-            source,
+            error,
         };
         let mut update = SubscriptionUpdate {
             id: sub.id.clone(),

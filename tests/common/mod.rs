@@ -21,12 +21,16 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
+        Sandbox::with_catalog(&fixtures().join("catalog.toml"))
+    }
+
+    pub fn with_catalog(catalog: &Path) -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "database_url = \"sqlite://{db}\"\ncatalog = \"{catalog}\"\nmail_dir = \"{mail}\"\n\
              mail_from = \"Billing <billing@billrun.test>\"\nfinance_to = \"finance@billrun.test\"\n",
             db = dir.path().join("billrun.db").display(),
-            catalog = fixtures().join("catalog.toml").display(),
+            catalog = catalog.display(),
             mail = dir.path().join("mail").display(),
         );
         std::fs::write(dir.path().join("billrun.toml"), config).unwrap();
