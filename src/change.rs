@@ -47,17 +47,9 @@ pub async fn request_change(
     at: Option<NaiveDate>,
     apply: bool,
 ) -> Result<(ChangeOutcome, Vec<StoredDocument>), ChangeError> {
-    let unknown = || Refusal::UnknownSubscription(subscription.to_string());
-    let sub_id = SubscriptionId::new(subscription).map_err(|_| unknown())?;
-    let account = store
-        .subscription_account(subscription)
-        .await?
-        .ok_or_else(unknown)?;
-    let state = store
-        .load_accounts(std::slice::from_ref(&account))
-        .await?
-        .pop()
-        .ok_or_else(unknown)?;
+    let sub_id = SubscriptionId::new(subscription)
+        .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
+    let (account, state) = load(store, subscription).await?;
     let at = at.unwrap_or_else(|| today_in(clock, &state.account.timezone));
     let request = ChangeRequest {
         subscription: sub_id,
@@ -69,7 +61,13 @@ pub async fn request_change(
         return Ok((outcome, Vec::new()));
     }
     let issued = store
-        .apply_change(&outcome, &account, &settings.numbering, clock.now())
+        .apply_change(
+            &outcome,
+            &account,
+            &settings.numbering,
+            &settings.modules,
+            clock.now(),
+        )
         .await?;
     tracing::info!(subscription, kind = %outcome.kind, documents = issued.len(), "change applied");
     if let Some(transport) = transport {
@@ -184,4 +182,89 @@ impl ChangeJson {
         }
         s
     }
+}
+
+/// Cancel a subscription at the end of its period, or undo a cancellation not yet in effect.
+pub async fn request_cancel(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    subscription: &str,
+    at: Option<NaiveDate>,
+    undo: bool,
+) -> Result<crate::core::change::CancelOutcome, ChangeError> {
+    let (account, state) = load(store, subscription).await?;
+    let at = at.unwrap_or_else(|| today_in(clock, &state.account.timezone));
+    let id = SubscriptionId::new(subscription)
+        .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
+    let outcome = crate::core::change::plan_cancel(&state, &id, at, undo)?;
+    store.set_cancel(&outcome, &account, clock.now()).await?;
+    tracing::info!(subscription, undo, "cancellation recorded");
+    Ok(outcome)
+}
+
+async fn load(
+    store: &dyn Store,
+    subscription: &str,
+) -> Result<
+    (
+        crate::core::domain::AccountId,
+        crate::core::billing::AccountState,
+    ),
+    ChangeError,
+> {
+    let unknown = || Refusal::UnknownSubscription(subscription.to_string());
+    let account = store
+        .subscription_account(subscription)
+        .await?
+        .ok_or_else(unknown)?;
+    let state = store
+        .load_accounts(std::slice::from_ref(&account))
+        .await?
+        .pop()
+        .ok_or_else(unknown)?;
+    Ok((account, state))
+}
+
+/// Price a licence operation and, when `apply`, make it.
+#[allow(clippy::too_many_arguments)]
+pub async fn request_licence_op(
+    store: &dyn Store,
+    catalog: &Catalog,
+    settings: &CloseSettings,
+    clock: &dyn Clock,
+    transport: Option<&dyn Transport>,
+    subscription: &str,
+    op: crate::core::licence::LicenceOp,
+    at: Option<NaiveDate>,
+    apply: bool,
+) -> Result<(crate::core::licence::LicenceOutcome, Vec<StoredDocument>), ChangeError> {
+    let (account, state) = load(store, subscription).await?;
+    let at = at.unwrap_or_else(|| today_in(clock, &state.account.timezone));
+    let id = SubscriptionId::new(subscription)
+        .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
+    let licences = store.licences(subscription).await?;
+    let outcome = crate::core::licence::plan_licence_op(
+        &state,
+        &licences,
+        catalog,
+        settings.terms,
+        &id,
+        &op,
+        at,
+    )?;
+    if !apply {
+        return Ok((outcome, Vec::new()));
+    }
+    let issued = store
+        .apply_licence_op(&outcome, &account, &settings.numbering, clock.now())
+        .await?;
+    tracing::info!(
+        subscription,
+        documents = issued.len(),
+        "licence operation applied"
+    );
+    if let Some(transport) = transport {
+        deliver(store, transport, clock, &settings.mail_from).await?;
+    }
+    Ok((outcome, issued))
 }

@@ -2,13 +2,14 @@
 //! need, call the library, and print; errors travel up to `main` as `anyhow` errors with one
 //! clear sentence.
 
-use crate::change::{ChangeJson, request_change};
+use crate::change::{ChangeJson, request_cancel, request_change, request_licence_op};
 use crate::clock::{Clock, SystemClock};
 use crate::close::{CloseOptions, CloseReport, CloseSettings, close};
 use crate::config::Config;
 use crate::core::billing::Terms;
 use crate::core::catalog::Catalog;
 use crate::core::domain::Target;
+use crate::core::licence::LicenceOp;
 use crate::input::{self, ImportFile};
 use crate::mail::EmlDir;
 use crate::output::{DocumentJson, document_header, document_row};
@@ -70,6 +71,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a subscription at the end of its current period, or undo that.
+    Cancel {
+        subscription: String,
+        /// Date of the request (default: today in the account's timezone).
+        #[arg(long, value_name = "DATE", value_parser = date_arg)]
+        at: Option<NaiveDate>,
+        /// Withdraw a cancellation that has not taken effect.
+        #[arg(long, conflicts_with = "at")]
+        undo: bool,
+    },
+    /// Licences of per-seat plans: list, buy, assign, unassign, remove, upgrade.
+    Licences {
+        subscription: String,
+        #[command(subcommand)]
+        op: LicenceCommand,
+        /// Date of the operation (default: today in the account's timezone).
+        #[arg(long, global = true, value_name = "DATE", value_parser = date_arg)]
+        at: Option<NaiveDate>,
+        /// Show what buy or upgrade would cost (due now, renewal); write nothing.
+        #[arg(long, global = true)]
+        quote: bool,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Import accounts and subscriptions from a JSON file (all or nothing).
     Import { file: PathBuf },
     /// List issued documents.
@@ -129,6 +154,30 @@ impl TargetArgs {
             quantity: self.quantity,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LicenceCommand {
+    /// Every licence and who holds it.
+    List,
+    /// Buy N licences of a per-seat plan (prorated to the period end, invoiced now).
+    Buy {
+        plan: String,
+        #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+        quantity: u32,
+    },
+    /// Give an unassigned licence of PLAN to a user.
+    Assign { plan: String, email: String },
+    /// Take a user's licence back; it stays owned and billed until removed.
+    Unassign { email: String },
+    /// Remove N unassigned licences for good (no refund; billing stops at the next renewal).
+    Remove {
+        plan: String,
+        #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+        quantity: u32,
+    },
+    /// Move a user's licence to a higher plan (prorated, invoiced now).
+    Upgrade { email: String, plan: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +306,29 @@ pub async fn run(cli: Cli) -> Result<i32> {
             json,
         } => {
             change_command(&config, &clock, &subscription, &target, json, true).await?;
+        }
+        Command::Cancel {
+            subscription,
+            at,
+            undo,
+        } => {
+            let store = open_store(&config).await?;
+            let outcome = request_cancel(store.as_ref(), &clock, &subscription, at, undo).await?;
+            match outcome.cancel_at {
+                Some(end) => println!(
+                    "Subscription {subscription} is canceled; it ends on {end} (undo before then with --undo)."
+                ),
+                None => println!("Cancellation of {subscription} withdrawn; it renews as before."),
+            }
+        }
+        Command::Licences {
+            subscription,
+            op,
+            at,
+            quote,
+            json,
+        } => {
+            licence_command(&config, &clock, &subscription, op, at, quote, json).await?;
         }
         Command::Invoices { account, json } => {
             let store = open_store(&config).await?;
@@ -390,6 +462,106 @@ async fn change_command(
     Ok(())
 }
 
+async fn licence_command(
+    config: &Config,
+    clock: &dyn Clock,
+    subscription: &str,
+    op: LicenceCommand,
+    at: Option<NaiveDate>,
+    quote: bool,
+    json: bool,
+) -> Result<()> {
+    let store = open_store(config).await?;
+    let op = match op {
+        LicenceCommand::List => {
+            if store.subscription_account(subscription).await?.is_none() {
+                bail!("unknown subscription {subscription:?}");
+            }
+            let licences = store.licences(subscription).await?;
+            if json {
+                print_json(&licences)?;
+            } else {
+                for l in &licences {
+                    println!(
+                        "{:>6}  {:<16} {:<10} {}",
+                        l.id,
+                        l.plan,
+                        l.status.as_str(),
+                        l.assigned_to.as_deref().unwrap_or("")
+                    );
+                }
+                let (assigned, available) = store.licence_counts(subscription).await?;
+                println!(
+                    "{assigned} assigned, {available} unassigned (unassigned licences are still billed)."
+                );
+            }
+            return Ok(());
+        }
+        LicenceCommand::Buy { plan, quantity } => LicenceOp::Buy { plan, quantity },
+        LicenceCommand::Assign { plan, email } => LicenceOp::Assign { plan, user: email },
+        LicenceCommand::Unassign { email } => LicenceOp::Unassign { user: email },
+        LicenceCommand::Remove { plan, quantity } => LicenceOp::Remove { plan, quantity },
+        LicenceCommand::Upgrade { email, plan } => LicenceOp::Upgrade { user: email, plan },
+    };
+    let catalog = load_catalog(Path::new(&config.catalog))?;
+    let transport = EmlDir::new(&config.mail_dir);
+    let settings = close_settings(config);
+    let (outcome, issued) = request_licence_op(
+        store.as_ref(),
+        &catalog,
+        &settings,
+        clock,
+        Some(&transport),
+        subscription,
+        op,
+        at,
+        !quote,
+    )
+    .await?;
+    let cur = outcome.currency.to_string();
+    let view = serde_json::json!({
+        "subscription": subscription,
+        "op": outcome.op,
+        "at": outcome.at.to_string(),
+        "applied": !quote,
+        "currency": cur,
+        "due_now": outcome.due_now().to_string(),
+        "documents": if issued.is_empty() {
+            outcome.documents.iter().map(|d| DocumentJson::new(None, d)).collect::<Vec<_>>()
+        } else {
+            issued.iter().map(|d| DocumentJson::from(&d.document)).collect()
+        },
+        "next_renewal": outcome.next_renewal.as_ref().map(|r| serde_json::json!({
+            "date": r.issued_at.to_string(), "total": r.total.to_string(), "amount_due": r.amount_due.to_string()})),
+    });
+    if json {
+        print_json(&view)?;
+    } else {
+        println!(
+            "{} licence operation on {subscription} at {}",
+            if quote { "Quote for a" } else { "Applied a" },
+            outcome.at
+        );
+        println!(
+            "  Due now:       {} {cur}",
+            view["due_now"].as_str().unwrap_or_default()
+        );
+        for d in view["documents"].as_array().into_iter().flatten() {
+            println!(
+                "  {} {}: total {} {cur}",
+                d["kind"].as_str().unwrap_or_default(),
+                d["number"].as_str().unwrap_or("(not issued)"),
+                d["total"].as_str().unwrap_or_default()
+            );
+        }
+        match &outcome.next_renewal {
+            Some(r) => println!("  Next renewal:  {}, {} {cur}", r.issued_at, r.total),
+            None => println!("  Next renewal:  none"),
+        }
+    }
+    Ok(())
+}
+
 pub fn close_settings(config: &Config) -> CloseSettings {
     CloseSettings {
         terms: Terms {
@@ -402,6 +574,8 @@ pub fn close_settings(config: &Config) -> CloseSettings {
         chunk_size: config.chunk_size,
         finance_to: config.finance_to.clone(),
         mail_from: config.mail_from.clone(),
+        retention_days: config.retention_days,
+        modules: config.modules.clone(),
     }
 }
 

@@ -15,7 +15,9 @@ use crate::core::catalog::Catalog;
 use crate::core::document::{DocumentKind, DraftDocument};
 use crate::core::domain::AccountId;
 use crate::mail::{MailError, Transport};
-use crate::store::{ChunkContext, Numbering, OutboxEntry, OutboxKind, Store, StoreError};
+use crate::store::{
+    ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, Store, StoreError,
+};
 use chrono::{Duration, NaiveDate};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -29,6 +31,10 @@ pub struct CloseSettings {
     pub chunk_size: u32,
     pub finance_to: String,
     pub mail_from: String,
+    /// Days after an account is canceled before its data is deleted.
+    pub retention_days: u32,
+    /// Module data tables, purged when an account is deleted or a module is downgraded away.
+    pub modules: ModuleMap,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -76,6 +82,10 @@ pub struct CloseReport {
     pub emails_sent: u64,
     pub emails_failed: u64,
     pub documents: Vec<ReportedDocument>,
+    /// Accounts whose data this run deleted (a dry run: would delete).
+    pub deleted_accounts: Vec<String>,
+    /// Balances refunded to accounts this run canceled: (account, currency, amount).
+    pub refunds: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,7 +158,12 @@ pub async fn close(
         emails_sent: 0,
         emails_failed: 0,
         documents: Vec::new(),
+        deleted_accounts: Vec::new(),
+        refunds: Vec::new(),
     };
+    if !settings.modules.is_empty() {
+        store.check_module_tables(&settings.modules).await?;
+    }
     let run = if options.dry_run {
         None
     } else {
@@ -183,7 +198,32 @@ pub async fn close(
             tracing::error!(run, error = %e, "could not record the end of the run");
         }
     }
-    result?;
+    let would_delete = result?;
+
+    // Step 3: delete the data of canceled accounts whose retention has passed.
+    let mut due = store.deletable_accounts(as_of).await?;
+    if let Some(run) = run {
+        for account in due {
+            match store
+                .delete_account(&account, as_of, &settings.modules, clock.now())
+                .await
+            {
+                Ok(d) => {
+                    tracing::info!(run, account = %account, "account data deleted");
+                    report.deleted_accounts.push(d.account);
+                }
+                Err(StoreError::Rejected(why)) => {
+                    tracing::warn!(account = %account, %why, "account not deleted")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    } else {
+        due.extend(would_delete);
+        due.sort();
+        due.dedup();
+        report.deleted_accounts = due.into_iter().map(|a| a.to_string()).collect();
+    }
 
     if let Some(run) = run {
         report.finance_batch = store
@@ -215,7 +255,9 @@ async fn close_chunks(
     options: &CloseOptions,
     run: Option<i64>,
     report: &mut CloseReport,
-) -> Result<(), CloseError> {
+) -> Result<Vec<AccountId>, CloseError> {
+    // In a dry run, the accounts this close would cancel and whose retention is already over.
+    let mut would_delete = Vec::new();
     let mut after: Option<AccountId> = None;
     let mut chunks = 0;
     loop {
@@ -242,9 +284,37 @@ async fn close_chunks(
                     }
                 }
             }
+            for c in &closes {
+                if !c.refund.is_zero() {
+                    let cur = c
+                        .documents
+                        .first()
+                        .map(|d| d.currency.to_string())
+                        .unwrap_or_default();
+                    let cur = if cur.is_empty() {
+                        states
+                            .iter()
+                            .find(|s| s.account.id == c.account)
+                            .map(|s| s.account.currency.to_string())
+                            .unwrap_or_default()
+                    } else {
+                        cur
+                    };
+                    report
+                        .refunds
+                        .push((c.account.to_string(), cur, c.refund.to_string()));
+                }
+            }
             let Some(run) = run else {
                 for doc in closes.iter().flat_map(|c| &c.documents) {
                     report.record(None, doc, options.keep_documents);
+                }
+                for c in &closes {
+                    if let Some(d) = c.canceled_at
+                        && d + chrono::Days::new(u64::from(settings.retention_days)) <= as_of
+                    {
+                        would_delete.push(c.account.clone());
+                    }
                 }
                 report.failed.extend(failed);
                 break;
@@ -253,6 +323,7 @@ async fn close_chunks(
                 run,
                 numbering: &settings.numbering,
                 now: clock.now(),
+                retention_days: settings.retention_days,
             };
             match store.commit_chunk(&ctx, &closes).await {
                 Ok(issued) => {
@@ -281,7 +352,7 @@ async fn close_chunks(
         }
         after = Some(last);
     }
-    Ok(())
+    Ok(would_delete)
 }
 
 /// Send every due outbox message; failures are retried later with exponential backoff.
@@ -348,19 +419,26 @@ async fn render(
                 })?;
             // The address captured when the document was issued.
             account.email = recipient.to_string();
+            let unassigned = match &doc.document.draft.subscription {
+                Some(sub) => store.licence_counts(sub.as_str()).await?.1,
+                None => 0,
+            };
             Ok(crate::mail::document_email(
                 &doc.document,
                 &account,
+                unassigned,
                 from,
                 clock.now(),
             ))
         }
         OutboxKind::FinanceBatch(batch) => {
             let docs = store.batch_documents(*batch).await?;
+            let extras = store.batch_extras(*batch).await?;
             Ok(crate::mail::finance_batch_email(
                 *batch,
                 &entry.subject,
                 &docs,
+                &extras,
                 from,
                 recipient,
                 clock.now(),

@@ -4,6 +4,7 @@
 
 use crate::core::catalog::toml_error;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONFIG: &str = "config/billrun.toml";
@@ -33,6 +34,43 @@ pub struct Config {
     pub retention_days: u32,
     /// Accounts closed per transaction.
     pub chunk_size: u32,
+    /// Per module, the tables holding its data and their account-id column: purged when an
+    /// account is deleted, and when a `deferred` downgrade drops the module.
+    pub modules: BTreeMap<String, Vec<ModuleTable>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleTable {
+    pub table: String,
+    pub account_column: String,
+}
+
+/// billrun's own tables: never module data, whatever the configuration says.
+const OWN_TABLES: &[&str] = &[
+    "accounts",
+    "subscriptions",
+    "subscription_items",
+    "licences",
+    "scheduled_changes",
+    "pending_items",
+    "runs",
+    "number_series",
+    "finance_batches",
+    "documents",
+    "document_lines",
+    "balance_ledger",
+    "outbox",
+    "audit_log",
+    "_sqlx_migrations",
+];
+
+/// A plain SQL identifier: letters, digits and `_`, not starting with a digit, at most 63.
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 63
 }
 
 impl Default for Config {
@@ -52,6 +90,7 @@ impl Default for Config {
             payment_terms_days: 0,
             retention_days: 0,
             chunk_size: 500,
+            modules: BTreeMap::new(),
         }
     }
 }
@@ -182,6 +221,26 @@ impl Config {
                 format!("{} must be between 1 and 100000", self.chunk_size),
             );
         }
+        for (module, tables) in &self.modules {
+            for t in tables {
+                for (what, ident) in [("table", &t.table), ("account_column", &t.account_column)] {
+                    if !is_identifier(ident) {
+                        return bad(
+                            &format!("modules.{module}"),
+                            format!(
+                                "{what} {ident:?} is not a plain SQL identifier (letters, digits, _)"
+                            ),
+                        );
+                    }
+                }
+                if OWN_TABLES.contains(&t.table.to_ascii_lowercase().as_str()) {
+                    return bad(
+                        &format!("modules.{module}"),
+                        format!("{:?} is one of billrun's own tables", t.table),
+                    );
+                }
+            }
+        }
         if self.payment_terms_days > 365 {
             return bad(
                 "payment_terms_days",
@@ -233,6 +292,21 @@ mod tests {
         assert!(e.contains("timezone"), "{e}");
         let e = load("", &[("BILLRUN_CHUNK_SIZE", "x")]).unwrap_err();
         assert!(e.contains("BILLRUN_CHUNK_SIZE"), "{e}");
+        let e = load(
+            "[modules]\nreports = [{ table = \"rows; DROP TABLE x\", account_column = \"a\" }]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("modules.reports") && e.contains("not a plain SQL identifier"),
+            "{e}"
+        );
+        let e = load(
+            "[modules]\nreports = [{ table = \"documents\", account_column = \"account_id\" }]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("billrun's own tables"), "{e}");
         let e = load("", &[("BILLRUN_DATABASE_URL", "mysql://u:pw@h/db")]).unwrap_err();
         assert!(e.contains("database_url") && !e.contains("pw"), "{e}");
     }

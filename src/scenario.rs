@@ -5,12 +5,13 @@
 //! actions dated that day, in file order. The whole scenario is validated before the clock
 //! starts: a bad file is one error and no simulation.
 
-use crate::change::{ChangeError, request_change};
+use crate::change::{ChangeError, request_cancel, request_change, request_licence_op};
 use crate::clock::ManualClock;
 use crate::close::{CloseOptions, CloseSettings, close};
 use crate::core::billing::Terms;
 use crate::core::catalog::{Catalog, RawCatalog, toml_error};
 use crate::core::domain::Target;
+use crate::core::licence::LicenceOp;
 use crate::input::{self, RawAccount, RawSubscription, parse_date};
 use crate::output::DocumentJson;
 use crate::store::sqlite::SqliteStore;
@@ -119,8 +120,14 @@ impl Scenario {
                     )));
                 }
             }
-            if kind == "change" {
-                change_target(&body).map_err(|e| bad(format!("actions[{i}].{e}")))?;
+            match kind {
+                "change" => {
+                    change_target(&body).map_err(|e| bad(format!("actions[{i}].{e}")))?;
+                }
+                "licence" => {
+                    licence_op(&body).map_err(|e| bad(format!("actions[{i}].{e}")))?;
+                }
+                _ => {}
             }
             actions.push(Action { at, kind, body });
         }
@@ -197,6 +204,8 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
         chunk_size: defaults.chunk_size,
         finance_to: defaults.finance_to,
         mail_from: defaults.mail_from,
+        retention_days: defaults.retention_days,
+        modules: defaults.modules,
     };
     let mut refused = Vec::new();
     let mut actions = scenario.actions.iter().peekable();
@@ -241,9 +250,51 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
                         Err(e) => return Err(run_err(&e)),
                     }
                 }
-                // Cancellations and licences arrive with their own issue; until then they are
-                // refused in the open, never ignored.
-                other => Some(format!("{other} actions are not supported yet")),
+                "cancel" | "uncancel" => {
+                    let sub = action
+                        .body
+                        .get("subscription")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default();
+                    match request_cancel(
+                        &store,
+                        &clock,
+                        sub,
+                        Some(action.at),
+                        action.kind == "uncancel",
+                    )
+                    .await
+                    {
+                        Ok(_) => None,
+                        Err(ChangeError::Refused(r)) => Some(r.to_string()),
+                        Err(e) => return Err(run_err(&e)),
+                    }
+                }
+                _ => {
+                    let sub = action
+                        .body
+                        .get("subscription")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default();
+                    let op = licence_op(&action.body).map_err(ScenarioError::Invalid)?;
+                    match request_licence_op(
+                        &store,
+                        &scenario.catalog,
+                        &settings,
+                        &clock,
+                        None,
+                        sub,
+                        op,
+                        Some(action.at),
+                        true,
+                    )
+                    .await
+                    {
+                        Ok(_) => None,
+                        Err(ChangeError::Refused(r)) => Some(r.to_string()),
+                        Err(e) => return Err(run_err(&e)),
+                    }
+                }
             };
             if let Some(error) = refusal {
                 refused.push(Refused {
@@ -272,7 +323,7 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
         refused,
-        deleted_accounts: Vec::new(),
+        deleted_accounts: store.deleted_accounts().await.map_err(|e| run_err(&e))?,
         changes,
         emails: emails
             .into_iter()
@@ -281,6 +332,59 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
                 subject: e.subject,
             })
             .collect(),
+    })
+}
+
+/// The operation of a `licence` action.
+fn licence_op(body: &toml::Table) -> Result<LicenceOp, String> {
+    let text = |key: &str| -> Result<String, String> {
+        body.get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("licence: needs `{key} = \"…\"`"))
+    };
+    let count = || -> Result<u32, String> {
+        body.get("quantity")
+            .and_then(|v| v.as_integer())
+            .and_then(|q| u32::try_from(q).ok())
+            .filter(|q| *q > 0)
+            .ok_or_else(|| "licence: needs `quantity` = a whole number of at least 1".to_string())
+    };
+    let known: &[&str] = match text("op")?.as_str() {
+        "buy" => &["subscription", "op", "plan", "quantity"],
+        "assign" => &["subscription", "op", "plan", "user"],
+        "unassign" => &["subscription", "op", "user"],
+        "remove" => &["subscription", "op", "plan", "quantity"],
+        "upgrade" => &["subscription", "op", "user", "plan"],
+        other => {
+            return Err(format!(
+                "licence: unknown op {other:?} (buy, assign, unassign, remove, upgrade)"
+            ));
+        }
+    };
+    if let Some(k) = body.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(format!("licence: unexpected key `{k}`"));
+    }
+    Ok(match text("op")?.as_str() {
+        "buy" => LicenceOp::Buy {
+            plan: text("plan")?,
+            quantity: count()?,
+        },
+        "assign" => LicenceOp::Assign {
+            plan: text("plan")?,
+            user: text("user")?,
+        },
+        "unassign" => LicenceOp::Unassign {
+            user: text("user")?,
+        },
+        "remove" => LicenceOp::Remove {
+            plan: text("plan")?,
+            quantity: count()?,
+        },
+        _ => LicenceOp::Upgrade {
+            user: text("user")?,
+            plan: text("plan")?,
+        },
     })
 }
 

@@ -15,6 +15,7 @@ CREATE TABLE accounts (
     canceled_at     TEXT,                            -- date the last subscription ended
     delete_after    TEXT,                            -- date from which its data may be deleted
     deleted_at      TEXT,
+    finance_batch_id INTEGER REFERENCES finance_batches (id), -- the batch that reported the deletion
     created_at      TEXT NOT NULL
 );
 CREATE INDEX accounts_deletion ON accounts (status, delete_after);
@@ -132,7 +133,6 @@ CREATE TABLE documents (
     total           TEXT NOT NULL,
     credit_applied  TEXT NOT NULL,
     amount_due      TEXT NOT NULL,
-    refund_owed     TEXT NOT NULL DEFAULT '0',
     created_at      TEXT NOT NULL
 );
 CREATE INDEX documents_account ON documents (account_id, issued_at);
@@ -155,8 +155,11 @@ CREATE TABLE balance_ledger (
     amount          TEXT NOT NULL,                   -- + credit granted, - credit used
     reason          TEXT NOT NULL CHECK (reason IN ('opening_credit','credit_note','credit_applied','refund')),
     document_id     INTEGER REFERENCES documents (id),
+    finance_batch_id INTEGER REFERENCES finance_batches (id), -- refunds: the batch that reported them
     UNIQUE (document_id, reason)
 );
+-- A canceled account's remaining balance is refunded once.
+CREATE UNIQUE INDEX balance_ledger_one_refund ON balance_ledger (account_id) WHERE reason = 'refund';
 CREATE INDEX balance_ledger_account ON balance_ledger (account_id);
 
 -- Messages to send, written in the transaction that issued what they carry.

@@ -65,6 +65,10 @@ pub struct AccountClose {
     /// Balance the close was computed from; the store only writes over that same value.
     pub balance_before: Decimal,
     pub balance_after: Decimal,
+    /// Set when the account's last subscription ended in this close: the date it ended.
+    pub canceled_at: Option<NaiveDate>,
+    /// Balance left on an account this close canceled: refunded, so the balance ends at zero.
+    pub refund: Decimal,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -119,6 +123,35 @@ pub fn close_account(
             if sub.cancel_at.is_some_and(|c| c <= start) {
                 update.status = SubscriptionStatus::Ended;
                 update.ended_at = Some(start);
+                if !pending.is_empty() {
+                    // Proration still waiting for "the next invoice" goes on a final one.
+                    let mut b = DocumentBuilder::new(account.currency);
+                    for p in pending {
+                        b.line(
+                            LineKind::Proration,
+                            p.description.clone(),
+                            p.amount,
+                            p.discountable,
+                        );
+                    }
+                    let discount = sub
+                        .discount
+                        .as_ref()
+                        .or(account.discount.as_ref())
+                        .filter(|d| d.applies(start, update.periods_billed.saturating_sub(1)));
+                    let mut doc = b.finish(
+                        format!("final/{}", sub.id),
+                        account.id.clone(),
+                        Some(sub.id.clone()),
+                        start,
+                        terms.due(start),
+                        None,
+                        discount,
+                        &account.taxes,
+                    );
+                    doc.consumes_pending = pending.iter().map(|p| p.id).collect();
+                    documents.push(doc);
+                }
                 break;
             }
             for q in sub.queued.iter().filter(|q| q.effective_at <= start) {
@@ -184,12 +217,24 @@ pub fn close_account(
     for doc in &mut documents {
         balance = apply_balance(doc, balance);
     }
+    // The account is canceled when every subscription it had active has now ended.
+    let ended: Vec<NaiveDate> = updates.iter().filter_map(|u| u.ended_at).collect();
+    let canceled_at = (!state.subscriptions.is_empty() && ended.len() == state.subscriptions.len())
+        .then(|| ended.iter().max().copied())
+        .flatten();
+    let mut refund = Decimal::ZERO;
+    if canceled_at.is_some() && balance > Decimal::ZERO {
+        refund = balance;
+        balance = Decimal::ZERO;
+    }
     Ok(AccountClose {
         account: account.id.clone(),
         documents,
         updates,
         balance_before: state.balance,
         balance_after: balance,
+        canceled_at,
+        refund,
     })
 }
 

@@ -58,6 +58,33 @@ pub enum Refusal {
     NotAllowed { policy: String, kind: ChangeKind },
     #[error("{kind} refused: {message}")]
     Forbidden { kind: ChangeKind, message: String },
+    #[error("subscription {sub} is already canceled, effective {at}")]
+    AlreadyCanceling { sub: SubscriptionId, at: NaiveDate },
+    #[error("subscription {0} has no cancellation to undo")]
+    NothingToUndo(SubscriptionId),
+    #[error("plan {0:?} is not sold per seat; it has no licences")]
+    NotPerSeat(String),
+    #[error("no unassigned {plan} licence to assign; buy one first")]
+    NoAvailableLicence { plan: String },
+    #[error("user {0} already holds a licence on this subscription")]
+    UserHasLicence(String),
+    #[error("user {0} holds no licence on this subscription")]
+    UserHasNoLicence(String),
+    #[error(
+        "only {available} unassigned {plan} licence(s) can be removed, {asked} asked: assigned licences cannot be \
+         removed; unassign them first"
+    )]
+    AssignedCannotBeRemoved {
+        plan: String,
+        available: u32,
+        asked: u32,
+    },
+    #[error("removing {0} licence(s) would leave the subscription with none; cancel it instead")]
+    LastLicence(u32),
+    #[error("{from} to {to} is not an upgrade: {message}", message = super::policy::LICENCE_DOWNGRADE_MESSAGE)]
+    NotHigher { from: String, to: String },
+    #[error("{0:?} is not an email address")]
+    BadEmail(String),
 }
 
 /// Proration waiting for the next invoice, created by a change.
@@ -103,6 +130,8 @@ pub struct ChangeOutcome {
     pub balance_after: Decimal,
     /// The next renewal after the change, as it stands now (not numbered, balance applied).
     pub next_renewal: Option<DraftDocument>,
+    /// Modules whose data the change deletes now (a `deferred` downgrade to a plan without them).
+    pub purge_modules: Vec<String>,
 }
 
 impl ChangeOutcome {
@@ -243,7 +272,21 @@ pub fn plan_change(
         balance_before: state.balance,
         balance_after: state.balance,
         next_renewal: None,
+        purge_modules: Vec::new(),
     };
+    if kind == ChangeKind::TierDowngrade
+        && policy.purge_modules_on_downgrade
+        && rule.timing == Timing::Immediate
+    {
+        let kept = &catalog.plan(&new_items[0].plan)?.modules;
+        outcome.purge_modules = catalog
+            .plan(&sub.items[0].plan)?
+            .modules
+            .iter()
+            .filter(|m| !kept.contains(m))
+            .cloned()
+            .collect();
+    }
 
     let mut after = sub.clone();
     if rule.timing == Timing::EndOfPeriod {
@@ -509,8 +552,87 @@ pub fn plan_change(
     Ok(outcome)
 }
 
+/// Checks every dated operation makes: the subscription is active, billed, and `at` lies in
+/// its current period and not before its last change.
+pub(crate) fn dated_subscription<'a>(
+    state: &'a AccountState,
+    id: &SubscriptionId,
+    at: NaiveDate,
+) -> Result<(&'a Subscription, Period), Refusal> {
+    let sub = state
+        .subscriptions
+        .iter()
+        .find(|s| &s.id == id)
+        .ok_or_else(|| Refusal::UnknownSubscription(id.to_string()))?;
+    if sub.status != SubscriptionStatus::Active {
+        return Err(Refusal::Ended(sub.id.clone()));
+    }
+    let period = sub
+        .current_period
+        .ok_or_else(|| Refusal::NotBilledYet(sub.id.clone()))?;
+    if !period.contains(at) {
+        return Err(Refusal::OutsidePeriod { at, period });
+    }
+    if let Some(last) = sub.last_change_at.filter(|last| at < *last) {
+        return Err(Refusal::BeforeLastChange { at, last });
+    }
+    Ok((sub, period))
+}
+
+/// A cancellation (or its undoing) to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelOutcome {
+    pub subscription: SubscriptionId,
+    pub at: NaiveDate,
+    /// When the subscription ends; None undoes a scheduled cancellation.
+    pub cancel_at: Option<NaiveDate>,
+    pub expected_version: i64,
+}
+
+/// Cancel at the end of the current period (every preset's rule), or undo a cancellation
+/// that has not taken effect. A subscription not billed yet ends at its start.
+pub fn plan_cancel(
+    state: &AccountState,
+    id: &SubscriptionId,
+    at: NaiveDate,
+    undo: bool,
+) -> Result<CancelOutcome, Refusal> {
+    let sub = state
+        .subscriptions
+        .iter()
+        .find(|s| &s.id == id)
+        .ok_or_else(|| Refusal::UnknownSubscription(id.to_string()))?;
+    if sub.status != SubscriptionStatus::Active {
+        return Err(Refusal::Ended(sub.id.clone()));
+    }
+    let cancel_at = if undo {
+        if sub.cancel_at.is_none() {
+            return Err(Refusal::NothingToUndo(sub.id.clone()));
+        }
+        None
+    } else {
+        if let Some(c) = sub.cancel_at {
+            return Err(Refusal::AlreadyCanceling {
+                sub: sub.id.clone(),
+                at: c,
+            });
+        }
+        match sub.current_period {
+            None => Some(sub.start),
+            Some(period) if period.contains(at) || at < period.start => Some(period.end),
+            Some(period) => return Err(Refusal::OutsidePeriod { at, period }),
+        }
+    };
+    Ok(CancelOutcome {
+        subscription: sub.id.clone(),
+        at,
+        cancel_at,
+        expected_version: sub.version,
+    })
+}
+
 /// The renewal a subscription in state `sub` will get at its next billing date.
-fn preview_renewal(
+pub(crate) fn preview_renewal(
     state: &AccountState,
     catalog: &Catalog,
     terms: Terms,

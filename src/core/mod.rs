@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod change;
 pub mod document;
 pub mod domain;
+pub mod licence;
 pub mod money;
 pub mod period;
 pub mod policy;

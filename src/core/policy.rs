@@ -152,6 +152,8 @@ impl Rule {
 pub struct Policy {
     pub name: String,
     pub rules: Vec<Rule>,
+    /// A tier downgrade deletes, at once, the data of modules the new plan lacks.
+    pub purge_modules_on_downgrade: bool,
 }
 
 impl Policy {
@@ -189,6 +191,7 @@ pub fn presets() -> Vec<Policy> {
     use Timing::*;
     let term_recalc = Policy {
         name: "term_recalc".into(),
+        purge_modules_on_downgrade: false,
         rules: vec![
             Rule::new(CycleShorter, Immediate, RerateUsed, Balance),
             Rule::new(CycleLonger, Immediate, Backdate, InvoiceNow),
@@ -200,6 +203,7 @@ pub fn presets() -> Vec<Policy> {
     };
     let deferred = Policy {
         name: "deferred".into(),
+        purge_modules_on_downgrade: true,
         rules: ChangeKind::ALL
             .iter()
             .map(|k| Rule::new(*k, Immediate, Prorate, NextInvoice))
@@ -212,6 +216,7 @@ pub fn presets() -> Vec<Policy> {
     };
     let hybrid = Policy {
         name: "hybrid_70_30".into(),
+        purge_modules_on_downgrade: false,
         rules: vec![
             Rule::new(TierUpgrade, Immediate, Prorate, InvoiceNow),
             Rule::new(SeatsAdded, Immediate, Prorate, InvoiceNow),
@@ -228,6 +233,7 @@ pub fn presets() -> Vec<Policy> {
     };
     let license = Policy {
         name: "license".into(),
+        purge_modules_on_downgrade: false,
         rules: vec![
             Rule::new(TierUpgrade, Immediate, Prorate, InvoiceNow),
             Rule::new(SeatsAdded, Immediate, Prorate, InvoiceNow),
@@ -250,6 +256,8 @@ pub fn presets() -> Vec<Policy> {
 pub struct RawPolicy {
     pub name: String,
     pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub purge_modules_on_downgrade: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -377,6 +385,7 @@ pub fn validate_policies(
             Policy {
                 name: p.name,
                 rules,
+                purge_modules_on_downgrade: p.purge_modules_on_downgrade,
             },
         );
     }

@@ -4,7 +4,7 @@
 use super::{MailError, document_subject, message_id};
 use crate::core::document::{Document, DocumentKind};
 use crate::core::domain::Account;
-use crate::store::StoredDocument;
+use crate::store::{BatchExtras, StoredDocument};
 use chrono::{DateTime, Utc};
 use lettre::Message;
 use lettre::message::header::ContentType;
@@ -91,16 +91,28 @@ pub fn document_text(doc: &Document) -> String {
 pub fn document_email(
     doc: &Document,
     account: &Account,
+    unassigned_licences: u32,
     from: &str,
     date: DateTime<Utc>,
 ) -> Result<Message, MailError> {
     let d = &doc.draft;
     let cur = d.currency;
     let title = format!("{} {}", d.kind.title(), doc.number);
+    // Source 001: licences nobody uses still renew; say so on every invoice until removed.
+    let licence_note = (unassigned_licences > 0).then(|| {
+        format!(
+            "{unassigned_licences} licence(s) on this subscription are not assigned to anyone and are still billed. \
+             Remove them if you no longer need them."
+        )
+    });
     let text = format!(
-        "Hello {},\n\n{}\nThank you.\n",
+        "Hello {},\n\n{}\n{}Thank you.\n",
         account.name,
-        document_text(doc)
+        document_text(doc),
+        licence_note
+            .as_ref()
+            .map(|n| format!("{n}\n\n"))
+            .unwrap_or_default()
     );
     let mut html = format!(
         "<html><body><p>Hello {},</p><h2>{}</h2><p>Issued {}, due {}.</p>",
@@ -149,7 +161,11 @@ pub fn document_email(
             );
         }
     }
-    html.push_str("</table><p>Thank you.</p></body></html>");
+    html.push_str("</table>");
+    if let Some(n) = &licence_note {
+        let _ = write!(html, "<p>{}</p>", escape(n));
+    }
+    html.push_str("<p>Thank you.</p></body></html>");
 
     Message::builder()
         .from(mailbox(from, "sender")?)
@@ -219,6 +235,7 @@ pub fn finance_batch_email(
     batch: i64,
     subject: &str,
     docs: &[StoredDocument],
+    extras: &BatchExtras,
     from: &str,
     to: &str,
     date: DateTime<Utc>,
@@ -241,6 +258,18 @@ pub fn finance_batch_email(
             text,
             "{cur}: {n} document(s); invoiced {invoiced}, credit notes {credited}, credit applied {applied}, amount due {due}"
         );
+    }
+    if !extras.refunds.is_empty() {
+        text.push_str("\nRefunds owed (balances of canceled accounts):\n");
+        for (account, cur, amount) in &extras.refunds {
+            let _ = writeln!(text, "  {account}: {amount} {cur}");
+        }
+    }
+    if !extras.deleted_accounts.is_empty() {
+        text.push_str("\nAccounts whose data was deleted (documents kept):\n");
+        for account in &extras.deleted_accounts {
+            let _ = writeln!(text, "  {account}");
+        }
     }
     text.push_str("\nEvery document is listed in the attached CSV.\n");
     let key = super::finance_batch_key(batch);

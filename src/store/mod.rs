@@ -117,6 +117,29 @@ pub struct ChunkContext<'a> {
     pub run: RunId,
     pub numbering: &'a Numbering,
     pub now: DateTime<Utc>,
+    /// Days after an account is canceled before its data may be deleted.
+    pub retention_days: u32,
+}
+
+/// Per module, the tables (and account-id column) holding its data. Identifiers are
+/// validated by the configuration; the store quotes them as well.
+pub type ModuleMap = std::collections::BTreeMap<String, Vec<crate::config::ModuleTable>>;
+
+/// What deleting an account removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Deletion {
+    pub account: String,
+    pub licence_assignments: u64,
+    /// Rows deleted per module table.
+    pub module_rows: std::collections::BTreeMap<String, u64>,
+}
+
+/// What a finance batch reports besides its documents.
+#[derive(Debug, Clone, Default)]
+pub struct BatchExtras {
+    /// (account, currency, amount) of each refund owed.
+    pub refunds: Vec<(String, String, Decimal)>,
+    pub deleted_accounts: Vec<String>,
 }
 
 #[async_trait]
@@ -168,6 +191,7 @@ pub trait Store: Send + Sync {
         outcome: &crate::core::change::ChangeOutcome,
         account: &AccountId,
         numbering: &Numbering,
+        modules: &ModuleMap,
         now: DateTime<Utc>,
     ) -> Result<Vec<StoredDocument>, StoreError>;
 
@@ -175,6 +199,54 @@ pub trait Store: Send + Sync {
         &self,
         subscription: &str,
     ) -> Result<Option<AccountId>, StoreError>;
+    /// Schedule (or, with `cancel_at = None`, withdraw) a subscription's cancellation.
+    async fn set_cancel(
+        &self,
+        outcome: &crate::core::change::CancelOutcome,
+        account: &AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Licences of a subscription, removed ones included.
+    async fn licences(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<crate::core::licence::Licence>, StoreError>;
+
+    /// Write a licence operation in one transaction (rows, items, documents, balance).
+    async fn apply_licence_op(
+        &self,
+        outcome: &crate::core::licence::LicenceOutcome,
+        account: &AccountId,
+        numbering: &Numbering,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StoredDocument>, StoreError>;
+
+    /// Check that every configured module table and column exists.
+    async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError>;
+
+    /// Canceled accounts whose retention has passed at `as_of`.
+    async fn deletable_accounts(&self, as_of: NaiveDate) -> Result<Vec<AccountId>, StoreError>;
+
+    /// Delete an account's personal and service data, keep its documents, audit it. Refuses
+    /// (Rejected) anything not canceled and past its date — checked again inside the
+    /// transaction, whatever the caller believed.
+    async fn delete_account(
+        &self,
+        account: &AccountId,
+        as_of: NaiveDate,
+        modules: &ModuleMap,
+        now: DateTime<Utc>,
+    ) -> Result<Deletion, StoreError>;
+
+    /// Ids of deleted accounts.
+    async fn deleted_accounts(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Refunds and deletions a batch reports.
+    async fn batch_extras(&self, batch: i64) -> Result<BatchExtras, StoreError>;
+
+    /// (assigned, available) licences of a subscription.
+    async fn licence_counts(&self, subscription: &str) -> Result<(u32, u32), StoreError>;
 
     /// Every change requested, applied or queued, in order.
     async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError>;

@@ -7,13 +7,14 @@
 
 use super::*;
 use crate::core::billing::AccountState;
-use crate::core::change::ChangeOutcome;
+use crate::core::change::{CancelOutcome, ChangeOutcome};
 use crate::core::document::{DraftDocument, Line, LineKind};
 use crate::core::domain::{
     AccountStatus, Discount, Item, PendingItem, Subscription, SubscriptionId, SubscriptionStatus,
     TaxRate,
 };
 use crate::core::domain::{QueuedChange, Target};
+use crate::core::licence::{Licence, LicenceMutation, LicenceOutcome, LicenceStatus};
 use crate::core::money::Currency;
 use crate::core::period::Period;
 use chrono::{Datelike, SecondsFormat};
@@ -438,7 +439,32 @@ async fn insert_document(
     })
 }
 
+/// Delete one module table's rows of an account. Identifiers were validated as plain SQL
+/// identifiers when the configuration was loaded, and are quoted here as well.
+async fn purge_table(
+    tx: &mut Transaction<'static, Sqlite>,
+    t: &crate::config::ModuleTable,
+    account: &str,
+) -> Result<u64, StoreError> {
+    if !crate::config::is_identifier(&t.table) || !crate::config::is_identifier(&t.account_column) {
+        return Err(StoreError::Rejected(format!(
+            "module table {:?} is not a plain identifier",
+            t.table
+        )));
+    }
+    let sql = format!(
+        "DELETE FROM \"{}\" WHERE \"{}\" = ?",
+        t.table, t.account_column
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(account)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
 /// Move an account's balance, but only from the value the change was computed from.
+
 async fn update_balance(
     tx: &mut Transaction<'static, Sqlite>,
     account: &str,
@@ -853,6 +879,26 @@ impl Store for SqliteStore {
                 close.balance_after,
             )
             .await?;
+            if let Some(canceled) = close.canceled_at {
+                let delete_after = canceled + chrono::Days::new(u64::from(ctx.retention_days));
+                sqlx::query(
+                    "UPDATE accounts SET status = 'canceled', canceled_at = ?, delete_after = ? WHERE id = ? AND status = 'active'",
+                )
+                .bind(canceled.to_string())
+                .bind(delete_after.to_string())
+                .bind(close.account.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if !close.refund.is_zero() {
+                    sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason) VALUES (?, ?, ?, 'refund')")
+                        .bind(close.account.as_str())
+                        .bind(canceled.to_string())
+                        .bind((-close.refund).to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| conflict_on_unique(e, format!("refund of account {}", close.account)))?;
+                }
+            }
         }
         sqlx::query("UPDATE runs SET documents = documents + ? WHERE id = ?")
             .bind(issued.len() as i64)
@@ -868,6 +914,7 @@ impl Store for SqliteStore {
         outcome: &ChangeOutcome,
         account: &AccountId,
         numbering: &Numbering,
+        modules: &ModuleMap,
         now: DateTime<Utc>,
     ) -> Result<Vec<StoredDocument>, StoreError> {
         let mut tx = self.write_tx().await?;
@@ -959,6 +1006,25 @@ impl Store for SqliteStore {
             outcome.balance_after,
         )
         .await?;
+        if !outcome.purge_modules.is_empty() {
+            let mut purged = BTreeMap::new();
+            for module in &outcome.purge_modules {
+                for t in modules.get(module).map(Vec::as_slice).unwrap_or_default() {
+                    let n = purge_table(&mut tx, t, account.as_str()).await?;
+                    purged.insert(format!("{module}:{}", t.table), n);
+                }
+            }
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) \
+                 VALUES (?, 'billrun', 'module_data_purged', ?, ?, ?)",
+            )
+            .bind(&created)
+            .bind(account.as_str())
+            .bind(sub)
+            .bind(serde_json::json!({"modules": outcome.purge_modules, "rows": purged}).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) VALUES (?, 'billrun', 'change', ?, ?, ?)",
         )
@@ -987,6 +1053,293 @@ impl Store for SqliteStore {
                 .await?;
         id.map(|a| AccountId::new(&a).map_err(corrupt("account id")))
             .transpose()
+    }
+
+    async fn set_cancel(
+        &self,
+        outcome: &CancelOutcome,
+        account: &AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let sub = outcome.subscription.as_str();
+        let done = sqlx::query(
+            "UPDATE subscriptions SET cancel_at = ?, version = version + 1 WHERE id = ? AND version = ? AND status = 'active'",
+        )
+        .bind(outcome.cancel_at.map(|d| d.to_string()))
+        .bind(sub)
+        .bind(outcome.expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("subscription {sub}")));
+        }
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) VALUES (?, 'billrun', ?, ?, ?, ?)",
+        )
+        .bind(ts(now))
+        .bind(if outcome.cancel_at.is_some() { "cancel" } else { "cancel_undone" })
+        .bind(account.as_str())
+        .bind(sub)
+        .bind(serde_json::json!({"at": outcome.at.to_string(), "ends": outcome.cancel_at.map(|d| d.to_string())}).to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn licences(&self, subscription: &str) -> Result<Vec<Licence>, StoreError> {
+        let mut out = Vec::new();
+        for r in sqlx::query("SELECT id, plan, status, assigned_to FROM licences WHERE subscription_id = ? ORDER BY id")
+            .bind(subscription)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let status: String = r.try_get("status")?;
+            out.push(Licence {
+                id: r.try_get("id")?,
+                plan: r.try_get("plan")?,
+                status: LicenceStatus::parse(&status).ok_or_else(|| corrupt("licence status")(status.clone()))?,
+                assigned_to: r.try_get("assigned_to")?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn apply_licence_op(
+        &self,
+        outcome: &LicenceOutcome,
+        account: &AccountId,
+        numbering: &Numbering,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let created = ts(now);
+        let sub = outcome.subscription.as_str();
+        let dated = !outcome.documents.is_empty() || outcome.items.is_some();
+        let done = sqlx::query(
+            "UPDATE subscriptions SET last_change_at = CASE WHEN ? THEN ? ELSE last_change_at END, version = version + 1 \
+             WHERE id = ? AND version = ? AND status = 'active'",
+        )
+        .bind(dated)
+        .bind(outcome.at.to_string())
+        .bind(sub)
+        .bind(outcome.expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("subscription {sub}")));
+        }
+        if let Some(items) = &outcome.items {
+            replace_items(&mut tx, sub, items).await?;
+        }
+        for m in &outcome.mutations {
+            let (sql, id, text): (&'static str, i64, Option<&str>) = match m {
+                LicenceMutation::Add { plan, count } => {
+                    for _ in 0..*count {
+                        sqlx::query(
+                            "INSERT INTO licences (subscription_id, plan, status, created_at) VALUES (?, ?, 'available', ?)",
+                        )
+                        .bind(sub)
+                        .bind(plan)
+                        .bind(&created)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    continue;
+                }
+                LicenceMutation::Assign { id, user } => (
+                    "UPDATE licences SET status = 'assigned', assigned_to = ? WHERE id = ? AND status = 'available'",
+                    *id,
+                    Some(user.as_str()),
+                ),
+                LicenceMutation::Unassign { id } => (
+                    "UPDATE licences SET status = 'available', assigned_to = NULL WHERE id = ? AND status = 'assigned'",
+                    *id,
+                    None,
+                ),
+                LicenceMutation::Remove { id } => (
+                    "UPDATE licences SET status = 'removed', removed_at = ? WHERE id = ? AND status = 'available'",
+                    *id,
+                    Some(created.as_str()),
+                ),
+                LicenceMutation::Replan { id, plan } => (
+                    "UPDATE licences SET plan = ? WHERE id = ? AND status = 'assigned'",
+                    *id,
+                    Some(plan.as_str()),
+                ),
+            };
+            let mut q = sqlx::query(sql);
+            if let Some(t) = text {
+                q = q.bind(t);
+            }
+            let done = q.bind(id).execute(&mut *tx).await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("licence {id}")));
+            }
+        }
+        let mut numbers = reserve_numbers(&mut tx, numbering, outcome.documents.iter()).await?;
+        let mut issued = Vec::new();
+        for doc in &outcome.documents {
+            issued.push(
+                insert_document(&mut tx, &mut numbers, numbering, None, doc, &created).await?,
+            );
+        }
+        update_balance(
+            &mut tx,
+            account.as_str(),
+            outcome.balance_before,
+            outcome.balance_after,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) VALUES (?, 'billrun', 'licence', ?, ?, ?)",
+        )
+        .bind(&created)
+        .bind(account.as_str())
+        .bind(sub)
+        .bind(serde_json::to_string(&outcome.op).unwrap_or_default())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(issued)
+    }
+
+    async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError> {
+        for (module, tables) in modules {
+            for t in tables {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?")
+                        .bind(&t.table)
+                        .bind(&t.account_column)
+                        .fetch_one(&self.pool)
+                        .await?;
+                if n != 1 {
+                    return Err(StoreError::Rejected(format!(
+                        "modules.{module}: table {:?} with column {:?} does not exist",
+                        t.table, t.account_column
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn deletable_accounts(&self, as_of: NaiveDate) -> Result<Vec<AccountId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM accounts a WHERE status = 'canceled' AND delete_after <= ? \
+             AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.account_id = a.id AND s.status = 'active') ORDER BY id",
+        )
+        .bind(as_of.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|s| AccountId::new(s).map_err(corrupt("account id")))
+            .collect()
+    }
+
+    async fn delete_account(
+        &self,
+        account: &AccountId,
+        as_of: NaiveDate,
+        modules: &ModuleMap,
+        now: DateTime<Utc>,
+    ) -> Result<Deletion, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let id = account.as_str();
+        // The guard lives in the statement: only a canceled account past its date, with no
+        // active subscription, can be marked deleted.
+        let done = sqlx::query(
+            "UPDATE accounts SET status = 'deleted', deleted_at = ?, name = '', email = '' \
+             WHERE id = ? AND status = 'canceled' AND delete_after <= ? \
+             AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.account_id = accounts.id AND s.status = 'active')",
+        )
+        .bind(as_of.to_string())
+        .bind(id)
+        .bind(as_of.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Rejected(format!(
+                "account {id} is not canceled and past its retention date; nothing was deleted"
+            )));
+        }
+        let mut deletion = Deletion {
+            account: id.to_string(),
+            ..Default::default()
+        };
+        deletion.licence_assignments = sqlx::query(
+            "UPDATE licences SET assigned_to = NULL, status = CASE WHEN status = 'assigned' THEN 'available' ELSE status END \
+             WHERE assigned_to IS NOT NULL AND subscription_id IN (SELECT id FROM subscriptions WHERE account_id = ?)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        for (module, tables) in modules {
+            for t in tables {
+                let n = purge_table(&mut tx, t, id).await?;
+                deletion
+                    .module_rows
+                    .insert(format!("{module}:{}", t.table), n);
+            }
+        }
+        // Addresses of messages already sent are personal data too; unsent ones still go out.
+        sqlx::query(
+            "UPDATE outbox SET recipient = '' WHERE status = 'sent' \
+             AND document_id IN (SELECT id FROM documents WHERE account_id = ?)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO audit_log (at, actor, action, account_id, details) VALUES (?, 'billrun', 'account_deleted', ?, ?)")
+            .bind(ts(now))
+            .bind(id)
+            .bind(serde_json::to_string(&deletion).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deletion)
+    }
+
+    async fn deleted_accounts(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM accounts WHERE status = 'deleted' ORDER BY deleted_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn batch_extras(&self, batch: i64) -> Result<BatchExtras, StoreError> {
+        let mut extras = BatchExtras::default();
+        for r in sqlx::query(
+            "SELECT l.account_id, a.currency, l.amount FROM balance_ledger l JOIN accounts a ON a.id = l.account_id \
+             WHERE l.reason = 'refund' AND l.finance_batch_id = ? ORDER BY l.id",
+        )
+        .bind(batch)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            extras.refunds.push((r.try_get("account_id")?, r.try_get("currency")?, -dec(&r.try_get::<String, _>("amount")?)?));
+        }
+        extras.deleted_accounts =
+            sqlx::query_scalar("SELECT id FROM accounts WHERE finance_batch_id = ? ORDER BY id")
+                .bind(batch)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(extras)
+    }
+
+    async fn licence_counts(&self, subscription: &str) -> Result<(u32, u32), StoreError> {
+        let r = sqlx::query(
+            "SELECT COALESCE(SUM(status = 'assigned'), 0) AS assigned, COALESCE(SUM(status = 'available'), 0) AS available \
+             FROM licences WHERE subscription_id = ?",
+        )
+        .bind(subscription)
+        .fetch_one(&self.pool)
+        .await?;
+        let (a, b): (i64, i64) = (r.try_get("assigned")?, r.try_get("available")?);
+        Ok((a as u32, b as u32))
     }
 
     async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError> {
@@ -1022,7 +1375,13 @@ impl Store for SqliteStore {
             sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL")
                 .fetch_one(&mut *tx)
                 .await?;
-        if count == 0 {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
+                    (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if count == 0 && others == 0 {
             return Ok(None);
         }
         let created = ts(now);
@@ -1034,10 +1393,13 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, format!("finance batch of run {run}")))?;
-        sqlx::query("UPDATE documents SET finance_batch_id = ? WHERE finance_batch_id IS NULL")
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?;
+        for sql in [
+            "UPDATE documents SET finance_batch_id = ? WHERE finance_batch_id IS NULL",
+            "UPDATE balance_ledger SET finance_batch_id = ? WHERE reason = 'refund' AND finance_batch_id IS NULL",
+            "UPDATE accounts SET finance_batch_id = ? WHERE status = 'deleted' AND finance_batch_id IS NULL",
+        ] {
+            sqlx::query(sql).bind(batch).execute(&mut *tx).await?;
+        }
         sqlx::query(
             "INSERT INTO outbox (message_key, kind, finance_batch_id, recipient, subject, next_attempt_at, created_at) \
              VALUES (?, 'finance_batch', ?, ?, ?, ?, ?)",
