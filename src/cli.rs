@@ -635,6 +635,33 @@ fn print_close(r: &CloseReport, config: &Config) {
             }
         );
     }
+    if !r.refunds.is_empty() {
+        let refunds: Vec<String> = r
+            .refunds
+            .iter()
+            .map(|(a, c, x)| format!("{a} {x} {c}"))
+            .collect();
+        println!(
+            "{} {}",
+            if r.dry_run {
+                "Would refund:"
+            } else {
+                "Refunds owed:"
+            },
+            refunds.join(", ")
+        );
+    }
+    if !r.deleted_accounts.is_empty() {
+        println!(
+            "{} {}",
+            if r.dry_run {
+                "Would delete the data of:"
+            } else {
+                "Deleted the data of:"
+            },
+            r.deleted_accounts.join(", ")
+        );
+    }
     for f in &r.failed {
         println!("  NOT CLOSED: account {}: {}", f.account, f.error);
     }

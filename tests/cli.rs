@@ -130,6 +130,7 @@ async fn bad_input_gets_one_clear_error_and_changes_nothing() {
     sb.ok(&["import", fixtures().join("refusals.json").to_str().unwrap()]);
     sb.ok(&["close", "--as-of", "2026-02-01"]);
     sb.ok(&["change", "s3", "--quantity", "3", "--at", "2026-02-10"]);
+    sb.ok(&["cancel", "r1-strict", "--at", "2026-02-10"]);
     let before = snapshot(&sb.db()).await;
     let mail_before = sb.emails();
 

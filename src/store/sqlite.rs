@@ -464,7 +464,6 @@ async fn purge_table(
 }
 
 /// Move an account's balance, but only from the value the change was computed from.
-
 async fn update_balance(
     tx: &mut Transaction<'static, Sqlite>,
     account: &str,

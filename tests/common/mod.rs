@@ -25,6 +25,15 @@ impl Sandbox {
     }
 
     pub fn with_catalog(catalog: &Path) -> Sandbox {
+        Sandbox::build(catalog, "")
+    }
+
+    /// The standard sandbox with more configuration appended.
+    pub fn with_config_extra(extra: &str) -> Sandbox {
+        Sandbox::build(&fixtures().join("catalog.toml"), extra)
+    }
+
+    fn build(catalog: &Path, extra: &str) -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "database_url = \"sqlite://{db}\"\ncatalog = \"{catalog}\"\nmail_dir = \"{mail}\"\n\
@@ -33,7 +42,11 @@ impl Sandbox {
             catalog = catalog.display(),
             mail = dir.path().join("mail").display(),
         );
-        std::fs::write(dir.path().join("billrun.toml"), config).unwrap();
+        std::fs::write(
+            dir.path().join("billrun.toml"),
+            format!("{config}{extra}\n"),
+        )
+        .unwrap();
         Sandbox { dir }
     }
 
