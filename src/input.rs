@@ -207,6 +207,16 @@ pub fn validate(
         let currency = *currencies
             .get(&raw.account)
             .ok_or_else(|| ctx(format!("unknown account {:?}", raw.account)))?;
+        if let Some(a) = existing
+            .get(&raw.account)
+            .filter(|a| a.status != AccountStatus::Active)
+        {
+            return Err(ctx(format!(
+                "account {:?} is {}; it takes no new subscriptions",
+                raw.account,
+                a.status.as_str()
+            )));
+        }
         catalog
             .policy(&raw.policy)
             .map_err(|e| ctx(e.to_string()))?;

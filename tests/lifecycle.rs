@@ -140,6 +140,23 @@ async fn canceled_account_is_deleted_at_period_end_and_its_documents_stay() {
         "{batch}"
     );
 
+    // A deleted account takes no new subscription; nothing is written.
+    let before = snapshot(&db).await;
+    let out = sb.run(&[
+        "import",
+        fixtures()
+            .join("bad/sub_for_deleted_account.json")
+            .to_str()
+            .unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("account \"a1\" is deleted; it takes no new subscriptions"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&db).await, before);
+
     // A second run deletes nothing more and issues nothing.
     let again = sb.ok(&["close", "--as-of", "2026-02-10"]);
     assert!(
