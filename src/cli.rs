@@ -562,6 +562,18 @@ async fn licence_command(
     Ok(())
 }
 
+/// This process in work claims: host and process id.
+pub fn worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{}:{}",
+        if host.is_empty() { "billrun" } else { &host },
+        std::process::id()
+    )
+}
+
 pub fn close_settings(config: &Config) -> CloseSettings {
     CloseSettings {
         terms: Terms {
@@ -576,6 +588,8 @@ pub fn close_settings(config: &Config) -> CloseSettings {
         mail_from: config.mail_from.clone(),
         retention_days: config.retention_days,
         modules: config.modules.clone(),
+        worker: worker_name(),
+        lease_seconds: config.lease_seconds,
     }
 }
 

@@ -35,6 +35,11 @@ pub struct CloseSettings {
     pub retention_days: u32,
     /// Module data tables, purged when an account is deleted or a module is downgraded away.
     pub modules: ModuleMap,
+    /// This process's name in work claims (host:pid).
+    pub worker: String,
+    /// How long a claim on a chunk of accounts lasts; a worker that dies holding one is
+    /// replaced after this.
+    pub lease_seconds: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -183,6 +188,12 @@ pub async fn close(
         &mut report,
     )
     .await;
+    if run.is_some() {
+        // Accounts this worker could not close are free for the next run at once.
+        if let Err(e) = store.release_claims(&settings.worker).await {
+            tracing::error!(error = %e, "could not release this worker's claims; they expire with their lease");
+        }
+    }
     if let Some(run) = run {
         let error = result.as_ref().err().map(|e| e.to_string());
         // The run's own outcome matters more than recording it; log a failure to record.
@@ -260,10 +271,36 @@ async fn close_chunks(
     let mut would_delete = Vec::new();
     let mut after: Option<AccountId> = None;
     let mut chunks = 0;
+    let mut failed_here: std::collections::HashSet<AccountId> = std::collections::HashSet::new();
     loop {
-        let ids = store
-            .due_accounts(as_of, after.as_ref(), settings.chunk_size)
-            .await?;
+        // A real run claims its work, so several workers share it; a dry run only reads.
+        let ids = match run {
+            Some(_) => {
+                let now = clock.now();
+                let lease = now + Duration::seconds(i64::from(settings.lease_seconds));
+                store
+                    .claim_accounts(as_of, &settings.worker, now, lease, settings.chunk_size)
+                    .await?
+            }
+            None => {
+                store
+                    .due_accounts(as_of, after.as_ref(), settings.chunk_size)
+                    .await?
+            }
+        };
+        if ids.is_empty() && run.is_some() {
+            // Nothing left to claim. Anything still due is held by another worker (or by one
+            // that died): wait until it is closed or its lease runs out, so a run never ends
+            // with due accounts silently left behind.
+            let due = store
+                .due_accounts(as_of, None, failed_here.len() as u32 + 1)
+                .await?;
+            if due.iter().any(|a| !failed_here.contains(a)) {
+                tracing::info!("waiting for accounts claimed by another worker");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+        }
         let Some(last) = ids.last().cloned() else {
             break;
         };
@@ -276,6 +313,7 @@ async fn close_chunks(
                 match billing::close_account(state, catalog, settings.terms, as_of) {
                     Ok(c) => closes.push(c),
                     Err(e) => {
+                        failed_here.insert(state.account.id.clone());
                         tracing::error!(account = %state.account.id, error = %e, "account not closed");
                         failed.push(FailedAccount {
                             account: state.account.id.clone(),

@@ -34,6 +34,8 @@ pub struct Config {
     pub retention_days: u32,
     /// Accounts closed per transaction.
     pub chunk_size: u32,
+    /// Seconds a worker's claim on a chunk lasts before another worker may take it over.
+    pub lease_seconds: u32,
     /// Per module, the tables holding its data and their account-id column: purged when an
     /// account is deleted, and when a `deferred` downgrade drops the module.
     pub modules: BTreeMap<String, Vec<ModuleTable>>,
@@ -90,6 +92,7 @@ impl Default for Config {
             payment_terms_days: 0,
             retention_days: 0,
             chunk_size: 500,
+            lease_seconds: 300,
             modules: BTreeMap::new(),
         }
     }
@@ -114,6 +117,7 @@ const KEYS: &[&str] = &[
     "payment_terms_days",
     "retention_days",
     "chunk_size",
+    "lease_seconds",
 ];
 
 impl Config {
@@ -168,6 +172,7 @@ impl Config {
             "payment_terms_days" => self.payment_terms_days = number(value)?,
             "retention_days" => self.retention_days = number(value)?,
             "chunk_size" => self.chunk_size = number(value)?,
+            "lease_seconds" => self.lease_seconds = number(value)?,
             _ => return Err(format!("unknown key {key}")),
         }
         Ok(())
@@ -240,6 +245,12 @@ impl Config {
                     );
                 }
             }
+        }
+        if !(10..=86_400).contains(&self.lease_seconds) {
+            return bad(
+                "lease_seconds",
+                format!("{} must be between 10 and 86400", self.lease_seconds),
+            );
         }
         if self.payment_terms_days > 365 {
             return bad(

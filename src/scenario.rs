@@ -206,6 +206,8 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
         mail_from: defaults.mail_from,
         retention_days: defaults.retention_days,
         modules: defaults.modules,
+        worker: "simulator".into(),
+        lease_seconds: defaults.lease_seconds,
     };
     let mut refused = Vec::new();
     let mut actions = scenario.actions.iter().peekable();

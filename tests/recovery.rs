@@ -173,3 +173,67 @@ async fn the_schema_refuses_a_second_document_for_the_same_period() {
         "a second document with the same key must be refused by the schema"
     );
 }
+
+/// A clock that moves one second each time it is read, so leases run out during a test.
+struct TickingClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl billrun::clock::Clock for TickingClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let mut t = self.0.lock().unwrap();
+        *t += chrono::Duration::seconds(1);
+        *t
+    }
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_dead_worker_is_taken_over_after_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("claims.db");
+    let (store, catalog) = setup(&db).await;
+    let as_of = NaiveDate::from_ymd_opt(2026, 4, 15).unwrap();
+    let start = as_of.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    // A worker died holding a1 with a lease running 20 seconds past the start.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO close_claims (account_id, worker, claimed_until) VALUES ('a1', 'dead:1', ?)",
+    )
+    .bind(
+        (start + chrono::Duration::seconds(20))
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let clock = TickingClock(std::sync::Mutex::new(start));
+    let settings = billrun::cli::close_settings(&Config::default());
+    let report = close(
+        &store,
+        &catalog,
+        &settings,
+        &clock,
+        None,
+        as_of,
+        &CloseOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.invoices, 12,
+        "a1 was waited for and closed, not skipped"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM documents WHERE account_id = 'a1'"
+        )
+        .await,
+        4
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM close_claims").await,
+        0,
+        "no claim outlives the run"
+    );
+}

@@ -89,6 +89,14 @@ CREATE TABLE pending_items (
 );
 CREATE INDEX pending_items_open ON pending_items (subscription_id) WHERE document_id IS NULL;
 
+-- Work claimed by a close worker: an account is closed by whoever holds its claim; a claim
+-- whose lease ran out (a dead worker) can be taken again. Rows go when their chunk commits.
+CREATE TABLE close_claims (
+    account_id      TEXT PRIMARY KEY REFERENCES accounts (id),
+    worker          TEXT NOT NULL,
+    claimed_until   TEXT NOT NULL
+);
+
 CREATE TABLE runs (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     as_of           TEXT NOT NULL,

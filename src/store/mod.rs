@@ -162,6 +162,21 @@ pub trait Store: Send + Sync {
         error: Option<&str>,
     ) -> Result<(), StoreError>;
 
+    /// Claim up to `limit` accounts with a subscription due at `as_of` for `worker` until
+    /// `lease_until`: accounts nobody holds, or whose claim has expired (a worker that died).
+    /// Two workers never hold the same account; `commit_chunk` releases the claims it wrote.
+    /// Drop every claim `worker` still holds (accounts it could not close, at the end of a run).
+    async fn release_claims(&self, worker: &str) -> Result<(), StoreError>;
+
+    async fn claim_accounts(
+        &self,
+        as_of: NaiveDate,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError>;
+
     /// Up to `limit` ids of accounts with a subscription due at `as_of`, in id order, after
     /// `after` (keyset pagination, so a run walks each account once).
     async fn due_accounts(

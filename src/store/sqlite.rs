@@ -652,6 +652,51 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn release_claims(&self, worker: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM close_claims WHERE worker = ?")
+            .bind(worker)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_accounts(
+        &self,
+        as_of: NaiveDate,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let now = ts(now);
+        let ids: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO close_claims (account_id, worker, claimed_until) \
+             SELECT DISTINCT s.account_id, ?, ? FROM subscriptions s \
+             WHERE s.status = 'active' AND s.next_bill_date <= ? \
+             AND NOT EXISTS (SELECT 1 FROM close_claims c WHERE c.account_id = s.account_id AND c.claimed_until > ?) \
+             ORDER BY s.account_id LIMIT ? \
+             ON CONFLICT (account_id) DO UPDATE SET worker = excluded.worker, claimed_until = excluded.claimed_until \
+             WHERE close_claims.claimed_until <= ? \
+             RETURNING account_id",
+        )
+        .bind(worker)
+        .bind(ts(lease_until))
+        .bind(as_of.to_string())
+        .bind(&now)
+        .bind(i64::from(limit))
+        .bind(&now)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut ids: Vec<AccountId> = ids
+            .iter()
+            .map(|s| AccountId::new(s).map_err(corrupt("account id")))
+            .collect::<Result<_, _>>()?;
+        ids.sort();
+        Ok(ids)
+    }
+
     async fn due_accounts(
         &self,
         as_of: NaiveDate,
@@ -898,6 +943,12 @@ impl Store for SqliteStore {
                         .map_err(|e| conflict_on_unique(e, format!("refund of account {}", close.account)))?;
                 }
             }
+        }
+        for close in closes {
+            sqlx::query("DELETE FROM close_claims WHERE account_id = ?")
+                .bind(close.account.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query("UPDATE runs SET documents = documents + ? WHERE id = ?")
             .bind(issued.len() as i64)
