@@ -4,14 +4,13 @@
 
 use crate::change::{ChangeJson, request_cancel, request_change, request_licence_op};
 use crate::clock::{Clock, SystemClock};
-use crate::close::{CloseOptions, CloseReport, CloseSettings, close};
+use crate::close::{CloseOptions, CloseReport, CloseSettings, close, deliver_due};
 use crate::config::Config;
 use crate::core::billing::Terms;
 use crate::core::catalog::Catalog;
 use crate::core::domain::Target;
 use crate::core::licence::LicenceOp;
 use crate::input::{self, ImportFile};
-use crate::mail::EmlDir;
 use crate::output::{DocumentJson, document_header, document_row};
 use crate::scenario::{Scenario, simulate};
 use crate::store::{self, Numbering, Store};
@@ -94,6 +93,12 @@ pub enum Command {
         quote: bool,
         #[arg(long, global = true)]
         json: bool,
+    },
+    /// Send the outbox: every queued message whose next attempt is due.
+    Send {
+        /// Also send messages waiting for a retry (after a mail server outage).
+        #[arg(long)]
+        retry_now: bool,
     },
     /// Import accounts and subscriptions from a JSON file (all or nothing).
     Import { file: PathBuf },
@@ -268,7 +273,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let catalog = load_catalog(Path::new(&config.catalog))?;
             let store = open_store(&config).await?;
             let settings = close_settings(&config);
-            let transport = EmlDir::new(&config.mail_dir);
+            let transport = crate::mail::transport_from_config(&config)?;
             let options = CloseOptions {
                 dry_run,
                 keep_documents: json || dry_run,
@@ -279,7 +284,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 &catalog,
                 &settings,
                 &clock,
-                Some(&transport),
+                Some(transport.as_ref()),
                 as_of,
                 &options,
             )
@@ -329,6 +334,22 @@ pub async fn run(cli: Cli) -> Result<i32> {
             json,
         } => {
             licence_command(&config, &clock, &subscription, op, at, quote, json).await?;
+        }
+        Command::Send { retry_now } => {
+            let store = open_store(&config).await?;
+            let transport = crate::mail::transport_from_config(&config)?;
+            let (sent, failed) = deliver_due(
+                store.as_ref(),
+                transport.as_ref(),
+                &clock,
+                &config.mail_from,
+                retry_now,
+            )
+            .await?;
+            println!("Sent {sent} message(s); {failed} failed and stay queued for a retry.");
+            if failed > 0 {
+                return Ok(4);
+            }
         }
         Command::Invoices { account, json } => {
             let store = open_store(&config).await?;
@@ -436,14 +457,14 @@ async fn change_command(
 ) -> Result<()> {
     let catalog = load_catalog(Path::new(&config.catalog))?;
     let store = open_store(config).await?;
-    let transport = EmlDir::new(&config.mail_dir);
+    let transport = crate::mail::transport_from_config(config)?;
     let settings = close_settings(config);
     let (outcome, issued) = request_change(
         store.as_ref(),
         &catalog,
         &settings,
         clock,
-        Some(&transport),
+        Some(transport.as_ref()),
         subscription,
         target.target(),
         target.at,
@@ -504,14 +525,14 @@ async fn licence_command(
         LicenceCommand::Upgrade { email, plan } => LicenceOp::Upgrade { user: email, plan },
     };
     let catalog = load_catalog(Path::new(&config.catalog))?;
-    let transport = EmlDir::new(&config.mail_dir);
+    let transport = crate::mail::transport_from_config(config)?;
     let settings = close_settings(config);
     let (outcome, issued) = request_licence_op(
         store.as_ref(),
         &catalog,
         &settings,
         clock,
-        Some(&transport),
+        Some(transport.as_ref()),
         subscription,
         op,
         at,

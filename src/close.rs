@@ -401,10 +401,27 @@ pub async fn deliver(
     clock: &dyn Clock,
     from: &str,
 ) -> Result<(u64, u64), StoreError> {
+    deliver_due(store, transport, clock, from, false).await
+}
+
+/// Send outbox messages; `ignore_backoff` also sends those waiting for their next attempt
+/// (an operator's `billrun send --retry-now` once the mail server is back).
+pub async fn deliver_due(
+    store: &dyn Store,
+    transport: &dyn Transport,
+    clock: &dyn Clock,
+    from: &str,
+    ignore_backoff: bool,
+) -> Result<(u64, u64), StoreError> {
     let (mut sent, mut failed) = (0, 0);
     let mut seen = std::collections::HashSet::new();
     loop {
-        let due = store.due_outbox(clock.now(), 200).await?;
+        let horizon = if ignore_backoff {
+            clock.now() + Duration::days(36_500)
+        } else {
+            clock.now()
+        };
+        let due = store.due_outbox(horizon, 200).await?;
         let due: Vec<_> = due.into_iter().filter(|e| seen.insert(e.id)).collect();
         if due.is_empty() {
             break;

@@ -30,6 +30,13 @@ pub trait Transport: Send + Sync {
     async fn send(&self, key: &str, message: &lettre::Message) -> Result<(), MailError>;
 }
 
+/// The transport the configuration names: the `.eml` folder of the embedded mode.
+pub fn transport_from_config(
+    config: &crate::config::Config,
+) -> Result<Box<dyn Transport>, MailError> {
+    Ok(Box::new(EmlDir::new(&config.mail_dir)))
+}
+
 pub fn document_subject(kind: DocumentKind, number: &str) -> String {
     format!("{} {number}", kind.title())
 }
