@@ -42,6 +42,9 @@ fn date_arg(s: &str) -> Result<NaiveDate, String> {
 pub enum Command {
     /// Create or upgrade the database schema.
     Migrate,
+    /// The daemon: a catch-up close at start, then closes on the schedule, the outbox retried,
+    /// /healthz and /metrics served; stops cleanly on SIGTERM or SIGINT.
+    Run,
     /// Close every period due at a date: renew, invoice, queue and send emails.
     Close {
         /// The date to close at (YYYY-MM-DD, 00:00 in each account's timezone).
@@ -216,6 +219,25 @@ pub async fn run(cli: Cli) -> Result<i32> {
     let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())?;
     let clock = SystemClock;
     match cli.command {
+        Command::Run => {
+            let catalog = load_catalog(Path::new(&config.catalog))?;
+            let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(open_store(&config).await?);
+            let transport: std::sync::Arc<dyn crate::mail::Transport> =
+                std::sync::Arc::from(crate::mail::transport_from_config(&config)?);
+            let daemon = crate::daemon::Daemon {
+                store,
+                catalog,
+                settings: close_settings(&config),
+                transport,
+                clock: std::sync::Arc::new(SystemClock),
+                schedule: crate::daemon::Schedule::parse(&config.schedule, &config.timezone)
+                    .map_err(anyhow::Error::msg)?,
+                http_addr: config.http_addr.parse()?,
+                outbox_interval: std::time::Duration::from_secs(30),
+            };
+            daemon.run(shutdown_signal()).await?;
+            tracing::info!("stopped");
+        }
         Command::Migrate => {
             let store = store::open(&config.database_url).await?;
             store.migrate().await?;
@@ -581,6 +603,29 @@ async fn licence_command(
         }
     }
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }
 
 /// This process in work claims: host and process id.

@@ -48,6 +48,9 @@ pub struct CloseOptions {
     pub dry_run: bool,
     /// Keep every document in the report (for `--json` and the simulator); off for big runs.
     pub keep_documents: bool,
+    /// Set to true to stop: the run finishes the chunk in flight and returns (the daemon's
+    /// graceful shutdown). What it did not reach stays due for the next run.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
     /// Test hook: fail the run after this many chunks have been committed, as a crash would.
     #[doc(hidden)]
     pub fail_after_chunks: Option<usize>,
@@ -89,6 +92,8 @@ pub struct CloseReport {
     pub documents: Vec<ReportedDocument>,
     /// Accounts whose data this run deleted (a dry run: would delete).
     pub deleted_accounts: Vec<String>,
+    /// The run was asked to stop before it finished; what remains is still due.
+    pub stopped: bool,
     /// Balances refunded to accounts this run canceled: (account, currency, amount).
     pub refunds: Vec<(String, String, String)>,
 }
@@ -164,6 +169,7 @@ pub async fn close(
         emails_failed: 0,
         documents: Vec::new(),
         deleted_accounts: Vec::new(),
+        stopped: false,
         refunds: Vec::new(),
     };
     if !settings.modules.is_empty() {
@@ -273,6 +279,10 @@ async fn close_chunks(
     let mut chunks = 0;
     let mut failed_here: std::collections::HashSet<AccountId> = std::collections::HashSet::new();
     loop {
+        if options.stop.as_ref().is_some_and(|s| *s.borrow()) {
+            report.stopped = true;
+            break;
+        }
         // A real run claims its work, so several workers share it; a dry run only reads.
         let ids = match run {
             Some(_) => {

@@ -36,6 +36,10 @@ pub struct Config {
     pub chunk_size: u32,
     /// Seconds a worker's claim on a chunk lasts before another worker may take it over.
     pub lease_seconds: u32,
+    /// When the daemon closes: cron with seconds, in the billing timezone.
+    pub schedule: String,
+    /// Where the daemon serves /healthz and /metrics.
+    pub http_addr: String,
     /// Per module, the tables holding its data and their account-id column: purged when an
     /// account is deleted, and when a `deferred` downgrade drops the module.
     pub modules: BTreeMap<String, Vec<ModuleTable>>,
@@ -93,6 +97,8 @@ impl Default for Config {
             retention_days: 0,
             chunk_size: 500,
             lease_seconds: 300,
+            schedule: "0 0 0 * * *".into(),
+            http_addr: "127.0.0.1:9464".into(),
             modules: BTreeMap::new(),
         }
     }
@@ -118,6 +124,8 @@ const KEYS: &[&str] = &[
     "retention_days",
     "chunk_size",
     "lease_seconds",
+    "schedule",
+    "http_addr",
 ];
 
 impl Config {
@@ -173,6 +181,8 @@ impl Config {
             "retention_days" => self.retention_days = number(value)?,
             "chunk_size" => self.chunk_size = number(value)?,
             "lease_seconds" => self.lease_seconds = number(value)?,
+            "schedule" => self.schedule = value.into(),
+            "http_addr" => self.http_addr = value.into(),
             _ => return Err(format!("unknown key {key}")),
         }
         Ok(())
@@ -245,6 +255,18 @@ impl Config {
                     );
                 }
             }
+        }
+        if let Err(e) = crate::daemon::Schedule::parse(&self.schedule, &self.timezone) {
+            return bad("schedule", e);
+        }
+        if self.http_addr.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "http_addr",
+                format!(
+                    "{:?} is not an address:port (e.g. 127.0.0.1:9464)",
+                    self.http_addr
+                ),
+            );
         }
         if !(10..=86_400).contains(&self.lease_seconds) {
             return bad(

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod close;
 pub mod config;
 pub mod core;
+pub mod daemon;
 pub mod input;
 pub mod mail;
 pub mod output;

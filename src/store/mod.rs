@@ -285,6 +285,12 @@ pub trait Store: Send + Sync {
     /// Every outbox message, in the order queued.
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Messages not yet sent (for the outbox-depth metric).
+    async fn outbox_depth(&self) -> Result<u64, StoreError> {
+        let far = DateTime::<Utc>::MAX_UTC;
+        Ok(self.due_outbox(far, u32::MAX).await?.len() as u64)
+    }
     async fn mark_failed(
         &self,
         id: i64,

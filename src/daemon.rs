@@ -1,0 +1,419 @@
+//! `billrun run`: the daemon. It owns the schedule, the outbox drain, the HTTP endpoints
+//! (`/healthz`, Prometheus `/metrics`) and graceful shutdown; every close it runs is the same
+//! [`close`] the CLI runs.
+//!
+//! Scheduling: tokio-cron-scheduler's timezone jobs freeze the zone's UTC offset when created
+//! and fire an hour off after a daylight-saving change. So the next fire time is computed
+//! here, in the billing timezone, with croner and chrono-tz ([`Schedule::next_after`]), and
+//! handed to the scheduler as a one-shot job; each firing schedules the next. Ticks feed one
+//! loop, so two closes never overlap: ticks that arrive during a long run collapse into one.
+
+use crate::clock::Clock;
+use crate::close::{CloseOptions, CloseSettings, close, deliver};
+use crate::core::catalog::Catalog;
+use crate::mail::Transport;
+use crate::store::Store;
+use chrono::{DateTime, NaiveDate, Utc};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot serve HTTP on {addr}: {error}")]
+    Http { addr: String, error: String },
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+}
+
+/// A cron schedule (6 fields, with seconds) read in a billing timezone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: croner::Cron,
+    tz: chrono_tz::Tz,
+}
+
+impl Schedule {
+    pub fn parse(expr: &str, timezone: &str) -> Result<Schedule, String> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .build()
+            .parse(expr)
+            .map_err(|e| {
+                format!("{expr:?} is not a cron schedule with seconds (e.g. \"0 0 0 * * *\"): {e}")
+            })?;
+        let tz = timezone
+            .parse()
+            .map_err(|_| format!("{timezone:?} is not an IANA time zone"))?;
+        Ok(Schedule { cron, tz })
+    }
+
+    /// The first firing strictly after `t`, found in local time, so a daylight-saving change
+    /// moves it with the wall clock.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_next_occurrence(&t.with_timezone(&self.tz), false)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    }
+
+    /// Today in the billing timezone: the `as_of` date of a run starting at `t`.
+    pub fn today(&self, t: DateTime<Utc>) -> NaiveDate {
+        t.with_timezone(&self.tz).date_naive()
+    }
+}
+
+/// What `/metrics` exposes.
+pub struct Metrics {
+    registry: Registry,
+    pub documents_issued: Counter,
+    pub close_runs: Counter,
+    pub close_failures: Counter,
+    pub close_duration: Histogram,
+    pub outbox_depth: Gauge,
+    pub emails_sent: Counter,
+    pub email_send_failures: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("billrun");
+        let m = Metrics {
+            documents_issued: Counter::default(),
+            close_runs: Counter::default(),
+            close_failures: Counter::default(),
+            close_duration: Histogram::new([
+                0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+            ]),
+            outbox_depth: Gauge::default(),
+            emails_sent: Counter::default(),
+            email_send_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "documents_issued",
+            "Documents issued by close runs",
+            m.documents_issued.clone(),
+        );
+        registry.register("close_runs", "Close runs finished", m.close_runs.clone());
+        registry.register(
+            "close_failures",
+            "Close runs that failed",
+            m.close_failures.clone(),
+        );
+        registry.register(
+            "close_duration_seconds",
+            "Duration of close runs",
+            m.close_duration.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "Messages waiting in the outbox",
+            m.outbox_depth.clone(),
+        );
+        registry.register("email_sent", "Messages delivered", m.emails_sent.clone());
+        registry.register(
+            "email_send_failures",
+            "Message deliveries that failed (retried later)",
+            m.email_send_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The last run, for `/healthz`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LastRun {
+    pub as_of: Option<String>,
+    pub finished_at: Option<String>,
+    pub documents: u64,
+    pub error: Option<String>,
+}
+
+struct Shared {
+    metrics: Metrics,
+    last_run: Mutex<LastRun>,
+}
+
+/// Everything the daemon runs with.
+pub struct Daemon {
+    pub store: Arc<dyn Store>,
+    pub catalog: Catalog,
+    pub settings: CloseSettings,
+    pub transport: Arc<dyn Transport>,
+    pub clock: Arc<dyn Clock>,
+    pub schedule: Schedule,
+    pub http_addr: SocketAddr,
+    /// How often the outbox is retried between closes.
+    pub outbox_interval: Duration,
+}
+
+impl Daemon {
+    /// Run until `shutdown` resolves: then stop after the chunk in flight and return.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DaemonError> {
+        let shared = Arc::new(Shared {
+            metrics: Metrics::new(),
+            last_run: Mutex::new(LastRun::default()),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested; finishing the chunk in flight");
+            let _ = stop_tx.send(true);
+        });
+
+        let listener = tokio::net::TcpListener::bind(self.http_addr)
+            .await
+            .map_err(|e| DaemonError::Http {
+                addr: self.http_addr.to_string(),
+                error: e.to_string(),
+            })?;
+        let app = axum::Router::new()
+            .route("/healthz", axum::routing::get(healthz))
+            .route("/metrics", axum::routing::get(metrics))
+            .with_state(shared.clone());
+        let mut http_stop = stop_rx.clone();
+        let http = tokio::spawn(async move {
+            let graceful = async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .await
+            {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        tracing::info!(addr = %self.http_addr, "serving /healthz and /metrics");
+
+        let mut scheduler = tokio_cron_scheduler::JobScheduler::new()
+            .await
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        scheduler
+            .start()
+            .await
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        let (tick_tx, mut ticks) = mpsc::channel::<()>(4);
+
+        // Catch up first: whatever came due while the daemon was down.
+        let mut stop = stop_rx.clone();
+        self.close_now(&shared, &stop_rx).await;
+        let mut next = self.schedule_next(&scheduler, &tick_tx).await?;
+        let mut outbox = tokio::time::interval(self.outbox_interval);
+        outbox.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                Some(()) = ticks.recv() => {
+                    while ticks.try_recv().is_ok() {}
+                    self.close_now(&shared, &stop_rx).await;
+                    if *stop_rx.borrow() {
+                        break;
+                    }
+                    next = self.schedule_next(&scheduler, &tick_tx).await?;
+                }
+                _ = outbox.tick() => self.drain_outbox(&shared).await,
+            }
+        }
+        tracing::info!(next_close = ?next, "stopping");
+        let _ = scheduler.shutdown().await;
+        let _ = http.await;
+        Ok(())
+    }
+
+    async fn schedule_next(
+        &self,
+        scheduler: &tokio_cron_scheduler::JobScheduler,
+        ticks: &mpsc::Sender<()>,
+    ) -> Result<Option<DateTime<Utc>>, DaemonError> {
+        let now = self.clock.now();
+        let Some(at) = self.schedule.next_after(now) else {
+            tracing::warn!("the schedule never fires again");
+            return Ok(None);
+        };
+        let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+        let tx = ticks.clone();
+        let job = tokio_cron_scheduler::Job::new_one_shot_async(wait, move |_, _| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let _ = tx.send(()).await;
+            })
+        })
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        scheduler
+            .add(job)
+            .await
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        tracing::info!(next_close = %at, "next close scheduled");
+        Ok(Some(at))
+    }
+
+    async fn close_now(&self, shared: &Shared, stop: &watch::Receiver<bool>) {
+        let as_of = self.schedule.today(self.clock.now());
+        let options = CloseOptions {
+            stop: Some(stop.clone()),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let result = close(
+            self.store.as_ref(),
+            &self.catalog,
+            &self.settings,
+            self.clock.as_ref(),
+            Some(self.transport.as_ref()),
+            as_of,
+            &options,
+        )
+        .await;
+        let m = &shared.metrics;
+        m.close_runs.inc();
+        m.close_duration.observe(started.elapsed().as_secs_f64());
+        let mut last = LastRun {
+            as_of: Some(as_of.to_string()),
+            finished_at: Some(self.clock.now().to_rfc3339()),
+            ..Default::default()
+        };
+        match result {
+            Ok(r) => {
+                let issued = r.invoices + r.credit_notes;
+                m.documents_issued.inc_by(issued);
+                m.emails_sent.inc_by(r.emails_sent);
+                m.email_send_failures.inc_by(r.emails_failed);
+                last.documents = issued;
+                if !r.failed.is_empty() {
+                    last.error = Some(format!("{} account(s) could not be closed", r.failed.len()));
+                }
+            }
+            Err(e) => {
+                m.close_failures.inc();
+                tracing::error!(%as_of, error = %e, "close failed; the next run picks up where it stopped");
+                last.error = Some(e.to_string());
+            }
+        }
+        *shared.last_run.lock().unwrap_or_else(|p| p.into_inner()) = last;
+        self.update_depth(shared).await;
+    }
+
+    async fn drain_outbox(&self, shared: &Shared) {
+        match deliver(
+            self.store.as_ref(),
+            self.transport.as_ref(),
+            self.clock.as_ref(),
+            &self.settings.mail_from,
+        )
+        .await
+        {
+            Ok((sent, failed)) => {
+                shared.metrics.emails_sent.inc_by(sent);
+                shared.metrics.email_send_failures.inc_by(failed);
+            }
+            Err(e) => tracing::error!(error = %e, "outbox pass failed"),
+        }
+        self.update_depth(shared).await;
+    }
+
+    async fn update_depth(&self, shared: &Shared) {
+        if let Ok(depth) = self.store.outbox_depth().await {
+            shared.metrics.outbox_depth.set(depth as i64);
+        }
+    }
+}
+
+async fn healthz(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let last = shared
+        .last_run
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"status": "ok", "last_close": last}).to_string(),
+    )
+}
+
+async fn metrics(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn midnight_follows_the_wall_clock_across_daylight_saving() {
+        let s = Schedule::parse("0 0 0 * * *", "America/Toronto").unwrap();
+        // Midnight EST is 05:00 UTC; DST starts 2026-03-08 02:00, then midnight is 04:00 UTC.
+        assert_eq!(
+            s.next_after(utc("2026-03-07T05:00:00Z")),
+            Some(utc("2026-03-08T05:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(utc("2026-03-08T05:00:00Z")),
+            Some(utc("2026-03-09T04:00:00Z"))
+        );
+        // And back: DST ends 2026-11-01 02:00.
+        assert_eq!(
+            s.next_after(utc("2026-11-01T04:00:00Z")),
+            Some(utc("2026-11-02T05:00:00Z"))
+        );
+        assert_eq!(
+            s.today(utc("2026-03-09T03:59:00Z")),
+            "2026-03-08".parse::<NaiveDate>().unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_schedules_are_refused() {
+        assert!(
+            Schedule::parse("0 0 * * *", "UTC").is_err(),
+            "five fields: seconds are required"
+        );
+        assert!(Schedule::parse("nonsense", "UTC").is_err());
+        assert!(Schedule::parse("0 0 0 * * *", "Mars/Base").is_err());
+    }
+
+    #[test]
+    fn metrics_render_in_prometheus_text() {
+        let m = Metrics::new();
+        m.documents_issued.inc_by(3);
+        let text = m.render();
+        assert!(text.contains("billrun_documents_issued_total 3"), "{text}");
+        assert!(text.contains("billrun_outbox_depth"), "{text}");
+    }
+}
