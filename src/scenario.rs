@@ -226,15 +226,17 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
         .await
         .map_err(|e| run_err(&e))?;
         while let Some(action) = actions.next_if(|a| a.at <= day) {
-            let refusal = match action.kind {
+            // The subscription was checked when the scenario was parsed.
+            let sub = action
+                .body
+                .get("subscription")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let at = Some(action.at);
+            let result = match action.kind {
                 "change" => {
                     let target = change_target(&action.body).map_err(ScenarioError::Invalid)?;
-                    let sub = action
-                        .body
-                        .get("subscription")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default();
-                    match request_change(
+                    request_change(
                         &store,
                         &scenario.catalog,
                         &settings,
@@ -242,44 +244,20 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
                         None,
                         sub,
                         target,
-                        Some(action.at),
+                        at,
                         true,
                     )
                     .await
-                    {
-                        Ok(_) => None,
-                        Err(ChangeError::Refused(r)) => Some(r.to_string()),
-                        Err(e) => return Err(run_err(&e)),
-                    }
+                    .map(drop)
                 }
                 "cancel" | "uncancel" => {
-                    let sub = action
-                        .body
-                        .get("subscription")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default();
-                    match request_cancel(
-                        &store,
-                        &clock,
-                        sub,
-                        Some(action.at),
-                        action.kind == "uncancel",
-                    )
-                    .await
-                    {
-                        Ok(_) => None,
-                        Err(ChangeError::Refused(r)) => Some(r.to_string()),
-                        Err(e) => return Err(run_err(&e)),
-                    }
+                    request_cancel(&store, &clock, sub, at, action.kind == "uncancel")
+                        .await
+                        .map(drop)
                 }
                 _ => {
-                    let sub = action
-                        .body
-                        .get("subscription")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default();
                     let op = licence_op(&action.body).map_err(ScenarioError::Invalid)?;
-                    match request_licence_op(
+                    request_licence_op(
                         &store,
                         &scenario.catalog,
                         &settings,
@@ -287,16 +265,18 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
                         None,
                         sub,
                         op,
-                        Some(action.at),
+                        at,
                         true,
                     )
                     .await
-                    {
-                        Ok(_) => None,
-                        Err(ChangeError::Refused(r)) => Some(r.to_string()),
-                        Err(e) => return Err(run_err(&e)),
-                    }
+                    .map(drop)
                 }
+            };
+            // A refusal is part of the story; anything else stops the simulation.
+            let refusal = match result {
+                Ok(()) => None,
+                Err(ChangeError::Refused(r)) => Some(r.to_string()),
+                Err(e) => return Err(run_err(&e)),
             };
             if let Some(error) = refusal {
                 refused.push(Refused {

@@ -134,11 +134,8 @@ pub fn close_account(
                             p.discountable,
                         );
                     }
-                    let discount = sub
-                        .discount
-                        .as_ref()
-                        .or(account.discount.as_ref())
-                        .filter(|d| d.applies(start, update.periods_billed.saturating_sub(1)));
+                    let discount =
+                        sub.discount_on(account, start, update.periods_billed.saturating_sub(1));
                     let mut doc = b.finish(
                         format!("final/{}", sub.id),
                         account.id.clone(),
@@ -185,11 +182,7 @@ pub fn close_account(
                     p.discountable,
                 );
             }
-            let discount = sub
-                .discount
-                .as_ref()
-                .or(account.discount.as_ref())
-                .filter(|d| d.applies(period.start, update.periods_billed));
+            let discount = sub.discount_on(account, period.start, update.periods_billed);
             let mut doc = b.finish(
                 format!("renewal/{}/{}", sub.id, period.start),
                 account.id.clone(),

@@ -392,11 +392,7 @@ pub fn plan_change(
             }
         }
 
-        let discount = sub
-            .discount
-            .as_ref()
-            .or(account.discount.as_ref())
-            .filter(|d| d.applies(at, sub.periods_billed.saturating_sub(1)));
+        let discount = sub.discount_on(account, at, sub.periods_billed.saturating_sub(1));
         let finish = |b: DocumentBuilder, suffix: &str, issued: NaiveDate, p: Option<Period>| {
             b.finish(
                 format!("{key}/{suffix}"),

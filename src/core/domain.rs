@@ -238,6 +238,23 @@ pub struct Subscription {
     pub queued: Vec<QueuedChange>,
 }
 
+impl Subscription {
+    /// The discount of a document dated `on` for this subscription: its own discount, else
+    /// the account's, if still running. `period_index` is the number of recurring periods
+    /// billed before the one the document belongs to.
+    pub fn discount_on<'a>(
+        &'a self,
+        account: &'a Account,
+        on: NaiveDate,
+        period_index: u32,
+    ) -> Option<&'a Discount> {
+        self.discount
+            .as_ref()
+            .or(account.discount.as_ref())
+            .filter(|d| d.applies(on, period_index))
+    }
+}
+
 /// What a change asks for: any of a plan, a cycle, a quantity (absent = unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Target {

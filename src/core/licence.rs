@@ -251,11 +251,7 @@ pub fn plan_licence_op(
         for (d, a) in lines {
             b.line(LineKind::Proration, d, a, true);
         }
-        let discount = sub
-            .discount
-            .as_ref()
-            .or(account.discount.as_ref())
-            .filter(|d| d.applies(at, sub.periods_billed.saturating_sub(1)));
+        let discount = sub.discount_on(account, at, sub.periods_billed.saturating_sub(1));
         documents.push(b.finish(
             format!("licence/{}/v{}", sub.id, sub.version),
             account.id.clone(),
