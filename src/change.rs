@@ -30,8 +30,14 @@ impl From<Refusal> for ChangeError {
 
 /// Today in a billing timezone: the date a change made now is dated.
 pub fn today_in(clock: &dyn Clock, timezone: &str) -> NaiveDate {
+    today_at(clock.now(), timezone)
+}
+
+/// The date of an instant in a billing timezone (zones are validated when accounts are
+/// imported; an unknown one would read as UTC).
+pub fn today_at(t: chrono::DateTime<chrono::Utc>, timezone: &str) -> NaiveDate {
     let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
-    clock.now().with_timezone(&tz).date_naive()
+    t.with_timezone(&tz).date_naive()
 }
 
 /// Price a change and, when `apply`, make it. Returns the outcome and the documents issued.

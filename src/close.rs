@@ -18,7 +18,7 @@ use crate::mail::{MailError, Transport};
 use crate::store::{
     ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, Store, StoreError,
 };
-use chrono::{Duration, NaiveDate};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -51,6 +51,10 @@ pub struct CloseOptions {
     /// Set to true to stop: the run finishes the chunk in flight and returns (the daemon's
     /// graceful shutdown). What it did not reach stays due for the next run.
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Close as of this instant instead of one date: each account at its own local date
+    /// (boundaries are 00:00 in the account's timezone). The daemon sets it; `--as-of DATE`
+    /// means that date everywhere.
+    pub instant: Option<DateTime<Utc>>,
     /// Test hook: fail the run after this many chunks have been committed, as a crash would.
     #[doc(hidden)]
     pub fail_after_chunks: Option<usize>,
@@ -277,7 +281,14 @@ async fn close_chunks(
     let mut would_delete = Vec::new();
     let mut after: Option<AccountId> = None;
     let mut chunks = 0;
-    let mut failed_here: std::collections::HashSet<AccountId> = std::collections::HashSet::new();
+    // Accounts this run looked at but left due: they failed, or (closing as of an instant)
+    // their local date has not reached their boundary yet. They stay claimed until the run
+    // ends, so the run neither loops on them nor waits for them.
+    let mut kept_here: std::collections::HashSet<AccountId> = std::collections::HashSet::new();
+    // The latest local date anywhere (UTC+14) bounds which accounts may be due.
+    let query_date = options
+        .instant
+        .map_or(as_of, |t| (t + Duration::hours(14)).date_naive().max(as_of));
     loop {
         if options.stop.as_ref().is_some_and(|s| *s.borrow()) {
             report.stopped = true;
@@ -289,12 +300,18 @@ async fn close_chunks(
                 let now = clock.now();
                 let lease = now + Duration::seconds(i64::from(settings.lease_seconds));
                 store
-                    .claim_accounts(as_of, &settings.worker, now, lease, settings.chunk_size)
+                    .claim_accounts(
+                        query_date,
+                        &settings.worker,
+                        now,
+                        lease,
+                        settings.chunk_size,
+                    )
                     .await?
             }
             None => {
                 store
-                    .due_accounts(as_of, after.as_ref(), settings.chunk_size)
+                    .due_accounts(query_date, after.as_ref(), settings.chunk_size)
                     .await?
             }
         };
@@ -303,9 +320,9 @@ async fn close_chunks(
             // that died): wait until it is closed or its lease runs out, so a run never ends
             // with due accounts silently left behind.
             let due = store
-                .due_accounts(as_of, None, failed_here.len() as u32 + 1)
+                .due_accounts(query_date, None, kept_here.len() as u32 + 1)
                 .await?;
-            if due.iter().any(|a| !failed_here.contains(a)) {
+            if due.iter().any(|a| !kept_here.contains(a)) {
                 tracing::info!("waiting for accounts claimed by another worker");
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 continue;
@@ -320,10 +337,17 @@ async fn close_chunks(
             let mut closes = Vec::with_capacity(states.len());
             let mut failed = Vec::new();
             for state in &states {
-                match billing::close_account(state, catalog, settings.terms, as_of) {
+                let account_as_of = match options.instant {
+                    Some(t) => crate::change::today_at(t, &state.account.timezone),
+                    None => as_of,
+                };
+                match billing::close_account(state, catalog, settings.terms, account_as_of) {
+                    Ok(c) if c.documents.is_empty() && c.updates.is_empty() => {
+                        kept_here.insert(state.account.id.clone());
+                    }
                     Ok(c) => closes.push(c),
                     Err(e) => {
-                        failed_here.insert(state.account.id.clone());
+                        kept_here.insert(state.account.id.clone());
                         tracing::error!(account = %state.account.id, error = %e, "account not closed");
                         failed.push(FailedAccount {
                             account: state.account.id.clone(),

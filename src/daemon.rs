@@ -271,9 +271,13 @@ impl Daemon {
     }
 
     async fn close_now(&self, shared: &Shared, stop: &watch::Receiver<bool>) {
-        let as_of = self.schedule.today(self.clock.now());
+        let now = self.clock.now();
+        let as_of = self.schedule.today(now);
+        // Each account is closed at its own local date; `as_of` (the billing timezone's
+        // date) dates the run and its deletions.
         let options = CloseOptions {
             stop: Some(stop.clone()),
+            instant: Some(now),
             ..Default::default()
         };
         let started = Instant::now();

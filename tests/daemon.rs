@@ -149,3 +149,85 @@ fn daemon_closes_due_periods_serves_health_and_metrics_and_stops_on_sigterm() {
     assert!(status.success(), "exit {status:?}; log:\n{log}");
     assert!(log.contains("next close scheduled"), "{log}");
 }
+
+/// Closing as of an instant bills each account at its own local midnight: at 03:00 UTC on
+/// March 1, an account in UTC has reached its March period, one in Los Angeles (19:00 on
+/// February 28 there) has not — until the instant passes its own midnight.
+#[tokio::test]
+async fn each_account_is_closed_at_its_own_local_date() {
+    use billrun::close::{CloseOptions, close};
+    use billrun::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = billrun::core::catalog::Catalog::from_toml_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/catalog.toml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let raw: billrun::input::ImportFile = serde_json::from_str(
+        r#"{"accounts": [
+              {"id": "utc", "email": "a@utc.example", "currency": "USD", "timezone": "UTC"},
+              {"id": "la", "email": "a@la.example", "currency": "USD", "timezone": "America/Los_Angeles"}],
+            "subscriptions": [
+              {"id": "utc-1", "account": "utc", "policy": "deferred", "cycle": "monthly", "start": "2026-01-01", "items": [{"plan": "basic"}]},
+              {"id": "la-1", "account": "la", "policy": "deferred", "cycle": "monthly", "start": "2026-01-01", "items": [{"plan": "basic"}]}]}"#,
+    )
+    .unwrap();
+    let batch = billrun::input::validate(
+        &raw.accounts,
+        &raw.subscriptions,
+        &catalog,
+        "UTC",
+        &Default::default(),
+    )
+    .unwrap();
+    let store = billrun::store::open(&format!("sqlite://{}", dir.path().join("tz.db").display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.import(&batch, chrono::Utc::now()).await.unwrap();
+    let settings = billrun::cli::close_settings(&billrun::config::Config::default());
+    let periods = |account: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .documents(Some(account))
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d.document.draft.issued_at.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    for (instant, utc_docs, la_docs) in [
+        ("2026-03-01T03:00:00Z", 3, 2),
+        ("2026-03-01T09:00:00Z", 3, 3),
+    ] {
+        let t: chrono::DateTime<chrono::Utc> = instant.parse().unwrap();
+        let clock = billrun::clock::ManualClock::at(t);
+        let options = CloseOptions {
+            instant: Some(t),
+            ..Default::default()
+        };
+        let as_of = t.date_naive();
+        close(
+            store.as_ref(),
+            &catalog,
+            &settings,
+            &clock,
+            None,
+            as_of,
+            &options,
+        )
+        .await
+        .unwrap();
+        assert_eq!(periods("utc").await.len(), utc_docs, "utc at {instant}");
+        assert_eq!(
+            periods("la").await.len(),
+            la_docs,
+            "la at {instant}: {:?}",
+            periods("la").await
+        );
+    }
+}
