@@ -156,7 +156,6 @@ fn daemon_closes_due_periods_serves_health_and_metrics_and_stops_on_sigterm() {
 #[tokio::test]
 async fn each_account_is_closed_at_its_own_local_date() {
     use billrun::close::{CloseOptions, close};
-    use billrun::store::Store;
     let dir = tempfile::tempdir().unwrap();
     let catalog = billrun::core::catalog::Catalog::from_toml_str(
         &std::fs::read_to_string(
