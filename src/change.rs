@@ -77,7 +77,7 @@ pub async fn request_change(
         .await?;
     tracing::info!(subscription, kind = %outcome.kind, documents = issued.len(), "change applied");
     if let Some(transport) = transport {
-        deliver(store, transport, clock, &settings.mail_from).await?;
+        deliver(store, transport, clock, settings).await?;
     }
     Ok((outcome, issued))
 }
@@ -270,7 +270,7 @@ pub async fn request_licence_op(
         "licence operation applied"
     );
     if let Some(transport) = transport {
-        deliver(store, transport, clock, &settings.mail_from).await?;
+        deliver(store, transport, clock, settings).await?;
     }
     Ok((outcome, issued))
 }

@@ -364,7 +364,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 store.as_ref(),
                 transport.as_ref(),
                 &clock,
-                &config.mail_from,
+                &close_settings(&config),
                 retry_now,
             )
             .await?;
@@ -704,10 +704,14 @@ fn print_close(r: &CloseReport, config: &Config) {
             Some(b) => println!("Finance batch {b} queued for {}.", config.finance_to),
             None => println!("Nothing new to report to finance."),
         }
+        let via = match &config.smtp_url {
+            Some(url) => crate::redact(url),
+            None => config.mail_dir.clone(),
+        };
         println!(
-            "Emails: {} sent to {}{}.",
+            "Emails: {} sent via {}{}.",
             r.emails_sent,
-            config.mail_dir,
+            via,
             if r.emails_failed > 0 {
                 format!(", {} failed (queued for retry)", r.emails_failed)
             } else {

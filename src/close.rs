@@ -251,7 +251,7 @@ pub async fn close(
             .create_finance_batch(run, as_of, &settings.finance_to, clock.now())
             .await?;
         if let Some(transport) = transport {
-            let (sent, failed) = deliver(store, transport, clock, &settings.mail_from).await?;
+            let (sent, failed) = deliver(store, transport, clock, settings).await?;
             report.emails_sent = sent;
             report.emails_failed = failed;
         }
@@ -433,9 +433,9 @@ pub async fn deliver(
     store: &dyn Store,
     transport: &dyn Transport,
     clock: &dyn Clock,
-    from: &str,
+    settings: &CloseSettings,
 ) -> Result<(u64, u64), StoreError> {
-    deliver_due(store, transport, clock, from, false).await
+    deliver_due(store, transport, clock, settings, false).await
 }
 
 /// Send outbox messages; `ignore_backoff` also sends those waiting for their next attempt
@@ -444,18 +444,25 @@ pub async fn deliver_due(
     store: &dyn Store,
     transport: &dyn Transport,
     clock: &dyn Clock,
-    from: &str,
+    settings: &CloseSettings,
     ignore_backoff: bool,
 ) -> Result<(u64, u64), StoreError> {
+    let from = settings.mail_from.as_str();
     let (mut sent, mut failed) = (0, 0);
     let mut seen = std::collections::HashSet::new();
     loop {
+        let now = clock.now();
         let horizon = if ignore_backoff {
-            clock.now() + Duration::days(36_500)
+            now + Duration::days(36_500)
         } else {
-            clock.now()
+            now
         };
-        let due = store.due_outbox(horizon, 200).await?;
+        // Claimed, not just read: a message is sent by the one worker that claimed it, so
+        // several workers draining one outbox never send a message twice.
+        let lease = now + Duration::seconds(i64::from(settings.lease_seconds));
+        let due = store
+            .claim_outbox(&settings.worker, horizon, now, lease, 50)
+            .await?;
         let due: Vec<_> = due.into_iter().filter(|e| seen.insert(e.id)).collect();
         if due.is_empty() {
             break;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CONFIG: &str = "config/billrun.toml";
 
 /// Every key, with its environment variable `BILLRUN_<KEY>`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `sqlite://PATH` (embedded) or `postgres://…` (production).
@@ -24,6 +24,9 @@ pub struct Config {
     pub smtp_url: Option<String>,
     pub smtp_user: Option<String>,
     pub smtp_password: Option<String>,
+    /// A file holding the SMTP password (its trailing newline ignored): for secrets mounted
+    /// as files. Not together with `smtp_password`.
+    pub smtp_password_file: Option<String>,
     pub mail_from: String,
     pub finance_to: String,
     pub invoice_prefix: String,
@@ -79,6 +82,26 @@ pub fn is_identifier(s: &str) -> bool {
         && s.len() <= 63
 }
 
+/// Written by hand so that `{config:?}` can never print a password.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &crate::redact(&self.database_url))
+            .field("catalog", &self.catalog)
+            .field("timezone", &self.timezone)
+            .field("mail_dir", &self.mail_dir)
+            .field("smtp_url", &self.smtp_url.as_deref().map(crate::redact))
+            .field("smtp_user", &self.smtp_user)
+            .field("smtp_password", &self.smtp_password.as_ref().map(|_| "***"))
+            .field("smtp_password_file", &self.smtp_password_file)
+            .field("mail_from", &self.mail_from)
+            .field("finance_to", &self.finance_to)
+            .field("schedule", &self.schedule)
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -89,6 +112,7 @@ impl Default for Config {
             smtp_url: None,
             smtp_user: None,
             smtp_password: None,
+            smtp_password_file: None,
             mail_from: "billing@billrun.invalid".into(),
             finance_to: "finance@billrun.invalid".into(),
             invoice_prefix: "INV".into(),
@@ -116,6 +140,7 @@ const KEYS: &[&str] = &[
     "smtp_url",
     "smtp_user",
     "smtp_password",
+    "smtp_password_file",
     "mail_from",
     "finance_to",
     "invoice_prefix",
@@ -173,6 +198,7 @@ impl Config {
             "smtp_url" => self.smtp_url = Some(value.into()),
             "smtp_user" => self.smtp_user = Some(value.into()),
             "smtp_password" => self.smtp_password = Some(value.into()),
+            "smtp_password_file" => self.smtp_password_file = Some(value.into()),
             "mail_from" => self.mail_from = value.into(),
             "finance_to" => self.finance_to = value.into(),
             "invoice_prefix" => self.invoice_prefix = value.into(),
@@ -199,6 +225,17 @@ impl Config {
                 format!(
                     "{:?} must start with sqlite:// or postgres://",
                     crate::redact(&self.database_url)
+                ),
+            );
+        }
+        if let Some(url) = &self.smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            return bad(
+                "smtp_url",
+                format!(
+                    "{:?} must start with smtp:// or smtps://",
+                    crate::redact(url)
                 ),
             );
         }
@@ -340,6 +377,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("billrun's own tables"), "{e}");
+        let c = load(
+            "",
+            &[
+                ("BILLRUN_SMTP_PASSWORD", "hunter2"),
+                ("BILLRUN_DATABASE_URL", "postgres://u:pw2@h/db"),
+            ],
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw2"),
+            "{shown}"
+        );
         let e = load("", &[("BILLRUN_DATABASE_URL", "mysql://u:pw@h/db")]).unwrap_err();
         assert!(e.contains("database_url") && !e.contains("pw"), "{e}");
     }

@@ -325,7 +325,7 @@ impl Daemon {
             self.store.as_ref(),
             self.transport.as_ref(),
             self.clock.as_ref(),
-            &self.settings.mail_from,
+            &self.settings,
         )
         .await
         {

@@ -1,9 +1,9 @@
-//! The `billrun` binary end to end on a real SQLite file: close, dry run, idempotency,
-//! emails, and bad input.
+//! The `billrun` binary end to end on each backend (a SQLite file, a PostgreSQL database):
+//! close, dry run, idempotency, emails, and bad input.
 
 mod common;
 
-use common::{Sandbox, count, fixtures, snapshot};
+use common::{Backend, Sandbox, count, fixtures, snapshot};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -12,16 +12,20 @@ fn import_three(sb: &Sandbox) {
     sb.ok(&["import", file.to_str().unwrap()]);
 }
 
-#[tokio::test]
-async fn close_twice_issues_each_document_once_and_dry_run_writes_nothing() {
-    let sb = Sandbox::new();
+on_each_backend!(close_twice:
+    close_twice_issues_each_document_once_and_dry_run_writes_nothing_sqlite,
+    close_twice_issues_each_document_once_and_dry_run_writes_nothing_postgres
+);
+
+async fn close_twice(backend: Backend) {
+    let sb = Sandbox::new(backend);
     import_three(&sb);
-    let before = snapshot(&sb.db()).await;
+    let before = snapshot(&sb.db).await;
 
     let dry = sb.ok(&["close", "--as-of", "2026-04-15", "--dry-run"]);
     assert!(dry.contains("Would issue 12 invoice(s)"), "{dry}");
     assert_eq!(
-        snapshot(&sb.db()).await,
+        snapshot(&sb.db).await,
         before,
         "a dry run wrote to the database"
     );
@@ -71,11 +75,7 @@ async fn close_twice_issues_each_document_once_and_dry_run_writes_nothing() {
         1
     );
     assert_eq!(
-        count(
-            &sb.db(),
-            "SELECT COUNT(*) FROM outbox WHERE status = 'sent'"
-        )
-        .await,
+        count(&sb.db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'").await,
         13
     );
 
@@ -120,18 +120,22 @@ struct Case {
     error: String,
 }
 
-#[tokio::test]
-async fn bad_input_gets_one_clear_error_and_changes_nothing() {
+on_each_backend!(bad_input:
+    bad_input_gets_one_clear_error_and_changes_nothing_sqlite,
+    bad_input_gets_one_clear_error_and_changes_nothing_postgres
+);
+
+async fn bad_input(backend: Backend) {
     let bad = fixtures().join("bad");
     let cases: Cases =
         toml::from_str(&std::fs::read_to_string(bad.join("cases.toml")).unwrap()).unwrap();
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(backend);
     import_three(&sb);
     sb.ok(&["import", fixtures().join("refusals.json").to_str().unwrap()]);
     sb.ok(&["close", "--as-of", "2026-02-01"]);
     sb.ok(&["change", "s3", "--quantity", "3", "--at", "2026-02-10"]);
     sb.ok(&["cancel", "r1-strict", "--at", "2026-02-10"]);
-    let before = snapshot(&sb.db()).await;
+    let before = snapshot(&sb.db).await;
     let mail_before = sb.emails();
 
     let mut failures = Vec::new();
@@ -151,7 +155,7 @@ async fn bad_input_gets_one_clear_error_and_changes_nothing() {
                 case.name, case.error
             ));
         }
-        if snapshot(&sb.db()).await != before {
+        if snapshot(&sb.db).await != before {
             failures.push(format!("{}: the database changed", case.name));
         }
         if sb.emails() != mail_before {
@@ -161,12 +165,16 @@ async fn bad_input_gets_one_clear_error_and_changes_nothing() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[tokio::test]
-async fn quote_shows_due_now_and_next_renewal_and_writes_nothing() {
-    let sb = Sandbox::with_catalog(&fixtures().join("g07/catalog.toml"));
+on_each_backend!(quote:
+    quote_shows_due_now_and_next_renewal_and_writes_nothing_sqlite,
+    quote_shows_due_now_and_next_renewal_and_writes_nothing_postgres
+);
+
+async fn quote(backend: Backend) {
+    let sb = Sandbox::with_catalog(backend, &fixtures().join("g07/catalog.toml"));
     sb.ok(&["import", fixtures().join("g07/data.json").to_str().unwrap()]);
     sb.ok(&["close", "--as-of", "2026-01-01"]);
-    let before = snapshot(&sb.db()).await;
+    let before = snapshot(&sb.db).await;
     let emails = sb.emails();
 
     let quote: serde_json::Value = serde_json::from_str(&sb.ok(&[
@@ -203,7 +211,7 @@ async fn quote_shows_due_now_and_next_renewal_and_writes_nothing() {
         "{human}"
     );
     assert_eq!(
-        snapshot(&sb.db()).await,
+        snapshot(&sb.db).await,
         before,
         "a quote wrote to the database"
     );

@@ -1,33 +1,29 @@
-//! Cancellation, retention and deletion through the real binary on a real SQLite file: what
-//! is deleted (personal data, licence assignments, module data), what stays (documents), and
+//! Cancellation, retention and deletion through the real binary on each backend: what is
+//! deleted (personal data, licence assignments, module data), what stays (documents), and
 //! what is never touched (active accounts, accounts canceled but not yet due).
 
 mod common;
 
-use common::{Sandbox, count, fixtures, snapshot};
+use common::{Backend, Sandbox, count, fixtures, snapshot};
 
 /// A sandbox whose database also holds a module data table, configured for the `reports`
 /// module, with rows for every account.
-async fn sandbox(extra_config: &str) -> Sandbox {
-    let sb = Sandbox::with_config_extra(&format!(
-        "{extra_config}\n[modules]\nreports = [{{ table = \"report_rows\", account_column = \"account_id\" }}]\n"
-    ));
+async fn sandbox(backend: Backend, extra_config: &str) -> Sandbox {
+    let sb = Sandbox::with_config_extra(
+        backend,
+        &format!(
+            "{extra_config}\n[modules]\nreports = [{{ table = \"report_rows\", account_column = \"account_id\" }}]\n"
+        ),
+    );
     sb.ok(&["migrate"]);
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", sb.db().display()))
-        .await
-        .unwrap();
-    sqlx::query("CREATE TABLE report_rows (account_id TEXT NOT NULL, payload TEXT)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    for a in ["a1", "a1", "a2", "a3"] {
-        sqlx::query("INSERT INTO report_rows VALUES (?, 'data')")
-            .bind(a)
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    pool.close().await;
+    // The module's own table; this SQL reads the same in both dialects.
+    sb.db
+        .exec(
+            "CREATE TABLE report_rows (account_id TEXT NOT NULL, payload TEXT); \
+             INSERT INTO report_rows (account_id, payload) \
+             VALUES ('a1', 'data'), ('a1', 'data'), ('a2', 'data'), ('a3', 'data')",
+        )
+        .await;
     sb.ok(&[
         "import",
         fixtures().join("lifecycle.json").to_str().unwrap(),
@@ -36,9 +32,13 @@ async fn sandbox(extra_config: &str) -> Sandbox {
     sb
 }
 
-#[tokio::test]
-async fn canceled_account_is_deleted_at_period_end_and_its_documents_stay() {
-    let sb = sandbox("").await;
+on_each_backend!(canceled_account_is_deleted:
+    canceled_account_is_deleted_at_period_end_and_its_documents_stay_sqlite,
+    canceled_account_is_deleted_at_period_end_and_its_documents_stay_postgres
+);
+
+async fn canceled_account_is_deleted(backend: Backend) {
+    let sb = sandbox(backend, "").await;
     // Quoted-printable folds long lines with a trailing `=`.
     let eml = std::fs::read_to_string(sb.mail().join("INV-2026-000001.eml"))
         .unwrap()
@@ -56,39 +56,35 @@ async fn canceled_account_is_deleted_at_period_end_and_its_documents_stay() {
     sb.ok(&["cancel", "s2", "--at", "2026-01-15"]);
     sb.ok(&["cancel", "s2", "--undo"]);
 
-    let before = snapshot(&sb.db()).await;
+    let before = snapshot(&sb.db).await;
     let dry = sb.ok(&["close", "--as-of", "2026-02-10", "--dry-run"]);
     assert!(dry.contains("Would delete the data of: a1"), "{dry}");
     assert!(dry.contains("Would issue 2 invoice(s)"), "{dry}");
-    assert_eq!(snapshot(&sb.db()).await, before, "the dry run wrote");
+    assert_eq!(snapshot(&sb.db).await, before, "the dry run wrote");
 
     let real = sb.ok(&["close", "--as-of", "2026-02-10"]);
     assert!(
         real.contains("Issued 2 invoice(s)") && real.contains("Deleted the data of: a1"),
         "{real}"
     );
-    let db = sb.db();
+    let db = &sb.db;
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM documents WHERE issued_at = '2026-02-01'"
         )
         .await,
         2
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT COUNT(*) FROM documents WHERE account_id = 'a1'"
-        )
-        .await,
+        count(db, "SELECT COUNT(*) FROM documents WHERE account_id = 'a1'").await,
         1,
         "a1's January invoice stays"
     );
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM accounts WHERE id = 'a1' AND status = 'deleted' AND name = '' AND email = ''").await, 1);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM accounts WHERE id = 'a1' AND status = 'deleted' AND name = '' AND email = ''").await, 1);
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM licences WHERE assigned_to IS NOT NULL AND subscription_id = 's1'"
         )
         .await,
@@ -96,7 +92,7 @@ async fn canceled_account_is_deleted_at_period_end_and_its_documents_stay() {
     );
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM report_rows WHERE account_id = 'a1'"
         )
         .await,
@@ -104,7 +100,7 @@ async fn canceled_account_is_deleted_at_period_end_and_its_documents_stay() {
     );
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM report_rows WHERE account_id IN ('a2', 'a3')"
         )
         .await,
@@ -112,12 +108,12 @@ async fn canceled_account_is_deleted_at_period_end_and_its_documents_stay() {
         "others' data stays"
     );
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM accounts WHERE status = 'active'").await,
+        count(db, "SELECT COUNT(*) FROM accounts WHERE status = 'active'").await,
         2
     );
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM audit_log WHERE action = 'account_deleted' AND account_id = 'a1'"
         )
         .await,
@@ -141,7 +137,7 @@ async fn canceled_account_is_deleted_at_period_end_and_its_documents_stay() {
     );
 
     // A deleted account takes no new subscription; nothing is written.
-    let before = snapshot(&db).await;
+    let before = snapshot(db).await;
     let out = sb.run(&[
         "import",
         fixtures()
@@ -155,7 +151,7 @@ async fn canceled_account_is_deleted_at_period_end_and_its_documents_stay() {
             && err.contains("account \"a1\" is deleted; it takes no new subscriptions"),
         "{err}"
     );
-    assert_eq!(snapshot(&db).await, before);
+    assert_eq!(snapshot(db).await, before);
 
     // A second run deletes nothing more and issues nothing.
     let again = sb.ok(&["close", "--as-of", "2026-02-10"]);
@@ -165,17 +161,21 @@ async fn canceled_account_is_deleted_at_period_end_and_its_documents_stay() {
     );
 }
 
-#[tokio::test]
-async fn retention_keeps_a_canceled_account_until_its_date() {
-    let sb = sandbox("retention_days = 30").await;
+on_each_backend!(retention_keeps:
+    retention_keeps_a_canceled_account_until_its_date_sqlite,
+    retention_keeps_a_canceled_account_until_its_date_postgres
+);
+
+async fn retention_keeps(backend: Backend) {
+    let sb = sandbox(backend, "retention_days = 30").await;
     sb.ok(&["cancel", "s1", "--at", "2026-01-15"]);
     let out = sb.ok(&["close", "--as-of", "2026-02-10"]);
     assert!(!out.contains("Deleted the data"), "{out}");
-    let db = sb.db();
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM accounts WHERE id = 'a1' AND status = 'canceled' AND delete_after = '2026-03-03'").await, 1);
+    let db = &sb.db;
+    assert_eq!(count(db, "SELECT COUNT(*) FROM accounts WHERE id = 'a1' AND status = 'canceled' AND delete_after = '2026-03-03'").await, 1);
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM report_rows WHERE account_id = 'a1'"
         )
         .await,
@@ -188,7 +188,7 @@ async fn retention_keeps_a_canceled_account_until_its_date() {
     assert!(out.contains("Deleted the data of: a1"), "{out}");
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM report_rows WHERE account_id = 'a1'"
         )
         .await,
@@ -196,22 +196,22 @@ async fn retention_keeps_a_canceled_account_until_its_date() {
     );
 }
 
-#[tokio::test]
-async fn deletion_refuses_active_and_not_yet_due_accounts_inside_the_store() {
+on_each_backend!(deletion_refuses:
+    deletion_refuses_active_and_not_yet_due_accounts_inside_the_store_sqlite,
+    deletion_refuses_active_and_not_yet_due_accounts_inside_the_store_postgres
+);
+
+async fn deletion_refuses(backend: Backend) {
     use billrun::core::domain::AccountId;
-    use billrun::store::Store;
-    use billrun::store::sqlite::SqliteStore;
-    let sb = sandbox("retention_days = 30").await;
+    let sb = sandbox(backend, "retention_days = 30").await;
     sb.ok(&["cancel", "s1", "--at", "2026-01-15"]);
     sb.ok(&["close", "--as-of", "2026-02-10"]);
-    let store = SqliteStore::open(&format!("sqlite://{}", sb.db().display()))
-        .await
-        .unwrap();
+    let store = billrun::store::open(&sb.db.url).await.unwrap();
     let modules =
         billrun::config::Config::load(Some(&sb.dir.path().join("billrun.toml")), |_| None)
             .unwrap()
             .modules;
-    let before = snapshot(&sb.db()).await;
+    let before = snapshot(&sb.db).await;
     let as_of = "2026-02-10".parse().unwrap();
     for (account, why) in [("a2", "active"), ("a1", "canceled, retention not over")] {
         let err = store
@@ -231,16 +231,20 @@ async fn deletion_refuses_active_and_not_yet_due_accounts_inside_the_store() {
     }
     assert!(store.deletable_accounts(as_of).await.unwrap().is_empty());
     assert_eq!(
-        snapshot(&sb.db()).await,
+        snapshot(&sb.db).await,
         before,
         "a refused deletion changed something"
     );
 }
 
-#[tokio::test]
-async fn deferred_downgrade_purges_the_modules_the_new_plan_lacks() {
-    let sb = sandbox("").await;
-    let db = sb.db();
+on_each_backend!(deferred_downgrade_purges:
+    deferred_downgrade_purges_the_modules_the_new_plan_lacks_sqlite,
+    deferred_downgrade_purges_the_modules_the_new_plan_lacks_postgres
+);
+
+async fn deferred_downgrade_purges(backend: Backend) {
+    let sb = sandbox(backend, "").await;
+    let db = &sb.db;
     // a3 also takes Seat Pro (modules core + reports) under `deferred`.
     let extra = sb.dir.path().join("s4.json");
     std::fs::write(
@@ -255,7 +259,7 @@ async fn deferred_downgrade_purges_the_modules_the_new_plan_lacks() {
     sb.ok(&["change", "s3", "--plan", "plus", "--at", "2026-01-15"]);
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM report_rows WHERE account_id = 'a3'"
         )
         .await,
@@ -265,7 +269,7 @@ async fn deferred_downgrade_purges_the_modules_the_new_plan_lacks() {
     sb.ok(&["change", "s4", "--plan", "seat", "--at", "2026-01-20"]);
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM report_rows WHERE account_id = 'a3'"
         )
         .await,
@@ -273,14 +277,14 @@ async fn deferred_downgrade_purges_the_modules_the_new_plan_lacks() {
     );
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT COUNT(*) FROM report_rows WHERE account_id IN ('a1', 'a2')"
         )
         .await,
         3
     );
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM audit_log WHERE action = 'module_data_purged' AND account_id = 'a3'").await,
+        count(db, "SELECT COUNT(*) FROM audit_log WHERE action = 'module_data_purged' AND account_id = 'a3'").await,
         1
     );
 }

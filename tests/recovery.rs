@@ -1,6 +1,6 @@
 //! A close that dies half way, then runs again, issues exactly what an uninterrupted close
-//! issues: same documents, same numbers, none twice, one email each. Runs on a real SQLite
-//! file through the library, with the failure injected after a committed chunk.
+//! issues: same documents, same numbers, none twice, one email each. Runs on each backend
+//! through the library, with the failure injected after a committed chunk.
 
 mod common;
 
@@ -11,12 +11,11 @@ use billrun::core::catalog::Catalog;
 use billrun::input::{self, ImportFile};
 use billrun::mail::EmlDir;
 use billrun::store::Store;
-use billrun::store::sqlite::SqliteStore;
 use chrono::NaiveDate;
-use common::{count, fixtures};
+use common::{Backend, TestDb, count, fixtures};
 use std::collections::BTreeMap;
 
-async fn setup(db: &std::path::Path) -> (SqliteStore, Catalog) {
+async fn setup(db: &TestDb) -> (Box<dyn Store>, Catalog) {
     let catalog =
         Catalog::from_toml_str(&std::fs::read_to_string(fixtures().join("catalog.toml")).unwrap())
             .unwrap();
@@ -32,16 +31,14 @@ async fn setup(db: &std::path::Path) -> (SqliteStore, Catalog) {
         &BTreeMap::new(),
     )
     .unwrap();
-    let store = SqliteStore::open(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let store = billrun::store::open(&db.url).await.unwrap();
     store.migrate().await.unwrap();
     store.import(&batch, chrono::Utc::now()).await.unwrap();
     (store, catalog)
 }
 
 /// (number, key, total, amount due) of every stored document.
-async fn documents(store: &SqliteStore) -> Vec<(String, String, String, String)> {
+async fn documents(store: &dyn Store) -> Vec<(String, String, String, String)> {
     store
         .documents(None)
         .await
@@ -59,8 +56,12 @@ async fn documents(store: &SqliteStore) -> Vec<(String, String, String, String)>
         .collect()
 }
 
-#[tokio::test]
-async fn a_crashed_close_resumes_without_issuing_anything_twice() {
+on_each_backend!(crashed_close_resumes:
+    a_crashed_close_resumes_without_issuing_anything_twice_sqlite,
+    a_crashed_close_resumes_without_issuing_anything_twice_postgres
+);
+
+async fn crashed_close_resumes(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let as_of = NaiveDate::from_ymd_opt(2026, 4, 15).unwrap();
     let clock = ManualClock::at_date(as_of);
@@ -68,9 +69,10 @@ async fn a_crashed_close_resumes_without_issuing_anything_twice() {
     settings.chunk_size = 1; // one account per transaction, so the crash falls between chunks
 
     // Reference: an uninterrupted close.
-    let (clean, catalog) = setup(&dir.path().join("clean.db")).await;
+    let clean_db = TestDb::new(backend, dir.path(), "clean");
+    let (clean, catalog) = setup(&clean_db).await;
     close(
-        &clean,
+        clean.as_ref(),
         &catalog,
         &settings,
         &clock,
@@ -80,21 +82,22 @@ async fn a_crashed_close_resumes_without_issuing_anything_twice() {
     )
     .await
     .unwrap();
-    let want = documents(&clean).await;
+    let want = documents(clean.as_ref()).await;
     assert_eq!(want.len(), 12);
 
     // The same close, dying after its first committed chunk.
-    let db = dir.path().join("crash.db");
+    let db = TestDb::new(backend, dir.path(), "crash");
     let (store, catalog) = setup(&db).await;
+    let store = store.as_ref();
     let crash = CloseOptions {
         fail_after_chunks: Some(1),
         ..Default::default()
     };
-    let err = close(&store, &catalog, &settings, &clock, None, as_of, &crash)
+    let err = close(store, &catalog, &settings, &clock, None, as_of, &crash)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("injected failure"), "{err}");
-    let partial = documents(&store).await;
+    let partial = documents(store).await;
     assert_eq!(partial.len(), 4, "the first account's chunk was committed");
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM runs WHERE status = 'failed'").await,
@@ -106,7 +109,7 @@ async fn a_crashed_close_resumes_without_issuing_anything_twice() {
     let transport = EmlDir::new(&mail);
     for _ in 0..2 {
         close(
-            &store,
+            store,
             &catalog,
             &settings,
             &clock,
@@ -118,7 +121,7 @@ async fn a_crashed_close_resumes_without_issuing_anything_twice() {
         .unwrap();
     }
     assert_eq!(
-        documents(&store).await,
+        documents(store).await,
         want,
         "same documents, same numbers, none twice"
     );
@@ -137,9 +140,7 @@ async fn a_crashed_close_resumes_without_issuing_anything_twice() {
         0
     );
     assert_eq!(std::fs::read_dir(&mail).unwrap().count(), 13);
-    let (sent, failed) = deliver(&store, &transport, &clock, "billing@billrun.test")
-        .await
-        .unwrap();
+    let (sent, failed) = deliver(store, &transport, &clock, &settings).await.unwrap();
     assert_eq!((sent, failed), (0, 0), "nothing is sent twice");
 
     // The ledger and the cached balances agree.
@@ -150,27 +151,37 @@ async fn a_crashed_close_resumes_without_issuing_anything_twice() {
     }
 }
 
-#[tokio::test]
-async fn the_schema_refuses_a_second_document_for_the_same_period() {
+on_each_backend!(schema_refuses_duplicate:
+    the_schema_refuses_a_second_document_for_the_same_period_sqlite,
+    the_schema_refuses_a_second_document_for_the_same_period_postgres
+);
+
+async fn schema_refuses_duplicate(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("dup.db");
+    let db = TestDb::new(backend, dir.path(), "dup");
     let (_store, _) = setup(&db).await;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    let insert = "INSERT INTO documents (number, doc_key, kind, account_id, issued_at, due_at, currency, subtotal, \
-                  discount, tax, total, credit_applied, amount_due, created_at) \
-                  VALUES (?, 'renewal/s1/2026-01-01', 'invoice', 'a1', '2026-01-01', '2026-01-01', 'USD', \
-                  '1', '0', '0', '1', '0', '1', 'now')";
-    sqlx::query(insert)
-        .bind("INV-X-1")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let second = sqlx::query(insert).bind("INV-X-2").execute(&pool).await;
+    // Amounts are exact TEXT on SQLite, NUMERIC on PostgreSQL; timestamps TEXT vs TIMESTAMPTZ.
+    let insert = |number: &str| match backend {
+        Backend::Sqlite => format!(
+            "INSERT INTO documents (number, doc_key, kind, account_id, issued_at, due_at, currency, subtotal, \
+             discount, tax, total, credit_applied, amount_due, created_at) \
+             VALUES ('{number}', 'renewal/s1/2026-01-01', 'invoice', 'a1', '2026-01-01', '2026-01-01', 'USD', \
+             '1', '0', '0', '1', '0', '1', '2026-01-01T00:00:00.000000Z')"
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO documents (number, doc_key, kind, account_id, issued_at, due_at, currency, subtotal, \
+             discount, tax, total, credit_applied, amount_due, created_at) \
+             VALUES ('{number}', 'renewal/s1/2026-01-01', 'invoice', 'a1', DATE '2026-01-01', DATE '2026-01-01', 'USD', \
+             1.00, 0.00, 0.00, 1.00, 0.00, 1.00, now())"
+        ),
+    };
+    db.exec(&insert("INV-X-1")).await;
+    let second = db.try_exec(&insert("INV-X-2")).await;
+    let err =
+        second.expect_err("a second document with the same key must be refused by the schema");
     assert!(
-        second.is_err(),
-        "a second document with the same key must be refused by the schema"
+        err.to_string().to_lowercase().contains("unique"),
+        "refused for the wrong reason: {err}"
     );
 }
 
@@ -185,31 +196,38 @@ impl billrun::clock::Clock for TickingClock {
     }
 }
 
-#[tokio::test]
-async fn a_claim_left_by_a_dead_worker_is_taken_over_after_its_lease() {
+on_each_backend!(dead_worker_claim:
+    a_claim_left_by_a_dead_worker_is_taken_over_after_its_lease_sqlite,
+    a_claim_left_by_a_dead_worker_is_taken_over_after_its_lease_postgres
+);
+
+async fn dead_worker_claim(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("claims.db");
+    let db = TestDb::new(backend, dir.path(), "claims");
     let (store, catalog) = setup(&db).await;
+    let store = store.as_ref();
     let as_of = NaiveDate::from_ymd_opt(2026, 4, 15).unwrap();
     let start = as_of.and_hms_opt(0, 0, 0).unwrap().and_utc();
-    // A worker died holding a1 with a lease running 20 seconds past the start.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO close_claims (account_id, worker, claimed_until) VALUES ('a1', 'dead:1', ?)",
-    )
-    .bind(
-        (start + chrono::Duration::seconds(20))
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    // A worker died holding a1 with a lease running 20 seconds past the start. SQLite keeps
+    // the lease as RFC 3339 text (compared as text, so in the store's own format),
+    // PostgreSQL as TIMESTAMPTZ.
+    let lease = start + chrono::Duration::seconds(20);
+    db.exec(&match backend {
+        Backend::Sqlite => format!(
+            "INSERT INTO close_claims (account_id, worker, claimed_until) VALUES ('a1', 'dead:1', '{}')",
+            lease.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO close_claims (account_id, worker, claimed_until) \
+             VALUES ('a1', 'dead:1', TIMESTAMPTZ '{}')",
+            lease.to_rfc3339()
+        ),
+    })
+    .await;
     let clock = TickingClock(std::sync::Mutex::new(start));
     let settings = billrun::cli::close_settings(&Config::default());
     let report = close(
-        &store,
+        store,
         &catalog,
         &settings,
         &clock,

@@ -182,7 +182,9 @@ CREATE TABLE outbox (
     status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','sent')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TEXT NOT NULL,
-    last_error      TEXT,
+        last_error      TEXT,
+    claimed_by      TEXT,                            -- the worker sending it now
+    claimed_until   TEXT,                       -- its lease; a crashed sender's claim expires
     sent_at         TEXT,
     created_at      TEXT NOT NULL
 );

@@ -1,16 +1,21 @@
 //! Email: what billrun says to customers and finance, and how it leaves.
 //!
-//! Rendering is pure (document in, `lettre::Message` out); delivery goes through the outbox —
-//! rows written in the same transaction as the documents they carry — and a [`Transport`]:
-//! a folder of `.eml` files in the embedded mode. Each message has a stable key (the document
+//! Rendering is pure (document in, `lettre::Message` out, with the document's PDF from
+//! `pdf`); delivery goes through the outbox — rows written in the same transaction as the
+//! documents they carry — and a [`Transport`]: SMTP (`smtp`) when `smtp_url` is set, else a
+//! folder of `.eml` files (the embedded mode). Each message has a stable key (the document
 //! number, or `finance-batch-N`) from which its file name and Message-ID derive, so a resend
 //! is recognisably the same message.
 
 pub mod eml;
+pub mod pdf;
 mod render;
+pub mod smtp;
 
 pub use eml::EmlDir;
+pub use pdf::document_pdf;
 pub use render::{document_email, document_text, finance_batch_email, finance_csv};
+pub use smtp::{SmtpSettings, SmtpTransport};
 
 use crate::core::document::DocumentKind;
 use async_trait::async_trait;
@@ -22,6 +27,9 @@ pub enum MailError {
     Build(String),
     #[error("cannot deliver message {key}: {reason}")]
     Deliver { key: String, reason: String },
+    /// The mail settings cannot work (bad URL, missing or unreadable password).
+    #[error("mail configuration: {0}")]
+    Config(String),
 }
 
 /// Where messages go.
@@ -30,11 +38,16 @@ pub trait Transport: Send + Sync {
     async fn send(&self, key: &str, message: &lettre::Message) -> Result<(), MailError>;
 }
 
-/// The transport the configuration names: the `.eml` folder of the embedded mode.
+/// The transport the configuration names: SMTP when `smtp_url` is set, else the `.eml`
+/// folder of the embedded mode. Nothing connects yet; a bad URL or an unreadable password
+/// file is an error here, before any run starts.
 pub fn transport_from_config(
     config: &crate::config::Config,
 ) -> Result<Box<dyn Transport>, MailError> {
-    Ok(Box::new(EmlDir::new(&config.mail_dir)))
+    match SmtpSettings::from_config(config)? {
+        Some(settings) => Ok(Box::new(SmtpTransport::new(&settings)?)),
+        None => Ok(Box::new(EmlDir::new(&config.mail_dir))),
+    }
 }
 
 pub fn document_subject(kind: DocumentKind, number: &str) -> String {

@@ -1,5 +1,6 @@
-//! Message rendering: customer document emails (text + HTML) and the finance batch (summary +
-//! CSV). Pure apart from lettre's builder; the date comes from the caller's clock.
+//! Message rendering: customer document emails (text + HTML, the document as a PDF
+//! attachment) and the finance batch (summary + CSV). Pure apart from lettre's builder; the
+//! date comes from the caller's clock.
 
 use super::{MailError, document_subject, message_id};
 use crate::core::document::{Document, DocumentKind};
@@ -173,7 +174,14 @@ pub fn document_email(
         .subject(document_subject(d.kind, &doc.number))
         .message_id(Some(message_id(&doc.number, from)))
         .date(date.into())
-        .multipart(MultiPart::alternative_plain_html(text, html))
+        .multipart(
+            MultiPart::mixed()
+                .multipart(MultiPart::alternative_plain_html(text, html))
+                .singlepart(Attachment::new(format!("{}.pdf", doc.number)).body(
+                    super::pdf::document_pdf(doc),
+                    ContentType::parse("application/pdf").expect("valid content type"),
+                )),
+        )
         .map_err(|e| MailError::Build(e.to_string()))
 }
 

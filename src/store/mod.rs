@@ -7,6 +7,7 @@
 //! (`documents.doc_key`, `outbox.message_key`, `finance_batches.run_id`) and by guarded
 //! updates (`… WHERE next_bill_date = expected`), not by the caller's good behaviour.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::core::billing::{AccountClose, AccountState};
@@ -282,6 +283,17 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Claim up to `limit` unsent messages whose next attempt is at or before `due_before`
+    /// for `worker` until `lease_until`, skipping messages another worker is sending. Only the
+    /// claimant sends a message, so two workers never send it twice.
+    async fn claim_outbox(
+        &self,
+        worker: &str,
+        due_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Every outbox message, in the order queued.
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
@@ -314,9 +326,7 @@ pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Box::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(StoreError::Connect(
-            "PostgreSQL is not supported by this build yet; use a sqlite:// URL".into(),
-        ))
+        Ok(Box::new(postgres::PgStore::open(url).await?))
     } else {
         Err(StoreError::Connect(format!(
             "database URL {:?} must start with sqlite:// or postgres://",

@@ -258,24 +258,12 @@ impl SqliteStore {
         } else {
             q.push(" ORDER BY id");
         }
-        let mut out = Vec::new();
-        for r in q.build().fetch_all(&self.pool).await? {
-            let kind: String = r.try_get("kind")?;
-            let kind = match kind.as_str() {
-                "document" => OutboxKind::Document(r.try_get("document_id")?),
-                _ => OutboxKind::FinanceBatch(r.try_get("finance_batch_id")?),
-            };
-            out.push(OutboxEntry {
-                id: r.try_get("id")?,
-                key: r.try_get("message_key")?,
-                kind,
-                recipient: r.try_get("recipient")?,
-                subject: r.try_get("subject")?,
-                attempts: r.try_get("attempts")?,
-                sent: r.try_get::<String, _>("status")? == "sent",
-            });
-        }
-        Ok(out)
+        q.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(outbox_from_row)
+            .collect()
     }
 }
 
@@ -436,6 +424,23 @@ async fn insert_document(
             draft: doc.clone(),
         },
         finance_batch: None,
+    })
+}
+
+fn outbox_from_row(r: &SqliteRow) -> Result<OutboxEntry, StoreError> {
+    let kind: String = r.try_get("kind")?;
+    let kind = match kind.as_str() {
+        "document" => OutboxKind::Document(r.try_get("document_id")?),
+        _ => OutboxKind::FinanceBatch(r.try_get("finance_batch_id")?),
+    };
+    Ok(OutboxEntry {
+        id: r.try_get("id")?,
+        key: r.try_get("message_key")?,
+        kind,
+        recipient: r.try_get("recipient")?,
+        subject: r.try_get("subject")?,
+        attempts: r.try_get("attempts")?,
+        sent: r.try_get::<String, _>("status")? == "sent",
     })
 }
 
@@ -1474,12 +1479,44 @@ impl Store for SqliteStore {
         self.fetch_outbox(Some((now, limit))).await
     }
 
+    async fn claim_outbox(
+        &self,
+        worker: &str,
+        due_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ( \
+               SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? \
+               AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY id LIMIT ?) \
+             RETURNING id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status",
+        )
+        .bind(worker)
+        .bind(ts(lease_until))
+        .bind(ts(due_before))
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut out = rows
+            .iter()
+            .map(outbox_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|e| e.id);
+        Ok(out)
+    }
+
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         self.fetch_outbox(None).await
     }
 
     async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?")
+        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL, \
+             claimed_by = NULL, claimed_until = NULL WHERE id = ?")
             .bind(ts(now))
             .bind(id)
             .execute(&self.pool)
@@ -1493,12 +1530,15 @@ impl Store for SqliteStore {
         error: &str,
         next_attempt: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?")
-            .bind(crate::redact(error))
-            .bind(ts(next_attempt))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, \
+             claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+        )
+        .bind(crate::redact(error))
+        .bind(ts(next_attempt))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -1,0 +1,542 @@
+//! The SMTP transport against a real SMTP server: Python's aiosmtpd, run as a separate
+//! process that writes every message it accepts to a Maildir. Self-contained: its own
+//! sandbox, configuration and the real `billrun` binary.
+//!
+//! Without aiosmtpd the tests skip with one line on stderr, unless `BILLRUN_REQUIRE_SMTP=1`
+//! (CI), where that is a failure.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FROM: &str = "Billing <billing@billrun.test>";
+const FINANCE: &str = "finance@billrun.test";
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Whether aiosmtpd can run here; says why not, once, when it cannot.
+fn aiosmtpd_available(test: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var("BILLRUN_REQUIRE_SMTP").as_deref() == Ok("1") {
+        panic!(
+            "BILLRUN_REQUIRE_SMTP=1 but `python3 -c 'import aiosmtpd'` fails: \
+             install it (pip install aiosmtpd, or apt install python3-aiosmtpd)"
+        );
+    }
+    // libtest captures print!, not a direct write to the process's stderr.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {test}: Python module aiosmtpd not installed (pip install aiosmtpd)"
+    );
+    false
+}
+
+/// A port nothing listens on (at the moment of asking).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// aiosmtpd writing to a Maildir; killed when dropped.
+struct Smtpd {
+    child: Child,
+    maildir: PathBuf,
+}
+
+impl Smtpd {
+    fn start(port: u16, maildir: &Path) -> Smtpd {
+        // Mailbox refuses every message if the Maildir's folders are missing.
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(maildir.join(sub)).unwrap();
+        }
+        let log = maildir.with_extension("log");
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start python3 -m aiosmtpd");
+        let mut server = Smtpd {
+            child,
+            maildir: maildir.to_path_buf(),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "aiosmtpd exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not listen on {addr} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every message in the Maildir, as received.
+    fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            for entry in std::fs::read_dir(self.maildir.join(sub)).unwrap() {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                out.push(String::from_utf8(bytes).expect("messages are 7-bit"));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory with its own database, configuration and mail folder.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "database_url = \"sqlite://{db}\"\ncatalog = \"{catalog}\"\nmail_dir = \"{mail}\"\n\
+             mail_from = \"{FROM}\"\nfinance_to = \"{FINANCE}\"\n",
+            db = dir.path().join("billrun.db").display(),
+            catalog = fixtures().join("catalog.toml").display(),
+            mail = dir.path().join("eml").display(),
+        );
+        std::fs::write(dir.path().join("billrun.toml"), config).unwrap();
+        Sandbox { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str], smtp_port: u16) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_billrun"));
+        cmd.arg("--config")
+            .arg(self.path("billrun.toml"))
+            .args(args)
+            .current_dir(self.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BILLRUN_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("BILLRUN_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"));
+        cmd.output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], smtp_port: u16) -> String {
+        let out = self.run(args, smtp_port);
+        assert!(
+            out.status.success(),
+            "billrun {args:?} exited {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn import(&self, port: u16) {
+        let data = fixtures().join("three_monthly.json");
+        self.ok(&["import", data.to_str().unwrap()], port);
+    }
+
+    /// number → document, from `billrun invoices --json`.
+    fn documents(&self, port: u16) -> BTreeMap<String, Value> {
+        let v: Value = serde_json::from_str(&self.ok(&["invoices", "--json"], port)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["number"].as_str().unwrap().to_string(), d.clone()))
+            .collect()
+    }
+
+    /// (status, attempts, last_error) of every outbox row.
+    fn outbox(&self) -> Vec<(String, i64, Option<String>)> {
+        use sqlx::Row;
+        let url = format!("sqlite://{}?mode=ro", self.path("billrun.db").display());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                let rows =
+                    sqlx::query("SELECT status, attempts, last_error FROM outbox ORDER BY id")
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                pool.close().await;
+                rows.iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect()
+            })
+    }
+}
+
+/// Just enough MIME to check billrun's messages: headers, multipart nesting, base64 and
+/// quoted-printable bodies.
+struct Part {
+    headers: Vec<(String, String)>,
+    body: String,
+    parts: Vec<Part>,
+}
+
+impl Part {
+    fn parse(raw: &str) -> Part {
+        let raw = raw.replace("\r\n", "\n");
+        let (head, body) = raw.split_once("\n\n").unwrap_or((&raw, ""));
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.lines() {
+            if line.starts_with([' ', '\t']) {
+                if let Some((_, v)) = headers.last_mut() {
+                    v.push(' ');
+                    v.push_str(line.trim());
+                }
+            } else if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let mut part = Part {
+            headers,
+            body: body.to_string(),
+            parts: Vec::new(),
+        };
+        if part.content_type().starts_with("multipart/") {
+            let boundary = part.param("content-type", "boundary").expect("boundary");
+            let delimiter = format!("--{boundary}");
+            for chunk in body.split(&delimiter).skip(1) {
+                if chunk.starts_with("--") {
+                    break;
+                }
+                let chunk = chunk.strip_prefix('\n').unwrap_or(chunk);
+                part.parts
+                    .push(Part::parse(chunk.strip_suffix('\n').unwrap_or(chunk)));
+            }
+        }
+        part
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn content_type(&self) -> String {
+        self.header("content-type")
+            .unwrap_or("text/plain")
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_ascii_lowercase()
+    }
+
+    fn param(&self, header: &str, name: &str) -> Option<String> {
+        let value = self.header(header)?;
+        value.split(';').skip(1).find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
+        })
+    }
+
+    fn leaves(&self) -> Vec<&Part> {
+        if self.parts.is_empty() {
+            vec![self]
+        } else {
+            self.parts.iter().flat_map(|p| p.leaves()).collect()
+        }
+    }
+
+    fn decoded(&self) -> Vec<u8> {
+        match self
+            .header("content-transfer-encoding")
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("base64") => base64_decode(&self.body),
+            Some("quoted-printable") => quoted_printable_decode(&self.body),
+            _ => self.body.clone().into_bytes(),
+        }
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .map(value)
+        .collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+fn quoted_printable_decode(s: &str) -> Vec<u8> {
+    let s = s.replace("=\n", "");
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'='
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn pdftotext_available() -> bool {
+    Command::new("pdftotext")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn pdf_text(pdf: &[u8], dir: &Path, name: &str) -> String {
+    let path = dir.join(format!("{name}.pdf"));
+    std::fs::write(&path, pdf).unwrap();
+    let out = Command::new("pdftotext")
+        .arg("-layout")
+        .arg(&path)
+        .arg("-")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pdftotext {}", path.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn finance_message(messages: &[Part]) -> &Part {
+    let finance: Vec<&Part> = messages
+        .iter()
+        .filter(|m| m.header("to") == Some(FINANCE))
+        .collect();
+    assert_eq!(finance.len(), 1, "one finance batch message");
+    finance[0]
+}
+
+#[test]
+fn close_sends_documents_with_pdfs_and_the_finance_batch() {
+    if !aiosmtpd_available("close_sends_documents_with_pdfs_and_the_finance_batch") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let smtpd = Smtpd::start(port, &sandbox.path("maildir"));
+    sandbox.import(port);
+    let out = sandbox.ok(&["close", "--as-of", "2026-02-15", "--json"], port);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            report["emails_sent"].as_u64(),
+            report["emails_failed"].as_u64()
+        ),
+        (Some(7), Some(0)),
+        "{out}"
+    );
+    assert!(
+        !sandbox.path("eml").exists(),
+        "SMTP replaces the .eml folder"
+    );
+
+    let documents = sandbox.documents(port);
+    assert_eq!(documents.len(), 6);
+    let messages: Vec<Part> = smtpd.messages().iter().map(|m| Part::parse(m)).collect();
+    assert_eq!(messages.len(), 7, "6 documents and 1 finance batch");
+    let pdftotext = pdftotext_available();
+    if !pdftotext {
+        let _ = writeln!(
+            std::io::stderr(),
+            "pdftotext not installed: the PDFs' text is not checked (apt install poppler-utils)"
+        );
+    }
+
+    let mut seen = Vec::new();
+    for m in messages.iter().filter(|m| m.header("to") != Some(FINANCE)) {
+        let subject = m.header("subject").unwrap();
+        let number = subject.rsplit(' ').next().unwrap().to_string();
+        let doc = documents
+            .get(&number)
+            .unwrap_or_else(|| panic!("{subject}"));
+        assert_eq!(
+            m.header("message-id"),
+            Some(format!("<{number}@billrun.test>").as_str())
+        );
+        assert!(number.starts_with("INV-2026-00000"), "{number}");
+        if let Some(rcpt) = m.header("x-rcptto") {
+            assert_eq!(Some(rcpt), m.header("to"), "envelope recipient");
+        }
+        assert_eq!(m.content_type(), "multipart/mixed");
+        assert_eq!(m.parts.len(), 2);
+        assert_eq!(m.parts[0].content_type(), "multipart/alternative");
+        let types: Vec<String> = m.leaves().iter().map(|p| p.content_type()).collect();
+        assert_eq!(types, ["text/plain", "text/html", "application/pdf"]);
+        let text = String::from_utf8(m.leaves()[0].decoded()).unwrap();
+        assert!(text.contains(&number), "{text}");
+
+        let pdf_part = m.leaves()[2];
+        assert_eq!(
+            pdf_part.param("content-disposition", "filename"),
+            Some(format!("{number}.pdf"))
+        );
+        assert!(
+            pdf_part
+                .header("content-disposition")
+                .unwrap()
+                .starts_with("attachment")
+        );
+        let pdf = pdf_part.decoded();
+        assert!(pdf.starts_with(b"%PDF-"), "{number}: not a PDF");
+        if pdftotext {
+            let text = pdf_text(&pdf, sandbox.dir.path(), &number);
+            let total = doc["total"].as_str().unwrap();
+            assert!(
+                text.contains(&number) && text.contains(&format!("{total} USD")),
+                "{number}, total {total}:\n{text}"
+            );
+        }
+        seen.push(number);
+    }
+    seen.sort();
+    let expected: Vec<String> = (1..=6).map(|n| format!("INV-2026-{n:06}")).collect();
+    assert_eq!(seen, expected);
+
+    let finance = finance_message(&messages);
+    assert_eq!(
+        finance.header("message-id"),
+        Some("<finance-batch-000001@billrun.test>")
+    );
+    let csv = finance
+        .leaves()
+        .into_iter()
+        .find(|p| p.content_type() == "text/csv")
+        .expect("a CSV attachment");
+    assert_eq!(
+        csv.param("content-disposition", "filename").as_deref(),
+        Some("finance-batch-000001.csv")
+    );
+    let csv = String::from_utf8(csv.decoded()).unwrap();
+    let rows: Vec<&str> = csv.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(rows[0].starts_with("number,kind,account"), "{csv}");
+    assert_eq!(rows.len() - 1, 6, "{csv}");
+}
+
+#[test]
+fn an_outage_queues_messages_and_send_retry_now_delivers_each_once() {
+    if !aiosmtpd_available("an_outage_queues_messages_and_send_retry_now_delivers_each_once") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // Nothing listens here until the server is started below.
+    let port = free_port();
+    sandbox.import(port);
+    let out = sandbox.ok(&["close", "--as-of", "2026-02-15", "--json"], port);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["invoices"].as_u64(), Some(6), "{out}");
+    assert_eq!(
+        (
+            report["emails_sent"].as_u64(),
+            report["emails_failed"].as_u64()
+        ),
+        (Some(0), Some(7)),
+        "{out}"
+    );
+    // The human report says so too.
+    let sandbox2 = Sandbox::new();
+    sandbox2.import(port);
+    let text = sandbox2.ok(&["close", "--as-of", "2026-02-15"], port);
+    assert!(
+        text.contains("Issued 6 invoice(s)") && text.contains("7 failed (queued for retry)"),
+        "{text}"
+    );
+
+    assert_eq!(sandbox.documents(port).len(), 6, "documents are issued");
+    let outbox = sandbox.outbox();
+    assert_eq!(outbox.len(), 7);
+    for (status, attempts, last_error) in &outbox {
+        assert_eq!((status.as_str(), *attempts), ("pending", 1), "{outbox:?}");
+        let e = last_error.as_deref().expect("last_error is set");
+        assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+    }
+
+    let smtpd = Smtpd::start(port, &sandbox.path("maildir"));
+    let out = sandbox.ok(&["send", "--retry-now"], port);
+    assert!(out.contains("Sent 7 message(s); 0 failed"), "{out}");
+    assert_eq!(smtpd.messages().len(), 7);
+    assert!(
+        sandbox.outbox().iter().all(|(s, _, _)| s == "sent"),
+        "{:?}",
+        sandbox.outbox()
+    );
+
+    let out = sandbox.ok(&["send", "--retry-now"], port);
+    assert!(out.contains("Sent 0 message(s)"), "{out}");
+    let messages: Vec<Part> = smtpd.messages().iter().map(|m| Part::parse(m)).collect();
+    assert_eq!(messages.len(), 7, "nothing is sent twice");
+    let mut ids: Vec<&str> = messages
+        .iter()
+        .map(|m| m.header("message-id").unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 7);
+    finance_message(&messages);
+}
