@@ -468,6 +468,25 @@ async fn purge_table(
         .rows_affected())
 }
 
+/// Issue documents made outside a close run (a change, a licence operation) and move the
+/// account's balance from what they were computed from.
+async fn issue_out_of_run(
+    tx: &mut Transaction<'static, Sqlite>,
+    numbering: &Numbering,
+    documents: &[DraftDocument],
+    account: &str,
+    (before, after): (Decimal, Decimal),
+    created: &str,
+) -> Result<Vec<StoredDocument>, StoreError> {
+    let mut numbers = reserve_numbers(tx, numbering, documents.iter()).await?;
+    let mut issued = Vec::with_capacity(documents.len());
+    for doc in documents {
+        issued.push(insert_document(tx, &mut numbers, numbering, None, doc, created).await?);
+    }
+    update_balance(tx, account, before, after).await?;
+    Ok(issued)
+}
+
 /// Move an account's balance, but only from the value the change was computed from.
 async fn update_balance(
     tx: &mut Transaction<'static, Sqlite>,
@@ -1047,18 +1066,13 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| conflict_on_unique(e, format!("pending item {}", p.key)))?;
         }
-        let mut numbers = reserve_numbers(&mut tx, numbering, outcome.documents.iter()).await?;
-        let mut issued = Vec::new();
-        for doc in &outcome.documents {
-            issued.push(
-                insert_document(&mut tx, &mut numbers, numbering, None, doc, &created).await?,
-            );
-        }
-        update_balance(
+        let issued = issue_out_of_run(
             &mut tx,
+            numbering,
+            &outcome.documents,
             account.as_str(),
-            outcome.balance_before,
-            outcome.balance_after,
+            (outcome.balance_before, outcome.balance_after),
+            &created,
         )
         .await?;
         if !outcome.purge_modules.is_empty() {
@@ -1233,18 +1247,13 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict(format!("licence {id}")));
             }
         }
-        let mut numbers = reserve_numbers(&mut tx, numbering, outcome.documents.iter()).await?;
-        let mut issued = Vec::new();
-        for doc in &outcome.documents {
-            issued.push(
-                insert_document(&mut tx, &mut numbers, numbering, None, doc, &created).await?,
-            );
-        }
-        update_balance(
+        let issued = issue_out_of_run(
             &mut tx,
+            numbering,
+            &outcome.documents,
             account.as_str(),
-            outcome.balance_before,
-            outcome.balance_after,
+            (outcome.balance_before, outcome.balance_after),
+            &created,
         )
         .await?;
         sqlx::query(
