@@ -130,6 +130,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark: close one period for N generated subscriptions on a fresh database, verify
+    /// the result, print the close time and peak memory.
+    Bench {
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        subscriptions: u64,
+        /// A PostgreSQL server (a fresh database is created and dropped) or a new SQLite
+        /// file; default: a temporary SQLite file.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Also time the same close with one transaction per subscription, on this many.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        baseline: u64,
+        /// Subscriptions per chunk (default: the configured chunk_size).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        chunk_size: Option<u32>,
+        /// Seed of the generated dataset.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep the benchmark database afterwards.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Catalog commands.
     Catalog {
         #[command(subcommand)]
@@ -237,6 +261,54 @@ pub async fn run(cli: Cli) -> Result<i32> {
             };
             daemon.run(shutdown_signal()).await?;
             tracing::info!("stopped");
+        }
+        Command::Bench {
+            subscriptions,
+            database_url,
+            baseline,
+            chunk_size,
+            seed,
+            keep,
+            json,
+        } => {
+            let mut settings = close_settings(&config);
+            if let Some(n) = chunk_size {
+                settings.chunk_size = n;
+            }
+            let options = crate::bench::BenchOptions {
+                subscriptions,
+                database_url,
+                baseline,
+                seed,
+                keep,
+            };
+            let report = crate::bench::run(&options, &settings).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{} subscriptions on {}: close {:.2} s ({:.0}/s), peak RSS {}, {} documents verified",
+                    report.subscriptions,
+                    report.backend,
+                    report.close_seconds,
+                    report.per_second,
+                    report.peak_rss_bytes.map_or("unknown".into(), |b| format!(
+                        "{:.1} MiB",
+                        b as f64 / 1048576.0
+                    )),
+                    report.documents
+                );
+                println!(
+                    "  generation {:.2} s, verification {:.2} s, chunk size {}",
+                    report.seed_seconds, report.verify_seconds, report.chunk_size
+                );
+                if let Some(b) = &report.baseline {
+                    println!(
+                        "  baseline (one transaction per subscription) on {}: {:.2} s ({:.0}/s); speed-up {:.1}x",
+                        b.subscriptions, b.close_seconds, b.per_second, b.speedup
+                    );
+                }
+            }
         }
         Command::Migrate => {
             let store = store::open(&config.database_url).await?;

@@ -285,6 +285,8 @@ async fn close_chunks(
     // their local date has not reached their boundary yet. They stay claimed until the run
     // ends, so the run neither loops on them nor waits for them.
     let mut kept_here: std::collections::HashSet<AccountId> = std::collections::HashSet::new();
+    // Where the run's time goes, for the log at its end.
+    let mut spent = [std::time::Duration::ZERO; 4];
     // The latest local date anywhere (UTC+14) bounds which accounts may be due.
     let query_date = options
         .instant
@@ -295,19 +297,28 @@ async fn close_chunks(
             break;
         }
         // A real run claims its work, so several workers share it; a dry run only reads.
+        let t = std::time::Instant::now();
         let ids = match run {
             Some(_) => {
                 let now = clock.now();
                 let lease = now + Duration::seconds(i64::from(settings.lease_seconds));
-                store
-                    .claim_accounts(
+                let claim = |after| {
+                    store.claim_accounts(
                         query_date,
                         &settings.worker,
                         now,
                         lease,
+                        after,
                         settings.chunk_size,
                     )
-                    .await?
+                };
+                let ids = claim(after.as_ref()).await?;
+                if ids.is_empty() && after.is_some() {
+                    // Past the end: start over for what others dropped or left behind.
+                    claim(None).await?
+                } else {
+                    ids
+                }
             }
             None => {
                 store
@@ -328,12 +339,16 @@ async fn close_chunks(
                 continue;
             }
         }
+        spent[0] += t.elapsed();
         let Some(last) = ids.last().cloned() else {
             break;
         };
         let mut attempts = 0;
         loop {
+            let t = std::time::Instant::now();
             let states = store.load_accounts(&ids).await?;
+            spent[1] += t.elapsed();
+            let t = std::time::Instant::now();
             let mut closes = Vec::with_capacity(states.len());
             let mut failed = Vec::new();
             for state in &states {
@@ -356,6 +371,7 @@ async fn close_chunks(
                     }
                 }
             }
+            spent[2] += t.elapsed();
             for c in &closes {
                 if !c.refund.is_zero() {
                     let cur = c
@@ -397,7 +413,10 @@ async fn close_chunks(
                 now: clock.now(),
                 retention_days: settings.retention_days,
             };
-            match store.commit_chunk(&ctx, &closes).await {
+            let t = std::time::Instant::now();
+            let committed = store.commit_chunk(&ctx, &closes).await;
+            spent[3] += t.elapsed();
+            match committed {
                 Ok(issued) => {
                     for d in &issued {
                         report.record(
@@ -424,6 +443,14 @@ async fn close_chunks(
         }
         after = Some(last);
     }
+    tracing::debug!(
+        chunks,
+        claim_ms = spent[0].as_millis() as u64,
+        load_ms = spent[1].as_millis() as u64,
+        compute_ms = spent[2].as_millis() as u64,
+        commit_ms = spent[3].as_millis() as u64,
+        "close phases"
+    );
     Ok(would_delete)
 }
 

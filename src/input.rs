@@ -95,11 +95,39 @@ pub struct NewSubscription {
     pub licences: Vec<(String, Option<String>)>,
 }
 
+/// A change queued for a subscription's period end, carried over from another system.
+#[derive(Debug, Clone)]
+pub struct NewQueuedChange {
+    pub subscription: SubscriptionId,
+    /// Unique per change (`scheduled_changes.change_key`).
+    pub key: String,
+    pub kind: String,
+    pub target: crate::core::domain::Target,
+    pub requested_at: NaiveDate,
+    pub effective_at: NaiveDate,
+}
+
+/// A charge or credit waiting for the subscription's next invoice.
+#[derive(Debug, Clone)]
+pub struct NewPendingItem {
+    pub subscription: SubscriptionId,
+    /// Unique per item (`pending_items.source_key`).
+    pub key: String,
+    pub description: String,
+    pub amount: Decimal,
+    pub discountable: bool,
+}
+
 /// A validated import, ready to be written in one transaction.
+///
+/// The JSON import fills accounts and subscriptions; queued changes and pending items come
+/// from `billrun bench`'s generator (and from a migration tool, when one exists).
 #[derive(Debug, Clone, Default)]
 pub struct ImportBatch {
     pub accounts: Vec<NewAccount>,
     pub subscriptions: Vec<NewSubscription>,
+    pub queued_changes: Vec<NewQueuedChange>,
+    pub pending_items: Vec<NewPendingItem>,
 }
 
 pub fn parse_date(s: &str) -> Result<NaiveDate, String> {

@@ -5,6 +5,7 @@
 //! and the simulator), `mail` (rendering and the outbox transports), `config`, `input` (import
 //! files), `scenario` (the simulator) and `cli`. See ARCHITECTURE.md.
 
+pub mod bench;
 pub mod change;
 pub mod cli;
 pub mod clock;

@@ -169,12 +169,18 @@ pub trait Store: Send + Sync {
     /// Drop every claim `worker` still holds (accounts it could not close, at the end of a run).
     async fn release_claims(&self, worker: &str) -> Result<(), StoreError>;
 
+    ///
+    /// `after` is where this worker's last claim ended: the search starts there, so each
+    /// claim reads only the next stretch of the id index instead of sorting every due account
+    /// again (None starts from the beginning, to pick up what others left or dropped).
+    #[allow(clippy::too_many_arguments)]
     async fn claim_accounts(
         &self,
         as_of: NaiveDate,
         worker: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        after: Option<&AccountId>,
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError>;
 
@@ -315,6 +321,13 @@ pub trait Store: Send + Sync {
     /// Documents in issue order, optionally of one account.
     async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError>;
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError>;
+    /// Up to `limit` documents with ids above `after`, in id order (to walk every document
+    /// with bounded memory).
+    async fn documents_page(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredDocument>, StoreError>;
 
     async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError>;
     /// Balances of every account, by id.

@@ -228,6 +228,8 @@ enum DocFilter<'a> {
     Number(&'a str),
     Id(i64),
     Batch(i64),
+    /// Ids above the first, at most the second many.
+    Page(i64, u32),
 }
 
 impl PgStore {
@@ -261,10 +263,18 @@ impl PgStore {
             DocFilter::Batch(b) => {
                 q.push(" WHERE finance_batch_id = ").push_bind(b);
             }
+            DocFilter::Page(after, limit) => {
+                q.push(" WHERE id > ")
+                    .push_bind(after)
+                    .push(" ORDER BY id LIMIT ")
+                    .push_bind(i64::from(limit));
+            }
         };
         let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {DOCUMENT_COLS} FROM documents"));
         where_clause(&mut q);
-        q.push(" ORDER BY id");
+        if !matches!(filter, DocFilter::Page(..)) {
+            q.push(" ORDER BY id");
+        }
         let rows = q.build().fetch_all(&self.pool).await?;
 
         let mut lq = QueryBuilder::<Postgres>::new(
@@ -442,11 +452,12 @@ impl PgStore {
                 .collect();
             let inserted: BTreeSet<String> = sqlx::query_scalar(
                 "INSERT INTO subscriptions (id, account_id, policy, cycle, discount, start_date, anchor, next_bill_date, \
-                 periods_billed, status, created_at) \
+                 periods_billed, status, created_at, period_start, period_end) \
                  SELECT u.id, u.account_id, u.policy, u.cycle, u.discount::jsonb, u.start_date, u.anchor, u.next_bill_date, \
-                 0, 'active', $9 \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::date[], $8::date[]) \
-                 AS u(id, account_id, policy, cycle, discount, start_date, anchor, next_bill_date) \
+                 u.periods_billed, 'active', $9, u.period_start, u.period_end \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::date[], $8::date[], \
+                             $10::date[], $11::date[], $12::bigint[]) \
+                 AS u(id, account_id, policy, cycle, discount, start_date, anchor, next_bill_date, period_start, period_end, periods_billed) \
                  ON CONFLICT (id) DO NOTHING RETURNING id",
             )
             .bind(s(|x| x.id.as_str().to_string()))
@@ -458,6 +469,21 @@ impl PgStore {
             .bind(d(|x| x.anchor))
             .bind(d(|x| x.next_bill_date))
             .bind(now)
+            .bind(
+                subs.iter()
+                    .map(|n| n.subscription.current_period.map(|p| p.start))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                subs.iter()
+                    .map(|n| n.subscription.current_period.map(|p| p.end))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                subs.iter()
+                    .map(|n| i64::from(n.subscription.periods_billed))
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -506,6 +532,40 @@ impl PgStore {
                 .await?;
             }
         }
+        let queued = &batch.queued_changes;
+        if !queued.is_empty() {
+            sqlx::query(
+                "INSERT INTO scheduled_changes (subscription_id, kind, target, change_key, requested_at, effective_at) \
+                 SELECT u.subscription_id, u.kind, u.target::jsonb, u.change_key, u.requested_at, u.effective_at \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::date[], $6::date[]) WITH ORDINALITY \
+                 AS u(subscription_id, kind, target, change_key, requested_at, effective_at, ord) ORDER BY u.ord",
+            )
+            .bind(queued.iter().map(|c| c.subscription.as_str()).collect::<Vec<_>>())
+            .bind(queued.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
+            .bind(queued.iter().map(|c| json(&c.target)).collect::<Vec<_>>())
+            .bind(queued.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
+            .bind(queued.iter().map(|c| c.requested_at).collect::<Vec<_>>())
+            .bind(queued.iter().map(|c| c.effective_at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let pending = &batch.pending_items;
+        if !pending.is_empty() {
+            sqlx::query(
+                "INSERT INTO pending_items (subscription_id, description, amount, discountable, created_at, source_key) \
+                 SELECT u.subscription_id, u.description, u.amount, u.discountable, $5, u.source_key \
+                 FROM UNNEST($1::text[], $2::text[], $3::numeric[], $4::bool[], $6::text[]) WITH ORDINALITY \
+                 AS u(subscription_id, description, amount, discountable, source_key, ord) ORDER BY u.ord",
+            )
+            .bind(pending.iter().map(|p| p.subscription.as_str()).collect::<Vec<_>>())
+            .bind(pending.iter().map(|p| p.description.as_str()).collect::<Vec<_>>())
+            .bind(pending.iter().map(|p| money(p.amount)).collect::<Vec<_>>())
+            .bind(pending.iter().map(|p| p.discountable).collect::<Vec<_>>())
+            .bind(now)
+            .bind(pending.iter().map(|p| p.key.as_str()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, details) VALUES ($1, 'cli', 'import', $2::jsonb)",
         )
@@ -536,7 +596,7 @@ impl PgStore {
                  FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::date[], $5::date[], $6::date[], $7::date[], \
                              $8::bigint[], $9::text[], $10::date[]) \
                  AS u(id, expected_version, cycle, anchor, period_start, period_end, next_bill_date, periods_billed, status, ended_at) \
-                 WHERE s.id = u.id AND s.version = u.expected_version AND s.status = 'active' \
+                 WHERE s.id = u.id AND s.id = ANY($1) AND s.version = u.expected_version AND s.status = 'active' \
                  RETURNING s.id",
             )
             .bind(updates.iter().map(|u| u.id.as_str()).collect::<Vec<_>>())
@@ -595,7 +655,7 @@ impl PgStore {
             sqlx::query(
                 "UPDATE accounts a SET status = 'canceled', canceled_at = u.canceled_at, delete_after = u.delete_after \
                  FROM UNNEST($1::text[], $2::date[], $3::date[]) AS u(id, canceled_at, delete_after) \
-                 WHERE a.id = u.id AND a.status = 'active'",
+                 WHERE a.id = u.id AND a.id = ANY($1) AND a.status = 'active'",
             )
             .bind(canceled.iter().map(|(c, _)| c.account.as_str()).collect::<Vec<_>>())
             .bind(canceled.iter().map(|(_, d)| *d).collect::<Vec<_>>())
@@ -1243,7 +1303,7 @@ async fn insert_documents(
         let taken: Vec<i64> = sqlx::query_scalar(
             "UPDATE pending_items p SET document_id = u.document_id \
              FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, document_id) \
-             WHERE p.id = u.id AND p.document_id IS NULL RETURNING p.id",
+             WHERE p.id = u.id AND p.id = ANY($1) AND p.document_id IS NULL RETURNING p.id",
         )
         .bind(consumed.iter().map(|c| c.0).collect::<Vec<_>>())
         .bind(consumed.iter().map(|c| c.1).collect::<Vec<_>>())
@@ -1271,7 +1331,7 @@ async fn insert_documents(
          SELECT u.number, 'document', u.document_id, a.email, u.subject, $1, $1 \
          FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[]) WITH ORDINALITY \
          AS u(number, document_id, subject, account_id, ord) \
-         JOIN accounts a ON a.id = u.account_id ORDER BY u.ord",
+         JOIN accounts a ON a.id = u.account_id WHERE a.id = ANY($5) ORDER BY u.ord",
     )
     .bind(now)
     .bind(&numbers)
@@ -1313,7 +1373,7 @@ async fn update_balances(
     let moved: BTreeSet<String> = sqlx::query_scalar(
         "UPDATE accounts a SET balance = u.after \
          FROM UNNEST($1::text[], $2::numeric[], $3::numeric[]) AS u(id, before, after) \
-         WHERE a.id = u.id AND a.balance = u.before RETURNING a.id",
+         WHERE a.id = u.id AND a.id = ANY($1) AND a.balance = u.before RETURNING a.id",
     )
     .bind(moves.iter().map(|m| m.0).collect::<Vec<_>>())
     .bind(moves.iter().map(|m| money(m.1)).collect::<Vec<_>>())
@@ -1434,6 +1494,7 @@ impl Store for PgStore {
         worker: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        after: Option<&AccountId>,
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError> {
         // One statement, so one transaction. A claim another worker is inserting at the same
@@ -1442,7 +1503,7 @@ impl Store for PgStore {
         let ids: Vec<String> = sqlx::query_scalar(
             "INSERT INTO close_claims (account_id, worker, claimed_until) \
              SELECT DISTINCT s.account_id, $1, $2 FROM subscriptions s \
-             WHERE s.status = 'active' AND s.next_bill_date <= $3 \
+             WHERE s.status = 'active' AND s.account_id > $6 AND s.next_bill_date <= $3 \
              AND NOT EXISTS (SELECT 1 FROM close_claims c WHERE c.account_id = s.account_id AND c.claimed_until > $4) \
              ORDER BY s.account_id LIMIT $5 \
              ON CONFLICT (account_id) DO UPDATE SET worker = EXCLUDED.worker, claimed_until = EXCLUDED.claimed_until \
@@ -1454,6 +1515,7 @@ impl Store for PgStore {
         .bind(as_of)
         .bind(now)
         .bind(i64::from(limit))
+        .bind(after.map_or("", |a| a.as_str()))
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
@@ -1907,6 +1969,14 @@ impl Store for PgStore {
 
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
         self.fetch_documents(DocFilter::Batch(batch)).await
+    }
+
+    async fn documents_page(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        self.fetch_documents(DocFilter::Page(after, limit)).await
     }
 
     async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError> {

@@ -168,11 +168,19 @@ impl SqliteStore {
             DocFilter::Batch(b) => {
                 q.push(" WHERE finance_batch_id = ").push_bind(b);
             }
+            DocFilter::Page(after, limit) => {
+                q.push(" WHERE id > ")
+                    .push_bind(after)
+                    .push(" ORDER BY id LIMIT ")
+                    .push_bind(i64::from(limit));
+            }
         };
         let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {DOCUMENT_COLS} FROM documents"));
         where_clause(&mut q);
-        q.push(" ORDER BY id");
-        let rows = q.build().fetch_all(&self.pool).await?;
+        if !matches!(filter, DocFilter::Page(..)) {
+            q.push(" ORDER BY id");
+        }
+        let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
 
         let mut lq = QueryBuilder::<Sqlite>::new(
             "SELECT document_id, kind, description, amount FROM document_lines WHERE document_id IN (SELECT id FROM documents",
@@ -180,7 +188,7 @@ impl SqliteStore {
         where_clause(&mut lq);
         lq.push(") ORDER BY document_id, position");
         let mut lines: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
-        for r in lq.build().fetch_all(&self.pool).await? {
+        for r in lq.build().persistent(false).fetch_all(&self.pool).await? {
             let kind: String = r.try_get("kind")?;
             lines
                 .entry(r.try_get("document_id")?)
@@ -259,6 +267,7 @@ impl SqliteStore {
             q.push(" ORDER BY id");
         }
         q.build()
+            .persistent(false)
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -319,112 +328,218 @@ async fn reserve_numbers<'a>(
     Ok(next)
 }
 
-/// Insert one document with its number, lines, ledger entry, consumed pending items and
-/// outbox message.
-async fn insert_document(
+/// The most bound parameters one statement may carry (SQLite's limit is 32766).
+const MAX_PARAMS: usize = 32_000;
+/// Rows per multi-row statement: a chunk's worth, no more. Multi-row statements are built
+/// per call and not kept in the statement cache (`persistent(false)`): a cached statement
+/// with thousands of parameters holds megabytes of compiled program per connection.
+const MAX_ROWS: usize = 200;
+
+/// Rows of `cols` parameters each that fit in one statement.
+fn rows_per_statement(cols: usize) -> usize {
+    (MAX_PARAMS / cols).min(MAX_ROWS)
+}
+
+/// Number and insert documents with their lines, ledger entries, consumed pending items and
+/// one outbox message each, in multi-row statements: a handful per chunk, whatever its size.
+async fn insert_documents(
     tx: &mut Transaction<'static, Sqlite>,
-    numbers: &mut BTreeMap<(String, i32), i64>,
     numbering: &Numbering,
     run: Option<RunId>,
-    doc: &DraftDocument,
+    docs: &[&DraftDocument],
     created: &str,
-) -> Result<StoredDocument, StoreError> {
-    let key = (numbering.prefix(doc.kind).to_string(), doc.issued_at.year());
-    let n = numbers
-        .get_mut(&key)
-        .ok_or_else(|| StoreError::Database("no number reserved for a document".into()))?;
-    let number = Numbering::format(&key.0, key.1, *n);
-    *n += 1;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
-         period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(&number)
-    .bind(&doc.key)
-    .bind(doc.kind.as_str())
-    .bind(doc.account.as_str())
-    .bind(doc.subscription.as_ref().map(|s| s.as_str()))
-    .bind(run)
-    .bind(doc.issued_at.to_string())
-    .bind(doc.due_at.to_string())
-    .bind(doc.period.map(|p| p.start.to_string()))
-    .bind(doc.period.map(|p| p.end.to_string()))
-    .bind(doc.currency.code())
-    .bind(doc.subtotal.to_string())
-    .bind(doc.discount.to_string())
-    .bind(doc.tax.to_string())
-    .bind(doc.total.to_string())
-    .bind(doc.credit_applied.to_string())
-    .bind(doc.amount_due.to_string())
-    .bind(created)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(|e| conflict_on_unique(e, format!("document {}", doc.key)))?;
+) -> Result<Vec<StoredDocument>, StoreError> {
+    if docs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut next = reserve_numbers(tx, numbering, docs.iter().copied()).await?;
+    let mut numbers = Vec::with_capacity(docs.len());
+    for doc in docs {
+        let key = (numbering.prefix(doc.kind).to_string(), doc.issued_at.year());
+        let n = next
+            .get_mut(&key)
+            .ok_or_else(|| StoreError::Database("no number reserved for a document".into()))?;
+        numbers.push(Numbering::format(&key.0, key.1, *n));
+        *n += 1;
+    }
 
-    if !doc.lines.is_empty() {
+    // Ids follow the order of the VALUES list (SQLite assigns rowids as it inserts), so
+    // documents listed in id order come out in issue order.
+    let mut ids: Vec<i64> = Vec::with_capacity(docs.len());
+    let indexed: Vec<(&DraftDocument, &String)> = docs.iter().copied().zip(&numbers).collect();
+    for part in indexed.chunks(rows_per_statement(18)) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
+             period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at) ",
+        );
+        q.push_values(part, |mut b, (doc, number)| {
+            b.push_bind(number.as_str())
+                .push_bind(doc.key.as_str())
+                .push_bind(doc.kind.as_str())
+                .push_bind(doc.account.as_str())
+                .push_bind(doc.subscription.as_ref().map(|s| s.as_str()))
+                .push_bind(run)
+                .push_bind(doc.issued_at.to_string())
+                .push_bind(doc.due_at.to_string())
+                .push_bind(doc.period.map(|p| p.start.to_string()))
+                .push_bind(doc.period.map(|p| p.end.to_string()))
+                .push_bind(doc.currency.code())
+                .push_bind(doc.subtotal.to_string())
+                .push_bind(doc.discount.to_string())
+                .push_bind(doc.tax.to_string())
+                .push_bind(doc.total.to_string())
+                .push_bind(doc.credit_applied.to_string())
+                .push_bind(doc.amount_due.to_string())
+                .push_bind(created);
+        });
+        q.push(" RETURNING id, doc_key");
+        let rows: Vec<(i64, String)> = q
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| {
+                conflict_on_unique(
+                    e,
+                    format!("a document among {} (key already issued)", part[0].0.key),
+                )
+            })?;
+        let by_key: BTreeMap<String, i64> = rows.into_iter().map(|(id, key)| (key, id)).collect();
+        for (doc, _) in part {
+            ids.push(
+                *by_key
+                    .get(&doc.key)
+                    .ok_or_else(|| StoreError::Conflict(format!("document {}", doc.key)))?,
+            );
+        }
+    }
+
+    let lines: Vec<(i64, i64, &Line)> = docs
+        .iter()
+        .zip(&ids)
+        .flat_map(|(d, id)| {
+            d.lines
+                .iter()
+                .enumerate()
+                .map(move |(pos, l)| (*id, pos as i64, l))
+        })
+        .collect();
+    for part in lines.chunks(rows_per_statement(5)) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO document_lines (document_id, position, kind, description, amount) ",
         );
-        q.push_values(doc.lines.iter().enumerate(), |mut b, (pos, line)| {
-            b.push_bind(id)
-                .push_bind(pos as i64)
+        q.push_values(part, |mut b, (id, pos, line)| {
+            b.push_bind(*id)
+                .push_bind(*pos)
                 .push_bind(line.kind.as_str())
-                .push_bind(line.description.clone())
+                .push_bind(line.description.as_str())
                 .push_bind(line.amount.to_string());
         });
-        q.build().execute(&mut **tx).await?;
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
-    let ledger = match doc.kind {
-        DocumentKind::Invoice if !doc.credit_applied.is_zero() => {
-            Some((-doc.credit_applied, "credit_applied"))
+
+    let ledger: Vec<(&DraftDocument, i64, Decimal, &str)> = docs
+        .iter()
+        .zip(&ids)
+        .filter_map(|(d, id)| match d.kind {
+            DocumentKind::Invoice if !d.credit_applied.is_zero() => {
+                Some((*d, *id, -d.credit_applied, "credit_applied"))
+            }
+            DocumentKind::CreditNote => Some((*d, *id, -d.total, "credit_note")),
+            _ => None,
+        })
+        .collect();
+    for part in ledger.chunks(rows_per_statement(5)) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) ",
+        );
+        q.push_values(part, |mut b, (doc, id, amount, reason)| {
+            b.push_bind(doc.account.as_str())
+                .push_bind(doc.issued_at.to_string())
+                .push_bind(amount.to_string())
+                .push_bind(*reason)
+                .push_bind(*id);
+        });
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
+
+    let consumed: Vec<(i64, i64)> = docs
+        .iter()
+        .zip(&ids)
+        .flat_map(|(d, id)| d.consumes_pending.iter().map(move |p| (*p, *id)))
+        .collect();
+    for part in consumed.chunks(rows_per_statement(2)) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("UPDATE pending_items SET document_id = u.column2 FROM (");
+        q.push_values(part, |mut b, (pending, doc)| {
+            b.push_bind(*pending).push_bind(*doc);
+        });
+        q.push(
+            ") AS u WHERE pending_items.id = u.column1 AND pending_items.document_id IS NULL \
+                RETURNING pending_items.id",
+        );
+        let taken: std::collections::BTreeSet<i64> = q
+            .build_query_scalar()
+            .persistent(false)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+        if let Some((missing, _)) = part.iter().find(|(p, _)| !taken.contains(p)) {
+            return Err(StoreError::Conflict(format!("pending item {missing}")));
         }
-        DocumentKind::CreditNote => Some((-doc.total, "credit_note")),
-        _ => None,
-    };
-    if let Some((amount, reason)) = ledger {
-        sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) VALUES (?, ?, ?, ?, ?)")
-            .bind(doc.account.as_str())
-            .bind(doc.issued_at.to_string())
-            .bind(amount.to_string())
-            .bind(reason)
-            .bind(id)
+        if taken.len() != part.len() {
+            return Err(StoreError::Conflict("a pending item consumed twice".into()));
+        }
+    }
+
+    for part in docs
+        .iter()
+        .zip(&ids)
+        .zip(&numbers)
+        .collect::<Vec<_>>()
+        .chunks(rows_per_statement(5))
+    {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO outbox (message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
+             SELECT u.column1, 'document', u.column2, a.email, u.column3, ",
+        );
+        q.push_bind(created)
+            .push(", ")
+            .push_bind(created)
+            .push(" FROM (");
+        q.push_values(part, |mut b, ((doc, id), number)| {
+            b.push_bind(number.as_str())
+                .push_bind(**id)
+                .push_bind(crate::mail::document_subject(doc.kind, number))
+                .push_bind(doc.account.as_str());
+        });
+        q.push(") AS u JOIN accounts a ON a.id = u.column4");
+        let done = q
+            .build()
             .execute(&mut **tx)
-            .await?;
-    }
-    for pending in &doc.consumes_pending {
-        let done = sqlx::query(
-            "UPDATE pending_items SET document_id = ? WHERE id = ? AND document_id IS NULL",
-        )
-        .bind(id)
-        .bind(pending)
-        .execute(&mut **tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!("pending item {pending}")));
+            .await
+            .map_err(|e| conflict_on_unique(e, "an outbox message of this chunk".into()))?;
+        if done.rows_affected() != part.len() as u64 {
+            return Err(StoreError::Corrupt(
+                "a document names an account that does not exist".into(),
+            ));
         }
     }
-    sqlx::query(
-        "INSERT INTO outbox (message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
-         SELECT ?, 'document', ?, email, ?, ?, ? FROM accounts WHERE id = ?",
-    )
-    .bind(&number)
-    .bind(id)
-    .bind(crate::mail::document_subject(doc.kind, &number))
-    .bind(created)
-    .bind(created)
-    .bind(doc.account.as_str())
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| conflict_on_unique(e, format!("outbox message {number}")))?;
-    Ok(StoredDocument {
-        id,
-        document: Document {
-            number,
-            draft: doc.clone(),
-        },
-        finance_batch: None,
-    })
+
+    Ok(docs
+        .iter()
+        .zip(ids)
+        .zip(numbers)
+        .map(|((d, id), number)| StoredDocument {
+            id,
+            document: Document {
+                number,
+                draft: (*d).clone(),
+            },
+            finance_batch: None,
+        })
+        .collect())
 }
 
 fn outbox_from_row(r: &SqliteRow) -> Result<OutboxEntry, StoreError> {
@@ -478,11 +593,8 @@ async fn issue_out_of_run(
     (before, after): (Decimal, Decimal),
     created: &str,
 ) -> Result<Vec<StoredDocument>, StoreError> {
-    let mut numbers = reserve_numbers(tx, numbering, documents.iter()).await?;
-    let mut issued = Vec::with_capacity(documents.len());
-    for doc in documents {
-        issued.push(insert_document(tx, &mut numbers, numbering, None, doc, created).await?);
-    }
+    let docs: Vec<&DraftDocument> = documents.iter().collect();
+    let issued = insert_documents(tx, numbering, None, &docs, created).await?;
     update_balance(tx, account, before, after).await?;
     Ok(issued)
 }
@@ -518,6 +630,8 @@ enum DocFilter<'a> {
     Number(&'a str),
     Id(i64),
     Batch(i64),
+    /// Ids above the first, at most the second many.
+    Page(i64, u32),
 }
 
 #[async_trait]
@@ -536,7 +650,7 @@ impl Store for SqliteStore {
         let mut q =
             QueryBuilder::<Sqlite>::new(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id"));
         push_in(&mut q, ids.iter().map(String::as_str));
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| account_from_row(r).map(|(a, _)| a))
             .collect()
@@ -545,87 +659,190 @@ impl Store for SqliteStore {
     async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         let created = ts(now);
-        for new in &batch.accounts {
-            let a = &new.account;
-            let taxes =
-                serde_json::to_string(&a.taxes).map_err(|e| StoreError::Database(e.to_string()))?;
-            let discount = a
-                .discount
-                .as_ref()
-                .map(|d| serde_json::to_string(d).unwrap_or_default());
-            sqlx::query(
-                "INSERT INTO accounts (id, name, email, currency, timezone, taxes, discount, status, balance, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
-            )
-            .bind(a.id.as_str())
-            .bind(&a.name)
-            .bind(&a.email)
-            .bind(a.currency.code())
-            .bind(&a.timezone)
-            .bind(taxes)
-            .bind(discount)
-            .bind(new.opening_credit.to_string())
-            .bind(&created)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match conflict_on_unique(e, String::new()) {
-                StoreError::Conflict(_) => StoreError::Rejected(format!("account {:?} already exists", a.id.as_str())),
-                other => other,
-            })?;
-            if !new.opening_credit.is_zero() {
-                sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason) VALUES (?, ?, ?, 'opening_credit')")
-                    .bind(a.id.as_str())
-                    .bind(now.date_naive().to_string())
-                    .bind(new.opening_credit.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+        let today = now.date_naive().to_string();
+        // DO NOTHING rather than an error, so the first id already stored (in file order) is
+        // the one named.
+        for part in batch.accounts.chunks(rows_per_statement(9)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO accounts (id, name, email, currency, timezone, taxes, discount, balance, status, created_at) ",
+            );
+            q.push_values(part, |mut b, new| {
+                let a = &new.account;
+                b.push_bind(a.id.as_str())
+                    .push_bind(a.name.as_str())
+                    .push_bind(a.email.as_str())
+                    .push_bind(a.currency.code())
+                    .push_bind(a.timezone.as_str())
+                    .push_bind(serde_json::to_string(&a.taxes).unwrap_or_default())
+                    .push_bind(
+                        a.discount
+                            .as_ref()
+                            .map(|d| serde_json::to_string(d).unwrap_or_default()),
+                    )
+                    .push_bind(new.opening_credit.to_string())
+                    .push("'active'")
+                    .push_bind(created.as_str());
+            });
+            q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            let inserted: std::collections::BTreeSet<String> = q
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            if let Some(dup) = part
+                .iter()
+                .find(|n| !inserted.contains(n.account.id.as_str()))
+            {
+                return Err(StoreError::Rejected(format!(
+                    "account {:?} already exists",
+                    dup.account.id.as_str()
+                )));
             }
         }
-        for new in &batch.subscriptions {
-            let s = &new.subscription;
-            let discount = s
-                .discount
-                .as_ref()
-                .map(|d| serde_json::to_string(d).unwrap_or_default());
-            sqlx::query(
-                "INSERT INTO subscriptions (id, account_id, policy, cycle, discount, start_date, anchor, next_bill_date, \
-                 periods_billed, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 'active', ?)",
-            )
-            .bind(s.id.as_str())
-            .bind(s.account.as_str())
-            .bind(&s.policy)
-            .bind(&s.cycle)
-            .bind(discount)
-            .bind(s.start.to_string())
-            .bind(s.anchor.to_string())
-            .bind(s.next_bill_date.to_string())
-            .bind(&created)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match conflict_on_unique(e, String::new()) {
-                StoreError::Conflict(_) => StoreError::Rejected(format!("subscription {:?} already exists", s.id.as_str())),
-                other => other,
-            })?;
-            for item in &s.items {
-                sqlx::query("INSERT INTO subscription_items (subscription_id, plan, quantity) VALUES (?, ?, ?)")
-                    .bind(s.id.as_str())
-                    .bind(&item.plan)
-                    .bind(i64::from(item.quantity))
-                    .execute(&mut *tx)
-                    .await?;
+        let credited: Vec<_> = batch
+            .accounts
+            .iter()
+            .filter(|n| !n.opening_credit.is_zero())
+            .collect();
+        for part in credited.chunks(rows_per_statement(3)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO balance_ledger (account_id, at, amount, reason) ",
+            );
+            q.push_values(part, |mut b, new| {
+                b.push_bind(new.account.id.as_str())
+                    .push_bind(today.as_str())
+                    .push_bind(new.opening_credit.to_string())
+                    .push("'opening_credit'");
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        for part in batch.subscriptions.chunks(rows_per_statement(12)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO subscriptions (id, account_id, policy, cycle, discount, start_date, anchor, period_start, \
+                 period_end, next_bill_date, periods_billed, status, created_at) ",
+            );
+            q.push_values(part, |mut b, new| {
+                let s = &new.subscription;
+                b.push_bind(s.id.as_str())
+                    .push_bind(s.account.as_str())
+                    .push_bind(s.policy.as_str())
+                    .push_bind(s.cycle.as_str())
+                    .push_bind(
+                        s.discount
+                            .as_ref()
+                            .map(|d| serde_json::to_string(d).unwrap_or_default()),
+                    )
+                    .push_bind(s.start.to_string())
+                    .push_bind(s.anchor.to_string())
+                    .push_bind(s.current_period.map(|p| p.start.to_string()))
+                    .push_bind(s.current_period.map(|p| p.end.to_string()))
+                    .push_bind(s.next_bill_date.to_string())
+                    .push_bind(i64::from(s.periods_billed))
+                    .push("'active'")
+                    .push_bind(created.as_str());
+            });
+            q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            let inserted: std::collections::BTreeSet<String> = q
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            if let Some(dup) = part
+                .iter()
+                .find(|n| !inserted.contains(n.subscription.id.as_str()))
+            {
+                return Err(StoreError::Rejected(format!(
+                    "subscription {:?} already exists",
+                    dup.subscription.id.as_str()
+                )));
             }
-            for (plan, holder) in &new.licences {
-                sqlx::query(
-                    "INSERT INTO licences (subscription_id, plan, status, assigned_to, created_at) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(s.id.as_str())
-                .bind(plan)
-                .bind(if holder.is_some() { "assigned" } else { "available" })
-                .bind(holder)
-                .bind(&created)
+        }
+        let items: Vec<(&str, &Item)> = batch
+            .subscriptions
+            .iter()
+            .flat_map(|n| {
+                n.subscription
+                    .items
+                    .iter()
+                    .map(|i| (n.subscription.id.as_str(), i))
+            })
+            .collect();
+        for part in items.chunks(rows_per_statement(3)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO subscription_items (subscription_id, plan, quantity) ",
+            );
+            q.push_values(part, |mut b, (sub, item)| {
+                b.push_bind(*sub)
+                    .push_bind(item.plan.as_str())
+                    .push_bind(i64::from(item.quantity));
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        let licences: Vec<(&str, &str, Option<&str>)> = batch
+            .subscriptions
+            .iter()
+            .flat_map(|n| {
+                n.licences.iter().map(|(plan, holder)| {
+                    (n.subscription.id.as_str(), plan.as_str(), holder.as_deref())
+                })
+            })
+            .collect();
+        for part in licences.chunks(rows_per_statement(5)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO licences (subscription_id, plan, status, assigned_to, created_at) ",
+            );
+            q.push_values(part, |mut b, (sub, plan, holder)| {
+                b.push_bind(*sub)
+                    .push_bind(*plan)
+                    .push_bind(if holder.is_some() {
+                        "assigned"
+                    } else {
+                        "available"
+                    })
+                    .push_bind(*holder)
+                    .push_bind(created.as_str());
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        for part in batch.queued_changes.chunks(rows_per_statement(6)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO scheduled_changes (subscription_id, kind, target, change_key, requested_at, effective_at) ",
+            );
+            q.push_values(part, |mut b, c| {
+                b.push_bind(c.subscription.as_str())
+                    .push_bind(c.kind.as_str())
+                    .push_bind(serde_json::to_string(&c.target).unwrap_or_default())
+                    .push_bind(c.key.as_str())
+                    .push_bind(c.requested_at.to_string())
+                    .push_bind(c.effective_at.to_string());
+            });
+            q.build()
+                .persistent(false)
                 .execute(&mut *tx)
-                .await?;
-            }
+                .await
+                .map_err(|e| conflict_on_unique(e, "a queued change key already stored".into()))?;
+        }
+        for part in batch.pending_items.chunks(rows_per_statement(6)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO pending_items (subscription_id, description, amount, discountable, created_at, source_key) ",
+            );
+            q.push_values(part, |mut b, p| {
+                b.push_bind(p.subscription.as_str())
+                    .push_bind(p.description.as_str())
+                    .push_bind(p.amount.to_string())
+                    .push_bind(p.discountable)
+                    .push_bind(created.as_str())
+                    .push_bind(p.key.as_str());
+            });
+            q.build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_on_unique(e, "a pending item key already stored".into()))?;
         }
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, details) VALUES (?, 'cli', 'import', ?)",
@@ -690,14 +907,17 @@ impl Store for SqliteStore {
         worker: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        after: Option<&AccountId>,
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError> {
         let mut tx = self.write_tx().await?;
         let now = ts(now);
+        // Walk the active subscriptions in account order from `after` (see the index's
+        // migration), rather than sort every due one for each chunk.
         let ids: Vec<String> = sqlx::query_scalar(
             "INSERT INTO close_claims (account_id, worker, claimed_until) \
-             SELECT DISTINCT s.account_id, ?, ? FROM subscriptions s \
-             WHERE s.status = 'active' AND s.next_bill_date <= ? \
+             SELECT DISTINCT s.account_id, ?, ? FROM subscriptions s INDEXED BY subscriptions_active_by_account \
+             WHERE s.status = 'active' AND s.account_id > ? AND s.next_bill_date <= ? \
              AND NOT EXISTS (SELECT 1 FROM close_claims c WHERE c.account_id = s.account_id AND c.claimed_until > ?) \
              ORDER BY s.account_id LIMIT ? \
              ON CONFLICT (account_id) DO UPDATE SET worker = excluded.worker, claimed_until = excluded.claimed_until \
@@ -706,6 +926,7 @@ impl Store for SqliteStore {
         )
         .bind(worker)
         .bind(ts(lease_until))
+        .bind(after.map_or("", |a| a.as_str()))
         .bind(as_of.to_string())
         .bind(&now)
         .bind(i64::from(limit))
@@ -728,8 +949,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT account_id FROM subscriptions WHERE status = 'active' AND next_bill_date <= ? \
-             AND account_id > ? ORDER BY account_id LIMIT ?",
+            "SELECT DISTINCT account_id FROM subscriptions INDEXED BY subscriptions_active_by_account \
+             WHERE status = 'active' AND next_bill_date <= ? AND account_id > ? ORDER BY account_id LIMIT ?",
         )
         .bind(as_of.to_string())
         .bind(after.map(|a| a.as_str()).unwrap_or(""))
@@ -750,7 +971,7 @@ impl Store for SqliteStore {
             QueryBuilder::<Sqlite>::new(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id"));
         push_in(&mut q, id_strs());
         let mut states: BTreeMap<String, AccountState> = BTreeMap::new();
-        for r in q.build().fetch_all(&self.pool).await? {
+        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
             let (account, balance) = account_from_row(&r)?;
             states.insert(
                 account.id.as_str().to_string(),
@@ -763,7 +984,12 @@ impl Store for SqliteStore {
         }
 
         let sub_filter = |q: &mut QueryBuilder<Sqlite>| {
-            q.push("SELECT id FROM subscriptions WHERE status = 'active' AND account_id");
+            // INDEXED BY: without statistics SQLite would rather scan every active
+            // subscription through the status index than look up a few hundred accounts.
+            q.push(
+                "SELECT id FROM subscriptions INDEXED BY subscriptions_account \
+                 WHERE status = 'active' AND account_id",
+            );
             push_in(q, id_strs());
         };
         let mut q = QueryBuilder::<Sqlite>::new(
@@ -772,7 +998,7 @@ impl Store for SqliteStore {
         sub_filter(&mut q);
         q.push(") ORDER BY subscription_id, plan");
         let mut items: BTreeMap<String, Vec<Item>> = BTreeMap::new();
-        for r in q.build().fetch_all(&self.pool).await? {
+        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
             let quantity: i64 = r.try_get("quantity")?;
             items
                 .entry(r.try_get("subscription_id")?)
@@ -790,7 +1016,7 @@ impl Store for SqliteStore {
         sub_filter(&mut q);
         q.push(") ORDER BY id");
         let mut pending: BTreeMap<String, Vec<PendingItem>> = BTreeMap::new();
-        for r in q.build().fetch_all(&self.pool).await? {
+        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
             pending
                 .entry(r.try_get("subscription_id")?)
                 .or_default()
@@ -804,12 +1030,12 @@ impl Store for SqliteStore {
 
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT id, subscription_id, effective_at, kind, target FROM scheduled_changes \
-             WHERE status = 'queued' AND subscription_id IN (",
+             INDEXED BY scheduled_changes_queued WHERE status = 'queued' AND subscription_id IN (",
         );
         sub_filter(&mut q);
         q.push(") ORDER BY effective_at, id");
         let mut queued: BTreeMap<String, Vec<QueuedChange>> = BTreeMap::new();
-        for r in q.build().fetch_all(&self.pool).await? {
+        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
             let target: Target = serde_json::from_str(&r.try_get::<String, _>("target")?)
                 .map_err(|e| corrupt("change target")(e.to_string()))?;
             queued
@@ -826,11 +1052,11 @@ impl Store for SqliteStore {
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT id, account_id, policy, cycle, discount, start_date, anchor, period_start, period_end, \
              next_bill_date, periods_billed, status, cancel_at, last_change_at, version FROM subscriptions \
-             WHERE status = 'active' AND account_id",
+             INDEXED BY subscriptions_account WHERE status = 'active' AND account_id",
         );
         push_in(&mut q, id_strs());
         q.push(" ORDER BY id");
-        for r in q.build().fetch_all(&self.pool).await? {
+        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
             let id: String = r.try_get("id")?;
             let account: String = r.try_get("account_id")?;
             let status: String = r.try_get("status")?;
@@ -882,97 +1108,116 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredDocument>, StoreError> {
         let mut tx = self.write_tx().await?;
         let created = ts(ctx.now);
-        let mut numbers = reserve_numbers(
-            &mut tx,
-            ctx.numbering,
-            closes.iter().flat_map(|c| &c.documents),
-        )
-        .await?;
-        let mut issued = Vec::new();
-        for close in closes {
-            for u in &close.updates {
+        let updates: Vec<_> = closes.iter().flat_map(|c| &c.updates).collect();
+        for part in updates.chunks(rows_per_statement(10)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE subscriptions SET cycle = u.column3, anchor = u.column4, period_start = u.column5, \
+                 period_end = u.column6, next_bill_date = u.column7, periods_billed = u.column8, status = u.column9, \
+                 ended_at = u.column10, version = subscriptions.version + 1 FROM (",
+            );
+            q.push_values(part, |mut b, u| {
+                b.push_bind(u.id.as_str())
+                    .push_bind(u.expected_version)
+                    .push_bind(u.cycle.as_str())
+                    .push_bind(u.anchor.to_string())
+                    .push_bind(u.current_period.map(|p| p.start.to_string()))
+                    .push_bind(u.current_period.map(|p| p.end.to_string()))
+                    .push_bind(u.next_bill_date.to_string())
+                    .push_bind(i64::from(u.periods_billed))
+                    .push_bind(u.status.as_str())
+                    .push_bind(u.ended_at.map(|d| d.to_string()));
+            });
+            q.push(
+                ") AS u WHERE subscriptions.id = u.column1 AND subscriptions.version = u.column2 \
+                 AND subscriptions.status = 'active' RETURNING subscriptions.id",
+            );
+            let advanced: std::collections::BTreeSet<String> = q
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            if let Some(u) = part.iter().find(|u| !advanced.contains(u.id.as_str())) {
+                return Err(StoreError::Conflict(format!("subscription {}", u.id)));
+            }
+        }
+        // Queued changes applied at their boundary: rare, so one subscription at a time.
+        for u in updates.iter().filter(|u| !u.applied_changes.is_empty()) {
+            replace_items(&mut tx, u.id.as_str(), &u.items).await?;
+            for id in &u.applied_changes {
                 let done = sqlx::query(
-                    "UPDATE subscriptions SET cycle = ?, anchor = ?, period_start = ?, period_end = ?, next_bill_date = ?, \
-                     periods_billed = ?, status = ?, ended_at = ?, version = version + 1 \
-                     WHERE id = ? AND version = ? AND status = 'active'",
+                    "UPDATE scheduled_changes SET status = 'applied', applied_at = ? WHERE id = ? AND status = 'queued'",
                 )
-                .bind(&u.cycle)
-                .bind(u.anchor.to_string())
                 .bind(u.current_period.map(|p| p.start.to_string()))
-                .bind(u.current_period.map(|p| p.end.to_string()))
-                .bind(u.next_bill_date.to_string())
-                .bind(i64::from(u.periods_billed))
-                .bind(u.status.as_str())
-                .bind(u.ended_at.map(|d| d.to_string()))
-                .bind(u.id.as_str())
-                .bind(u.expected_version)
+                .bind(id)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() != 1 {
-                    return Err(StoreError::Conflict(format!("subscription {}", u.id)));
-                }
-                if !u.applied_changes.is_empty() {
-                    replace_items(&mut tx, u.id.as_str(), &u.items).await?;
-                    for id in &u.applied_changes {
-                        let done = sqlx::query(
-                            "UPDATE scheduled_changes SET status = 'applied', applied_at = ? WHERE id = ? AND status = 'queued'",
-                        )
-                        .bind(u.current_period.map(|p| p.start.to_string()))
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                        if done.rows_affected() != 1 {
-                            return Err(StoreError::Conflict(format!("scheduled change {id}")));
-                        }
-                    }
-                }
-            }
-            for doc in &close.documents {
-                issued.push(
-                    insert_document(
-                        &mut tx,
-                        &mut numbers,
-                        ctx.numbering,
-                        Some(ctx.run),
-                        doc,
-                        &created,
-                    )
-                    .await?,
-                );
-            }
-            update_balance(
-                &mut tx,
-                close.account.as_str(),
-                close.balance_before,
-                close.balance_after,
-            )
-            .await?;
-            if let Some(canceled) = close.canceled_at {
-                let delete_after = canceled + chrono::Days::new(u64::from(ctx.retention_days));
-                sqlx::query(
-                    "UPDATE accounts SET status = 'canceled', canceled_at = ?, delete_after = ? WHERE id = ? AND status = 'active'",
-                )
-                .bind(canceled.to_string())
-                .bind(delete_after.to_string())
-                .bind(close.account.as_str())
-                .execute(&mut *tx)
-                .await?;
-                if !close.refund.is_zero() {
-                    sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason) VALUES (?, ?, ?, 'refund')")
-                        .bind(close.account.as_str())
-                        .bind(canceled.to_string())
-                        .bind((-close.refund).to_string())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| conflict_on_unique(e, format!("refund of account {}", close.account)))?;
+                    return Err(StoreError::Conflict(format!("scheduled change {id}")));
                 }
             }
         }
+
+        let docs: Vec<&DraftDocument> = closes.iter().flat_map(|c| &c.documents).collect();
+        let issued =
+            insert_documents(&mut tx, ctx.numbering, Some(ctx.run), &docs, &created).await?;
+
+        let moves: Vec<&AccountClose> = closes
+            .iter()
+            .filter(|c| c.balance_before != c.balance_after)
+            .collect();
+        for part in moves.chunks(rows_per_statement(3)) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("UPDATE accounts SET balance = u.column3 FROM (");
+            q.push_values(part, |mut b, c| {
+                b.push_bind(c.account.as_str())
+                    .push_bind(c.balance_before.to_string())
+                    .push_bind(c.balance_after.to_string());
+            });
+            q.push(") AS u WHERE accounts.id = u.column1 AND accounts.balance = u.column2 RETURNING accounts.id");
+            let moved: std::collections::BTreeSet<String> = q
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            if let Some(c) = part.iter().find(|c| !moved.contains(c.account.as_str())) {
+                return Err(StoreError::Conflict(format!(
+                    "balance of account {}",
+                    c.account
+                )));
+            }
+        }
+
         for close in closes {
-            sqlx::query("DELETE FROM close_claims WHERE account_id = ?")
-                .bind(close.account.as_str())
-                .execute(&mut *tx)
-                .await?;
+            let Some(canceled) = close.canceled_at else {
+                continue;
+            };
+            let delete_after = canceled + chrono::Days::new(u64::from(ctx.retention_days));
+            sqlx::query(
+                "UPDATE accounts SET status = 'canceled', canceled_at = ?, delete_after = ? WHERE id = ? AND status = 'active'",
+            )
+            .bind(canceled.to_string())
+            .bind(delete_after.to_string())
+            .bind(close.account.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if !close.refund.is_zero() {
+                sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason) VALUES (?, ?, ?, 'refund')")
+                    .bind(close.account.as_str())
+                    .bind(canceled.to_string())
+                    .bind((-close.refund).to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| conflict_on_unique(e, format!("refund of account {}", close.account)))?;
+            }
+        }
+        for part in closes.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM close_claims WHERE account_id");
+            push_in(&mut q, part.iter().map(|c| c.account.as_str()));
+            q.build().persistent(false).execute(&mut *tx).await?;
         }
         sqlx::query("UPDATE runs SET documents = documents + ? WHERE id = ?")
             .bind(issued.len() as i64)
@@ -1457,8 +1702,20 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, format!("finance batch of run {run}")))?;
+        // In steps, so SQLite never collects a million row ids in memory for one UPDATE.
+        loop {
+            let done = sqlx::query(
+                "UPDATE documents SET finance_batch_id = ? WHERE id IN \
+                 (SELECT id FROM documents WHERE finance_batch_id IS NULL LIMIT 5000)",
+            )
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                break;
+            }
+        }
         for sql in [
-            "UPDATE documents SET finance_batch_id = ? WHERE finance_batch_id IS NULL",
             "UPDATE balance_ledger SET finance_batch_id = ? WHERE reason = 'refund' AND finance_batch_id IS NULL",
             "UPDATE accounts SET finance_batch_id = ? WHERE status = 'deleted' AND finance_batch_id IS NULL",
         ] {
@@ -1566,6 +1823,14 @@ impl Store for SqliteStore {
 
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
         self.fetch_documents(DocFilter::Batch(batch)).await
+    }
+
+    async fn documents_page(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        self.fetch_documents(DocFilter::Page(after, limit)).await
     }
 
     async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError> {
