@@ -10,7 +10,7 @@ use crate::core::domain::{
     SubscriptionStatus, TaxRate,
 };
 use crate::core::money::{Currency, parse_amount};
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -132,7 +132,11 @@ pub struct ImportBatch {
 
 pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("{s:?} is not a date (expected YYYY-MM-DD)"))
+        .ok()
+        // Four-digit years only: stored dates compare as text, and date arithmetic must stay
+        // far from the ends of chrono's calendar.
+        .filter(|d| (1..=9999).contains(&d.year()))
+        .ok_or_else(|| format!("{s:?} is not a date (expected YYYY-MM-DD)"))
 }
 
 pub fn check_email(s: &str) -> Result<(), String> {

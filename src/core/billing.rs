@@ -33,7 +33,10 @@ pub struct Terms {
 
 impl Terms {
     pub fn due(&self, issued: NaiveDate) -> NaiveDate {
-        issued + chrono::Days::new(u64::from(self.payment_terms_days))
+        // At the end of chrono's calendar the due date stops there.
+        issued
+            .checked_add_days(chrono::Days::new(u64::from(self.payment_terms_days)))
+            .unwrap_or(NaiveDate::MAX)
     }
 }
 
@@ -117,7 +120,8 @@ pub fn close_account(
         let mut pending = sub.pending.as_slice();
         loop {
             let start = update.next_bill_date;
-            if start > as_of {
+            // No period starts on the last day of chrono's calendar.
+            if start > as_of || start == NaiveDate::MAX {
                 break;
             }
             if sub.cancel_at.is_some_and(|c| c <= start) {

@@ -298,7 +298,8 @@ impl Catalog {
 
 /// A TOML error as one line: the message and where it is.
 pub fn toml_error(e: &toml::de::Error, src: &str) -> String {
-    let msg = e.message().trim().to_string();
+    // One line, even when the message quotes a value holding line breaks.
+    let msg = e.message().trim().replace('\r', "\\r").replace('\n', "\\n");
     match e.span() {
         Some(span) => format!("line {}: {msg}", line_of(src, span.start)),
         None => msg,

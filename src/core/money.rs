@@ -104,8 +104,17 @@ pub fn parse_amount(s: &str) -> Result<Decimal, String> {
     if t.is_empty() || t.contains(['e', 'E']) {
         return Err(format!("{s:?} is not a decimal amount"));
     }
-    Decimal::from_str_exact(t).map_err(|_| format!("{s:?} is not a decimal amount"))
+    let value = Decimal::from_str_exact(t).map_err(|_| format!("{s:?} is not a decimal amount"))?;
+    // Bounded so that any quantity (u32) times any period's days cannot overflow `Decimal`.
+    if value.abs() >= Decimal::from(MAX_AMOUNT_DIGITS_LIMIT) {
+        return Err(format!(
+            "{s:?} is too large (at most 15 digits before the decimal point)"
+        ));
+    }
+    Ok(value)
 }
+
+const MAX_AMOUNT_DIGITS_LIMIT: i64 = 1_000_000_000_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -144,6 +153,8 @@ mod tests {
         assert!(Currency::new("US").is_err());
         assert!(parse_amount("1e3").is_err());
         assert!(parse_amount("abc").is_err());
+        assert!(parse_amount("1000000000000000").is_err());
+        assert!(parse_amount("999999999999999.99").is_ok());
         assert_eq!(parse_amount(" 20.00 ").unwrap().to_string(), "20.00");
     }
 }

@@ -22,8 +22,9 @@ impl CycleLength {
     pub fn boundary(&self, anchor: NaiveDate, k: u32) -> NaiveDate {
         match *self {
             // chrono clamps to the last day of the target month.
-            CycleLength::Months(n) => anchor
-                .checked_add_months(Months::new(n * k))
+            CycleLength::Months(n) => n
+                .checked_mul(k)
+                .and_then(|m| anchor.checked_add_months(Months::new(m)))
                 .unwrap_or(NaiveDate::MAX),
             CycleLength::Days(n) => anchor
                 .checked_add_days(chrono::Days::new(u64::from(n) * u64::from(k)))
@@ -48,7 +49,8 @@ impl CycleLength {
         let mut k = guess.saturating_sub(1);
         loop {
             let b = self.boundary(anchor, k);
-            if b > start {
+            // Boundaries stop at the end of chrono's calendar, and so does the last period.
+            if b > start || b == NaiveDate::MAX {
                 return Period { start, end: b };
             }
             k += 1;
@@ -58,7 +60,10 @@ impl CycleLength {
     /// Whole cycles that fit in `[from, to)` and the days left over after them.
     pub fn whole_periods_between(&self, from: NaiveDate, to: NaiveDate) -> (u32, NaiveDate) {
         let mut k = 0;
-        while self.boundary(from, k + 1) <= to {
+        // A boundary equal to the previous one is the end of the calendar: no more cycles.
+        while self.boundary(from, k + 1) <= to
+            && self.boundary(from, k + 1) > self.boundary(from, k)
+        {
             k += 1;
         }
         (k, self.boundary(from, k))
@@ -102,7 +107,8 @@ impl Period {
     /// The share of the period left from `at` on (day `at` belongs to what follows):
     /// remaining / total, exact.
     pub fn remaining_share(&self, at: NaiveDate) -> ProrationShare {
-        let total = self.days();
+        // A period that ends before it starts has no days to share.
+        let total = self.days().max(0);
         let elapsed = (at - self.start).num_days().clamp(0, total);
         ProrationShare {
             elapsed,

@@ -237,6 +237,14 @@ impl PgStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let connect = |e: sqlx::Error| StoreError::Connect(crate::redact(&e.to_string()));
         let opts = PgConnectOptions::from_str(url).map_err(connect)?;
+        // One connection first: an unreachable server fails at once, naming the server and
+        // the reason, where the pool would retry until its timeout and say only that.
+        use sqlx::{ConnectOptions, Connection};
+        let server = format!("{}:{}", opts.get_host(), opts.get_port());
+        let first = opts.connect().await.map_err(|e| {
+            StoreError::Connect(format!("{server}: {}", crate::redact(&e.to_string())))
+        })?;
+        let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(opts)
