@@ -540,3 +540,305 @@ fn an_outage_queues_messages_and_send_retry_now_delivers_each_once() {
     assert_eq!(ids.len(), 7);
     finance_message(&messages);
 }
+
+/// (status, attempts, last_error, next_attempt_at) of every outbox row.
+fn outbox_with_next_attempt(
+    sandbox: &Sandbox,
+) -> Vec<(String, i64, Option<String>, chrono::DateTime<chrono::Utc>)> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}?mode=ro", sandbox.path("billrun.db").display());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let rows = sqlx::query(
+                "SELECT status, attempts, last_error, next_attempt_at FROM outbox ORDER BY id",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+            rows.iter()
+                .map(|r| {
+                    let next: String = r.get(3);
+                    let next = chrono::DateTime::parse_from_rfc3339(&next)
+                        .unwrap_or_else(|e| panic!("next_attempt_at {next:?}: {e}"))
+                        .to_utc();
+                    (r.get(0), r.get(1), r.get(2), next)
+                })
+                .collect()
+        })
+}
+
+/// An SMTP server (aiosmtpd with a handler of its own) that refuses every message with
+/// `reply`, at RCPT or at DATA, and logs each refusal to a file; killed when dropped.
+struct RefusingSmtpd {
+    child: Child,
+    log: PathBuf,
+}
+
+const REFUSING_HANDLER: &str = r#"
+import sys, time
+from aiosmtpd.controller import Controller
+
+where, reply, log, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def note(what):
+    with open(log, "a") as f:
+        f.write(what + "\n")
+
+class Refuse:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if where == "rcpt":
+            note("RCPT " + address)
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        note("DATA " + ",".join(envelope.rcpt_tos))
+        return reply
+
+controller = Controller(Refuse(), hostname="127.0.0.1", port=port)
+controller.start()
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+impl RefusingSmtpd {
+    fn start(port: u16, dir: &Path, at: &str, reply: &str) -> RefusingSmtpd {
+        let script = dir.join("refusing_smtpd.py");
+        std::fs::write(&script, REFUSING_HANDLER).unwrap();
+        let log = dir.join(format!("refusals-{at}.log"));
+        std::fs::write(&log, "").unwrap();
+        let err = dir.join(format!("refusing-{at}.err"));
+        let child = Command::new("python3")
+            .arg(&script)
+            .args([at, reply])
+            .arg(&log)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("start python3 refusing_smtpd.py");
+        let mut server = RefusingSmtpd { child, log };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "refusing_smtpd.py exited ({status}): {}",
+                    std::fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "refusing server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// The refusals so far, one line each.
+    fn refusals(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for RefusingSmtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every queued message failed once and waits for its backoff (30 s after the failure, so
+/// at least 30 s after `before`), with the server's reason.
+fn assert_queued_with_backoff(
+    sandbox: &Sandbox,
+    before: chrono::DateTime<chrono::Utc>,
+    reason: &str,
+) {
+    let outbox = outbox_with_next_attempt(sandbox);
+    assert_eq!(outbox.len(), 7, "6 documents and 1 finance batch queued");
+    for (status, attempts, last_error, next) in &outbox {
+        assert_eq!((status.as_str(), *attempts), ("pending", 1), "{outbox:?}");
+        let e = last_error.as_deref().expect("last_error is set");
+        assert!(e.contains(reason), "{reason:?} not in {e:?}");
+        assert!(
+            *next >= before + chrono::Duration::seconds(30),
+            "next attempt {next} is not backed off from {before}"
+        );
+    }
+}
+
+/// After the server accepts again: `send` leaves backed-off messages alone, `send
+/// --retry-now` delivers each once, a second one sends nothing.
+fn assert_retry_now_delivers_each_once(sandbox: &Sandbox, port: u16, smtpd: &Smtpd) {
+    let out = sandbox.ok(&["send"], port);
+    assert!(
+        out.contains("Sent 0 message(s); 0 failed"),
+        "backoff ignored: {out}"
+    );
+    assert_eq!(smtpd.messages().len(), 0);
+    let out = sandbox.ok(&["send", "--retry-now"], port);
+    assert!(out.contains("Sent 7 message(s); 0 failed"), "{out}");
+    let out = sandbox.ok(&["send", "--retry-now"], port);
+    assert!(out.contains("Sent 0 message(s)"), "{out}");
+    let messages: Vec<Part> = smtpd.messages().iter().map(|m| Part::parse(m)).collect();
+    assert_eq!(messages.len(), 7, "each message exactly once");
+    let mut ids: Vec<&str> = messages
+        .iter()
+        .map(|m| m.header("message-id").unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 7, "no message twice");
+    finance_message(&messages);
+    let outbox = outbox_with_next_attempt(sandbox);
+    assert!(
+        outbox
+            .iter()
+            .all(|(s, attempts, e, _)| s == "sent" && *attempts == 2 && e.is_none()),
+        "sent on the second attempt: {outbox:?}"
+    );
+    assert_eq!(sandbox.documents(port).len(), 6, "nothing issued twice");
+}
+
+#[test]
+fn a_server_refusing_with_451_or_550_keeps_every_message_queued_until_retried() {
+    if !aiosmtpd_available(
+        "a_server_refusing_with_451_or_550_keeps_every_message_queued_until_retried",
+    ) {
+        return;
+    }
+    for (at, reply) in [
+        ("data", "451 4.3.0 Try again later"),
+        ("rcpt", "550 5.1.1 Mailbox unavailable"),
+    ] {
+        let sandbox = Sandbox::new();
+        let port = free_port();
+        let refuser = RefusingSmtpd::start(port, sandbox.dir.path(), at, reply);
+        sandbox.import(port);
+        let before = chrono::Utc::now();
+        let out = sandbox.ok(&["close", "--as-of", "2026-02-15", "--json"], port);
+        let report: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["invoices"].as_u64(), Some(6), "{out}");
+        assert_eq!(
+            (
+                report["emails_sent"].as_u64(),
+                report["emails_failed"].as_u64()
+            ),
+            (Some(0), Some(7)),
+            "{at} {reply}: {out}"
+        );
+        // A reply code is about the message, not the server: each one was tried.
+        let refusals = refuser.refusals();
+        assert_eq!(refusals.len(), 7, "{at} {reply}: {refusals:?}");
+        let code = &reply[..3];
+        assert_queued_with_backoff(&sandbox, before, code);
+
+        drop(refuser);
+        let smtpd = Smtpd::start(port, &sandbox.path("maildir"));
+        assert_retry_now_delivers_each_once(&sandbox, port, &smtpd);
+    }
+}
+
+/// Accepts TCP connections and never says a word; counts them.
+struct BlackHole {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BlackHole {
+    fn start() -> BlackHole {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, a) = (stop.clone(), accepted.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        held.push(conn);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        BlackHole {
+            port,
+            stop,
+            accepted,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_and_nothing_is_lost() {
+    if !aiosmtpd_available("a_server_that_never_answers_times_out_and_nothing_is_lost") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let hole = BlackHole::start();
+    let port = hole.port;
+    sandbox.import(port);
+    let before = chrono::Utc::now();
+    let out = sandbox.ok(&["close", "--as-of", "2026-02-15", "--json"], port);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["invoices"].as_u64(), Some(6), "{out}");
+    assert_eq!(
+        (
+            report["emails_sent"].as_u64(),
+            report["emails_failed"].as_u64()
+        ),
+        (Some(0), Some(7)),
+        "{out}"
+    );
+    assert!(hole.accepted() >= 1, "billrun never connected");
+    let _ = writeln!(
+        std::io::stderr(),
+        "silent server: {} connection(s) for 7 messages",
+        hole.accepted()
+    );
+    assert_queued_with_backoff(&sandbox, before, &format!("127.0.0.1:{port}"));
+    let errors: Vec<String> = outbox_with_next_attempt(&sandbox)
+        .into_iter()
+        .filter_map(|(_, _, e, _)| e)
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("no answer within")),
+        "a timeout is reported as one: {errors:?}"
+    );
+
+    drop(hole);
+    let smtpd = Smtpd::start(port, &sandbox.path("maildir"));
+    assert_retry_now_delivers_each_once(&sandbox, port, &smtpd);
+}

@@ -8,6 +8,8 @@
 //! `BILLRUN_REQUIRE_POSTGRES=1`, which turns the missing server into a failure.
 #![allow(dead_code)]
 
+pub mod books;
+
 use sqlx::Connection;
 use sqlx::Row;
 use std::collections::BTreeMap;
