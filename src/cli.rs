@@ -56,6 +56,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Accounts parked because their close failed a sanity bound (nothing was issued for
+    /// them), and why.
+    Parked {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a parked account: the next close bills it once without the sanity bounds.
+    Unpark { account: String },
     /// Preview a plan change: what is due now, what goes to the balance, the next renewal.
     /// Writes nothing.
     Quote {
@@ -392,6 +400,47 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 return Ok(3);
             }
         }
+        Command::Parked { json } => {
+            let store = open_store(&config).await?;
+            let parked = store.parked().await?;
+            if json {
+                print_json(&parked)?;
+            } else if parked.is_empty() {
+                println!("No parked accounts.");
+            } else {
+                for p in &parked {
+                    println!(
+                        "{:<16} {:<8} since {}{}  {}",
+                        p.account.as_str(),
+                        p.status.as_str(),
+                        p.since.format("%Y-%m-%d %H:%M:%S UTC"),
+                        p.run.map(|r| format!(" (run {r})")).unwrap_or_default(),
+                        p.reason
+                    );
+                }
+                let waiting = parked
+                    .iter()
+                    .filter(|p| p.status == crate::store::ParkStatus::Parked)
+                    .count();
+                println!(
+                    "{waiting} parked (release one with `billrun unpark ACCOUNT`), {} released (billed once without the sanity bounds by the next close).",
+                    parked.len() - waiting
+                );
+            }
+        }
+        Command::Unpark { account } => {
+            let store = open_store(&config).await?;
+            let p = store.unpark(&account, clock.now()).await?;
+            println!(
+                "Account {account} released (parked since {}: {}).",
+                p.since.format("%Y-%m-%d %H:%M:%S UTC"),
+                p.reason
+            );
+            println!(
+                "The next close (the daemon's, or `billrun close --as-of DATE`) bills it once without the sanity bounds; \
+                 a negative balance would still park it."
+            );
+        }
         Command::Quote {
             subscription,
             target,
@@ -534,6 +583,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 }
                 for r in &out.refused {
                     println!("refused at {}: {} — {}", r.at, r.action, r.error);
+                }
+                for p in &out.parked {
+                    println!("parked {}: {}", p.account, p.reason);
                 }
             }
         }
@@ -728,6 +780,7 @@ pub fn close_settings(config: &Config) -> CloseSettings {
         modules: config.modules.clone(),
         worker: worker_name(),
         lease_seconds: config.lease_seconds,
+        sanity: config.sanity_bounds(),
     }
 }
 
@@ -820,5 +873,32 @@ fn print_close(r: &CloseReport, config: &Config) {
     }
     for f in &r.failed {
         println!("  NOT CLOSED: account {}: {}", f.account, f.error);
+    }
+    for p in &r.parked {
+        println!(
+            "  {}: account {}: {}",
+            if r.dry_run { "WOULD PARK" } else { "PARKED" },
+            p.account,
+            p.reason
+        );
+    }
+    for p in &r.still_parked {
+        println!(
+            "  STILL PARKED: account {} (since {}): {}",
+            p.account,
+            p.since.format("%Y-%m-%d"),
+            p.reason
+        );
+    }
+    let parked = r.parked.len() + r.still_parked.len();
+    if parked > 0 {
+        println!(
+            "{parked} account(s) {} — nothing issued for them; see `billrun parked`, release one with `billrun unpark ACCOUNT`.",
+            if r.dry_run {
+                "would be parked"
+            } else {
+                "parked"
+            }
+        );
     }
 }

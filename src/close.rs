@@ -13,10 +13,12 @@ use crate::clock::Clock;
 use crate::core::billing::{self, Terms};
 use crate::core::catalog::Catalog;
 use crate::core::document::{DocumentKind, DraftDocument};
-use crate::core::domain::AccountId;
+use crate::core::domain::{AccountId, SubscriptionId};
+use crate::core::sanity::{self, SanityBounds};
 use crate::mail::{MailError, Transport};
 use crate::store::{
-    ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, Store, StoreError,
+    ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, ParkStatus, ParkedAccount, Store,
+    StoreError,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -40,6 +42,9 @@ pub struct CloseSettings {
     /// How long a claim on a chunk of accounts lasts; a worker that dies holding one is
     /// replaced after this.
     pub lease_seconds: u32,
+    /// Bounds a close must stay within to be issued unattended; an account whose close
+    /// exceeds one is parked (see `core::sanity`).
+    pub sanity: SanityBounds,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,6 +105,11 @@ pub struct CloseReport {
     pub stopped: bool,
     /// Balances refunded to accounts this run canceled: (account, currency, amount).
     pub refunds: Vec<(String, String, String)>,
+    /// Accounts this run parked (a dry run: would park) because their close failed a sanity
+    /// bound: nothing was issued for them. `billrun unpark` releases one.
+    pub parked: Vec<ParkedAccount>,
+    /// Accounts parked by an earlier run and not released yet: not closed by this run.
+    pub still_parked: Vec<ParkedAccount>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,6 +185,8 @@ pub async fn close(
         deleted_accounts: Vec::new(),
         stopped: false,
         refunds: Vec::new(),
+        parked: Vec::new(),
+        still_parked: Vec::new(),
     };
     if !settings.modules.is_empty() {
         store.check_module_tables(&settings.modules).await?;
@@ -261,6 +273,7 @@ pub async fn close(
         invoices = report.invoices,
         credit_notes = report.credit_notes,
         failed_accounts = report.failed.len(),
+        parked_accounts = report.parked.len() + report.still_parked.len(),
         "close finished"
     );
     Ok(report)
@@ -372,6 +385,17 @@ async fn close_chunks(
                 }
             }
             spent[2] += t.elapsed();
+            // Sanity bounds: implausible closes leave `closes` and are parked (core::sanity).
+            let parks = sanity_check(
+                store,
+                settings,
+                clock,
+                run,
+                &states,
+                &mut closes,
+                &mut kept_here,
+            )
+            .await?;
             for c in &closes {
                 if !c.refund.is_zero() {
                     let cur = c
@@ -405,6 +429,7 @@ async fn close_chunks(
                     }
                 }
                 report.failed.extend(failed);
+                parks.report(report);
                 break;
             };
             let ctx = ChunkContext {
@@ -426,6 +451,7 @@ async fn close_chunks(
                         );
                     }
                     report.failed.extend(failed);
+                    parks.commit(store, run, clock, report).await?;
                     break;
                 }
                 // Another writer moved these accounts on since we read them: read again. The
@@ -452,6 +478,130 @@ async fn close_chunks(
         "close phases"
     );
     Ok(would_delete)
+}
+
+/// What the sanity check made of one chunk.
+struct ChunkParks {
+    /// Parked by this close.
+    new: Vec<ParkedAccount>,
+    /// Parked by an earlier run, still waiting for an operator.
+    still: Vec<ParkedAccount>,
+    /// Released accounts this chunk closes without the plausibility bounds: their release is
+    /// used up once the chunk commits.
+    released: Vec<AccountId>,
+}
+
+/// Check each close of the chunk against the sanity bounds (two queries: park status and
+/// previous invoices) and move every account that fails one, or is still parked, out of
+/// `closes` into `kept_here`, so the run neither bills it, nor loops on it, nor waits for it.
+/// A released account skips the plausibility bounds once, not the balance invariant.
+async fn sanity_check(
+    store: &dyn Store,
+    settings: &CloseSettings,
+    clock: &dyn Clock,
+    run: Option<i64>,
+    states: &[billing::AccountState],
+    closes: &mut Vec<billing::AccountClose>,
+    kept_here: &mut std::collections::HashSet<AccountId>,
+) -> Result<ChunkParks, StoreError> {
+    let mut parks = ChunkParks {
+        new: Vec::new(),
+        still: Vec::new(),
+        released: Vec::new(),
+    };
+    if closes.is_empty() {
+        return Ok(parks);
+    }
+    let ids: Vec<AccountId> = closes.iter().map(|c| c.account.clone()).collect();
+    let status = store.park_status(&ids).await?;
+    let subs: std::collections::BTreeSet<&str> = closes
+        .iter()
+        .filter(|c| !status.contains_key(&c.account))
+        .flat_map(|c| &c.documents)
+        .filter_map(|d| d.subscription.as_ref().map(SubscriptionId::as_str))
+        .collect();
+    let previous = if settings.sanity.max_increase.is_zero() || subs.is_empty() {
+        BTreeMap::new()
+    } else {
+        store
+            .previous_invoice_totals(&subs.into_iter().collect::<Vec<_>>())
+            .await?
+    };
+    let now = clock.now();
+    closes.retain(|c| {
+        let currency = states
+            .iter()
+            .find(|s| s.account.id == c.account)
+            .map(|s| s.account.currency);
+        let row = status.get(&c.account);
+        let released = match row.map(|p| p.status) {
+            Some(ParkStatus::Parked) => {
+                parks.still.extend(row.cloned());
+                kept_here.insert(c.account.clone());
+                return false;
+            }
+            Some(ParkStatus::Released) => true,
+            None => false,
+        };
+        let bounds = if released {
+            SanityBounds::NONE
+        } else {
+            settings.sanity
+        };
+        let reasons = match currency {
+            Some(cur) => sanity::check(c, cur, &previous, &bounds),
+            None => Vec::new(),
+        };
+        if reasons.is_empty() {
+            if released {
+                parks.released.push(c.account.clone());
+            }
+            return true;
+        }
+        let reason = sanity::describe(&reasons);
+        tracing::warn!(account = %c.account, reason = %reason, "account parked");
+        kept_here.insert(c.account.clone());
+        parks.new.push(ParkedAccount {
+            account: c.account.clone(),
+            reason,
+            status: ParkStatus::Parked,
+            since: now,
+            run,
+            released_at: None,
+        });
+        false
+    });
+    Ok(parks)
+}
+
+impl ChunkParks {
+    /// Into the report (a dry run, or after the chunk's commit).
+    fn report(self, report: &mut CloseReport) {
+        report.parked.extend(self.new);
+        report.still_parked.extend(self.still);
+    }
+
+    /// After the chunk committed: record the parks and use up the releases. Separate small
+    /// transactions: a crash before them leaves the parked accounts due (the next run parks
+    /// them again) and a release unused until the account's next close.
+    async fn commit(
+        self,
+        store: &dyn Store,
+        run: i64,
+        clock: &dyn Clock,
+        report: &mut CloseReport,
+    ) -> Result<(), StoreError> {
+        let now = clock.now();
+        let rows: Vec<(AccountId, String)> = self
+            .new
+            .iter()
+            .map(|p| (p.account.clone(), p.reason.clone()))
+            .collect();
+        store.park_accounts(run, &rows, now).await?;
+        store.consume_releases(&self.released, now).await?;
+        self.report(report);
+        Ok(())
+    }
 }
 
 /// Send every due outbox message; failures are retried later with exponential backoff.
@@ -556,7 +706,8 @@ async fn render(
         }
         OutboxKind::FinanceBatch(batch) => {
             let docs = store.batch_documents(*batch).await?;
-            let extras = store.batch_extras(*batch).await?;
+            let mut extras = store.batch_extras(*batch).await?;
+            extras.parked = store.batch_parked(*batch).await?;
             Ok(crate::mail::finance_batch_email(
                 *batch,
                 &entry.subject,

@@ -3,6 +3,8 @@
 //! file) and nothing runs with a half-valid configuration.
 
 use crate::core::catalog::toml_error;
+use crate::core::sanity::SanityBounds;
+use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,55 @@ pub struct Config {
     /// Per module, the tables holding its data and their account-id column: purged when an
     /// account is deleted, and when a `deferred` downgrade drops the module.
     pub modules: BTreeMap<String, Vec<ModuleTable>>,
+    /// Sanity bound: an account whose close would give one subscription more documents than
+    /// this in one run is parked instead of billed (0: no limit).
+    pub sanity_max_documents_per_subscription: u32,
+    /// Sanity bound: an account whose close would invoice a subscription more than this many
+    /// times its previous invoice is parked instead of billed (0: no limit). A whole number,
+    /// or a decimal as a quoted string ("2.5"); never a float.
+    #[serde(deserialize_with = "factor")]
+    pub sanity_max_increase: Decimal,
+}
+
+/// The sanity bounds the configuration sets.
+impl Config {
+    pub fn sanity_bounds(&self) -> SanityBounds {
+        SanityBounds {
+            max_documents_per_subscription: self.sanity_max_documents_per_subscription,
+            max_increase: self.sanity_max_increase,
+        }
+    }
+}
+
+/// A factor as a decimal, from text ("2.5") or an integer.
+fn parse_factor(v: &str) -> Result<Decimal, String> {
+    Decimal::from_str_exact(v.trim()).map_err(|_| format!("{v:?} is not a decimal number"))
+}
+
+/// `sanity_max_increase = 10` or `= "2.5"`; a TOML float is refused (it would be rounded).
+fn factor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Decimal;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number or a decimal in quotes, e.g. 10 or \"2.5\"")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Decimal, E> {
+            Ok(Decimal::from(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Decimal, E> {
+            Ok(Decimal::from(v))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Decimal, E> {
+            parse_factor(v).map_err(E::custom)
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Decimal, E> {
+            Err(E::custom(format!(
+                "write a decimal in quotes (\"{v}\"), not as a float"
+            )))
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -71,6 +122,9 @@ const OWN_TABLES: &[&str] = &[
     "balance_ledger",
     "outbox",
     "audit_log",
+    "close_claims",
+    "parked_accounts",
+    "parked_events",
     "_sqlx_migrations",
 ];
 
@@ -98,6 +152,11 @@ impl std::fmt::Debug for Config {
             .field("finance_to", &self.finance_to)
             .field("schedule", &self.schedule)
             .field("http_addr", &self.http_addr)
+            .field(
+                "sanity_max_documents_per_subscription",
+                &self.sanity_max_documents_per_subscription,
+            )
+            .field("sanity_max_increase", &self.sanity_max_increase)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +183,8 @@ impl Default for Config {
             schedule: "0 0 0 * * *".into(),
             http_addr: "127.0.0.1:9464".into(),
             modules: BTreeMap::new(),
+            sanity_max_documents_per_subscription: SanityBounds::DEFAULT_MAX_DOCUMENTS,
+            sanity_max_increase: SanityBounds::DEFAULT_MAX_INCREASE,
         }
     }
 }
@@ -151,6 +212,8 @@ const KEYS: &[&str] = &[
     "lease_seconds",
     "schedule",
     "http_addr",
+    "sanity_max_documents_per_subscription",
+    "sanity_max_increase",
 ];
 
 impl Config {
@@ -209,6 +272,10 @@ impl Config {
             "lease_seconds" => self.lease_seconds = number(value)?,
             "schedule" => self.schedule = value.into(),
             "http_addr" => self.http_addr = value.into(),
+            "sanity_max_documents_per_subscription" => {
+                self.sanity_max_documents_per_subscription = number(value)?
+            }
+            "sanity_max_increase" => self.sanity_max_increase = parse_factor(value)?,
             _ => return Err(format!("unknown key {key}")),
         }
         Ok(())
@@ -311,6 +378,35 @@ impl Config {
                 format!("{} must be between 10 and 86400", self.lease_seconds),
             );
         }
+        if self.sanity_max_increase < Decimal::ZERO
+            || (self.sanity_max_increase > Decimal::ZERO && self.sanity_max_increase < Decimal::ONE)
+        {
+            return bad(
+                "sanity_max_increase",
+                format!(
+                    "{} must be 0 (no limit) or at least 1 (a factor of the previous invoice)",
+                    self.sanity_max_increase
+                ),
+            );
+        }
+        if self.sanity_max_increase > Decimal::from(1_000_000) {
+            return bad(
+                "sanity_max_increase",
+                format!(
+                    "{} is not a plausible factor; use 0 for no limit",
+                    self.sanity_max_increase
+                ),
+            );
+        }
+        if self.sanity_max_documents_per_subscription > 10_000 {
+            return bad(
+                "sanity_max_documents_per_subscription",
+                format!(
+                    "{} is not a plausible limit; use 0 for no limit",
+                    self.sanity_max_documents_per_subscription
+                ),
+            );
+        }
         if self.payment_terms_days > 365 {
             return bad(
                 "payment_terms_days",
@@ -390,6 +486,97 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("pw2"),
             "{shown}"
         );
+        let e = load("", &[("BILLRUN_DATABASE_URL", "mysql://u:pw@h/db")]).unwrap_err();
+        assert!(e.contains("database_url") && !e.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn sanity_bounds() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.sanity_bounds(), SanityBounds::default());
+        assert_eq!(
+            (
+                c.sanity_max_documents_per_subscription,
+                c.sanity_max_increase
+            ),
+            (12, Decimal::TEN)
+        );
+        let c = load(
+            "sanity_max_documents_per_subscription = 24\nsanity_max_increase = \"2.5\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.sanity_bounds(),
+            SanityBounds {
+                max_documents_per_subscription: 24,
+                max_increase: Decimal::new(25, 1)
+            }
+        );
+        let c = load(
+            "sanity_max_increase = 20\n",
+            &[
+                ("BILLRUN_SANITY_MAX_INCREASE", "0"),
+                ("BILLRUN_SANITY_MAX_DOCUMENTS_PER_SUBSCRIPTION", "0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sanity_bounds(), SanityBounds::NONE);
+        for (src, env, want) in [
+            ("sanity_max_increase = 2.5\n", None, "line 1"),
+            ("sanity_max_increase = 2.5\n", None, "not as a float"),
+            (
+                "sanity_max_increase = \"-1\"\n",
+                None,
+                "must be 0 (no limit) or at least 1",
+            ),
+            (
+                "sanity_max_increase = \"0.5\"\n",
+                None,
+                "sanity_max_increase",
+            ),
+            (
+                "sanity_max_increase = \"ten\"\n",
+                None,
+                "not a decimal number",
+            ),
+            (
+                "",
+                Some(("BILLRUN_SANITY_MAX_INCREASE", "x")),
+                "BILLRUN_SANITY_MAX_INCREASE",
+            ),
+            (
+                "sanity_max_documents_per_subscription = -1\n",
+                None,
+                "line 1",
+            ),
+            (
+                "",
+                Some(("BILLRUN_SANITY_MAX_DOCUMENTS_PER_SUBSCRIPTION", "many")),
+                "not a whole number",
+            ),
+            (
+                "sanity_max_documents_per_subscription = 100000\n",
+                None,
+                "not a plausible limit",
+            ),
+        ] {
+            let env: Vec<(&str, &str)> = env.into_iter().collect();
+            let e = load(src, &env).unwrap_err();
+            assert!(e.contains(want), "{src:?} {env:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn owned_tables_are_never_module_data() {
+        for t in ["parked_accounts", "parked_events", "close_claims"] {
+            let e = load(
+                &format!("[modules]\nreports = [{{ table = \"{t}\", account_column = \"account_id\" }}]\n"),
+                &[],
+            )
+            .unwrap_err();
+            assert!(e.contains("billrun's own tables"), "{e}");
+        }
         let e = load("", &[("BILLRUN_DATABASE_URL", "mysql://u:pw@h/db")]).unwrap_err();
         assert!(e.contains("database_url") && !e.contains("pw"), "{e}");
     }

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub outbox_depth: Gauge,
     pub emails_sent: Counter,
     pub email_send_failures: Counter,
+    /// Accounts parked by a sanity bound and not released, after the last close.
+    pub parked_accounts: Gauge,
 }
 
 impl Metrics {
@@ -95,6 +97,7 @@ impl Metrics {
             outbox_depth: Gauge::default(),
             emails_sent: Counter::default(),
             email_send_failures: Counter::default(),
+            parked_accounts: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -123,6 +126,11 @@ impl Metrics {
             "email_send_failures",
             "Message deliveries that failed (retried later)",
             m.email_send_failures.clone(),
+        );
+        registry.register(
+            "parked_accounts",
+            "Accounts parked by a sanity bound, waiting for `billrun unpark`",
+            m.parked_accounts.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -317,6 +325,16 @@ impl Daemon {
             }
         }
         *shared.last_run.lock().unwrap_or_else(|p| p.into_inner()) = last;
+        match self.store.parked().await {
+            Ok(parked) => {
+                let waiting = parked
+                    .iter()
+                    .filter(|p| p.status == crate::store::ParkStatus::Parked)
+                    .count();
+                m.parked_accounts.set(waiting as i64);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count parked accounts"),
+        }
         self.update_depth(shared).await;
     }
 
@@ -419,5 +437,7 @@ mod tests {
         let text = m.render();
         assert!(text.contains("billrun_documents_issued_total 3"), "{text}");
         assert!(text.contains("billrun_outbox_depth"), "{text}");
+        m.parked_accounts.set(2);
+        assert!(m.render().contains("billrun_parked_accounts 2"));
     }
 }

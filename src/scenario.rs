@@ -163,6 +163,10 @@ pub struct SimulationOutput {
     pub deleted_accounts: Vec<String>,
     pub emails: Vec<Email>,
     pub changes: Vec<crate::store::ChangeRecord>,
+    /// Accounts parked by a sanity bound (never billed again in the simulation): listed so
+    /// they never silently disappear; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parked: Vec<crate::store::ParkedAccount>,
 }
 
 fn action_text(a: &Action) -> String {
@@ -193,6 +197,7 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
         .map_err(|e| run_err(&e))?;
 
     let defaults = crate::config::Config::default();
+    let sanity = defaults.sanity_bounds();
     let settings = CloseSettings {
         terms: Terms {
             payment_terms_days: defaults.payment_terms_days,
@@ -208,6 +213,7 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
         modules: defaults.modules,
         worker: "simulator".into(),
         lease_seconds: defaults.lease_seconds,
+        sanity,
     };
     let mut refused = Vec::new();
     let mut actions = scenario.actions.iter().peekable();
@@ -306,6 +312,7 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
             .collect(),
         refused,
         deleted_accounts: store.deleted_accounts().await.map_err(|e| run_err(&e))?,
+        parked: store.parked().await.map_err(|e| run_err(&e))?,
         changes,
         emails: emails
             .into_iter()

@@ -10,3 +10,4 @@ pub mod licence;
 pub mod money;
 pub mod period;
 pub mod policy;
+pub mod sanity;

@@ -279,6 +279,14 @@ pub fn finance_batch_email(
             let _ = writeln!(text, "  {account}");
         }
     }
+    if !extras.parked.is_empty() {
+        text.push_str(
+            "\nAccounts parked (nothing issued: their close failed a sanity bound; `billrun unpark ACCOUNT` releases one):\n",
+        );
+        for (account, reason) in &extras.parked {
+            let _ = writeln!(text, "  {account}: {reason}");
+        }
+    }
     text.push_str("\nEvery document is listed in the attached CSV.\n");
     let key = super::finance_batch_key(batch);
     let csv = finance_csv(docs)?;

@@ -12,11 +12,13 @@ pub mod sqlite;
 
 use crate::core::billing::{AccountClose, AccountState};
 use crate::core::document::{Document, DocumentKind};
-use crate::core::domain::{Account, AccountId};
+use crate::core::domain::{Account, AccountId, SubscriptionId};
+use crate::core::sanity::PreviousInvoice;
 use crate::input::ImportBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -141,6 +143,47 @@ pub struct BatchExtras {
     /// (account, currency, amount) of each refund owed.
     pub refunds: Vec<(String, String, Decimal)>,
     pub deleted_accounts: Vec<String>,
+    /// (account, reason) of each account parked by the run(s) the batch reports. Filled by
+    /// [`Store::batch_parked`].
+    pub parked: Vec<(String, String)>,
+}
+
+/// A parked account waits for an operator; a released one is closed once by the next close
+/// without the plausibility bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParkStatus {
+    Parked,
+    Released,
+}
+
+impl ParkStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ParkStatus::Parked => "parked",
+            ParkStatus::Released => "released",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "parked" => Some(ParkStatus::Parked),
+            "released" => Some(ParkStatus::Released),
+            _ => None,
+        }
+    }
+}
+
+/// An account a close did not issue anything for because its close failed a sanity bound.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParkedAccount {
+    pub account: AccountId,
+    pub reason: String,
+    pub status: ParkStatus,
+    /// When it was parked (in a dry run: when it would have been).
+    pub since: DateTime<Utc>,
+    /// The run that parked it; None in a dry run.
+    pub run: Option<RunId>,
+    pub released_at: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -332,6 +375,66 @@ pub trait Store: Send + Sync {
     async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError>;
     /// Balances of every account, by id.
     async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError>;
+
+    // Parked accounts (sanity bounds, src/core/sanity.rs).
+
+    /// The latest period invoice (an invoice with a period: a renewal) issued to each of
+    /// these subscriptions that has one. One query for the lot.
+    async fn previous_invoice_totals(
+        &self,
+        subscriptions: &[&str],
+    ) -> Result<BTreeMap<SubscriptionId, PreviousInvoice>, StoreError>;
+
+    /// The parked or released rows of these accounts (accounts with neither are absent).
+    /// One query.
+    async fn park_status(
+        &self,
+        accounts: &[AccountId],
+    ) -> Result<BTreeMap<AccountId, ParkedAccount>, StoreError>;
+
+    /// Park accounts for `run` with their reasons, in one transaction: each row upserted as
+    /// parked, one `parked_events` row each (what the finance batch reports) and one audit
+    /// row each.
+    async fn park_accounts(
+        &self,
+        run: RunId,
+        parked: &[(AccountId, String)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// These released accounts were just closed by a chunk that committed: their release is
+    /// used up, so their rows go (audited). Rows parked again meanwhile stay.
+    async fn consume_releases(
+        &self,
+        accounts: &[AccountId],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Every parked or released account, by id.
+    async fn parked(&self) -> Result<Vec<ParkedAccount>, StoreError>;
+
+    /// Release a parked account (audited): the next close bills it once without the
+    /// plausibility bounds. An unknown account, or one that is not parked, is `Rejected` and
+    /// nothing is written. Returns the row as released.
+    async fn unpark(&self, account: &str, now: DateTime<Utc>) -> Result<ParkedAccount, StoreError>;
+
+    /// (account, reason) of each parking a finance batch reports, by account.
+    async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>, StoreError>;
+}
+
+/// Why `unpark` refuses: `exists` whether the account exists, `status` its parked row's.
+pub(crate) fn unpark_refusal(
+    account: &str,
+    exists: bool,
+    status: Option<ParkStatus>,
+) -> StoreError {
+    StoreError::Rejected(match (exists, status) {
+        (false, _) => format!("unknown account {account:?}; nothing was released"),
+        (true, Some(ParkStatus::Released)) => format!(
+            "account {account} is already released; the next close bills it without the sanity bounds"
+        ),
+        (true, _) => format!("account {account} is not parked; nothing was released"),
+    })
 }
 
 /// Open the store a database URL names.

@@ -1066,7 +1066,8 @@ impl PgStore {
                 .await?;
         let others: i64 = sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
-                    (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL)",
+                    (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
+                    (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)",
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -1084,6 +1085,7 @@ impl PgStore {
             "UPDATE documents SET finance_batch_id = $1 WHERE finance_batch_id IS NULL",
             "UPDATE balance_ledger SET finance_batch_id = $1 WHERE reason = 'refund' AND finance_batch_id IS NULL",
             "UPDATE accounts SET finance_batch_id = $1 WHERE status = 'deleted' AND finance_batch_id IS NULL",
+            "UPDATE parked_events SET finance_batch_id = $1 WHERE finance_batch_id IS NULL",
         ] {
             sqlx::query(sql).bind(batch).execute(&mut *tx).await?;
         }
@@ -2034,6 +2036,198 @@ impl Store for PgStore {
         }
         Ok(out)
     }
+
+    async fn previous_invoice_totals(
+        &self,
+        subscriptions: &[&str],
+    ) -> Result<BTreeMap<SubscriptionId, PreviousInvoice>, StoreError> {
+        let mut out = BTreeMap::new();
+        if subscriptions.is_empty() {
+            return Ok(out);
+        }
+        // One index lookup per subscription (documents_subscription_invoices), one query.
+        for r in sqlx::query(
+            "SELECT d.subscription_id, d.total, d.period_start, d.period_end \
+             FROM UNNEST($1::text[]) AS s(id) CROSS JOIN LATERAL ( \
+               SELECT subscription_id, total, period_start, period_end FROM documents \
+               WHERE subscription_id = s.id AND kind = 'invoice' AND period_start IS NOT NULL \
+               ORDER BY id DESC LIMIT 1) d",
+        )
+        .bind(subscriptions)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let sub = SubscriptionId::new(&r.try_get::<String, _>("subscription_id")?)
+                .map_err(corrupt("subscription id"))?;
+            out.insert(
+                sub,
+                PreviousInvoice {
+                    total: r.try_get::<Money, _>("total")?.0,
+                    period: period(r.try_get("period_start")?, r.try_get("period_end")?),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn park_status(
+        &self,
+        accounts: &[AccountId],
+    ) -> Result<BTreeMap<AccountId, ParkedAccount>, StoreError> {
+        if accounts.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ids: Vec<&str> = accounts.iter().map(|a| a.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT account_id, reason, status, parked_at, run_id, released_at FROM parked_accounts \
+             WHERE account_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| parked_from_row(r).map(|p| (p.account.clone(), p)))
+            .collect()
+    }
+
+    async fn park_accounts(
+        &self,
+        run: RunId,
+        parked: &[(AccountId, String)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if parked.is_empty() {
+            return Ok(());
+        }
+        let accounts: Vec<&str> = parked.iter().map(|(a, _)| a.as_str()).collect();
+        let reasons: Vec<&str> = parked.iter().map(|(_, r)| r.as_str()).collect();
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "INSERT INTO parked_accounts (account_id, reason, parked_at, run_id, status, released_at) \
+             SELECT a, r, $3, $4, 'parked', NULL FROM UNNEST($1::text[], $2::text[]) AS u(a, r) \
+             ON CONFLICT (account_id) DO UPDATE SET reason = EXCLUDED.reason, parked_at = EXCLUDED.parked_at, \
+             run_id = EXCLUDED.run_id, status = 'parked', released_at = NULL",
+            "INSERT INTO parked_events (account_id, run_id, reason, parked_at) \
+             SELECT a, $4, r, $3 FROM UNNEST($1::text[], $2::text[]) AS u(a, r) \
+             ON CONFLICT (run_id, account_id) DO NOTHING",
+            "INSERT INTO audit_log (at, actor, action, account_id, details) \
+             SELECT $3, 'billrun', 'account_parked', a, jsonb_build_object('run', $4::bigint, 'reason', r) \
+             FROM UNNEST($1::text[], $2::text[]) AS u(a, r)",
+        ] {
+            sqlx::query(sql)
+                .bind(&accounts)
+                .bind(&reasons)
+                .bind(now)
+                .bind(run)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn consume_releases(
+        &self,
+        accounts: &[AccountId],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = accounts.iter().map(|a| a.as_str()).collect();
+        // One statement: the rows go and their audit rows are written together.
+        sqlx::query(
+            "WITH gone AS (DELETE FROM parked_accounts WHERE status = 'released' AND account_id = ANY($1) \
+             RETURNING account_id) \
+             INSERT INTO audit_log (at, actor, action, account_id) \
+             SELECT $2, 'billrun', 'account_release_used', account_id FROM gone",
+        )
+        .bind(&ids)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn parked(&self) -> Result<Vec<ParkedAccount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account_id, reason, status, parked_at, run_id, released_at FROM parked_accounts ORDER BY account_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(parked_from_row).collect()
+    }
+
+    async fn unpark(&self, account: &str, now: DateTime<Utc>) -> Result<ParkedAccount, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE parked_accounts SET status = 'released', released_at = $1 \
+             WHERE account_id = $2 AND status = 'parked' \
+             RETURNING account_id, reason, status, parked_at, run_id, released_at",
+        )
+        .bind(now)
+        .bind(account)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)")
+                    .bind(account)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM parked_accounts WHERE account_id = $1")
+                    .bind(account)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(unpark_refusal(
+                account,
+                exists,
+                status.as_deref().and_then(ParkStatus::parse),
+            ));
+        };
+        let parked = parked_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, account_id, details) \
+             VALUES ($1, 'billrun', 'account_unparked', $2, jsonb_build_object('reason', $3::text, 'run', $4::bigint))",
+        )
+        .bind(now)
+        .bind(account)
+        .bind(&parked.reason)
+        .bind(parked.run)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(parked)
+    }
+
+    async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for r in sqlx::query(
+            "SELECT account_id, reason FROM parked_events WHERE finance_batch_id = $1 ORDER BY account_id, id",
+        )
+        .bind(batch)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            out.push((r.try_get("account_id")?, r.try_get("reason")?));
+        }
+        Ok(out)
+    }
+}
+
+fn parked_from_row(r: &PgRow) -> Result<ParkedAccount, StoreError> {
+    let status: String = r.try_get("status")?;
+    Ok(ParkedAccount {
+        account: account_id(&r.try_get::<String, _>("account_id")?)?,
+        reason: r.try_get("reason")?,
+        status: ParkStatus::parse(&status).ok_or_else(|| corrupt("park status")(status.clone()))?,
+        since: r.try_get("parked_at")?,
+        run: r.try_get("run_id")?,
+        released_at: r.try_get("released_at")?,
+    })
 }
 
 fn outbox_from_row(r: &sqlx::postgres::PgRow) -> Result<OutboxEntry, StoreError> {

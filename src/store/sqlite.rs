@@ -1686,7 +1686,8 @@ impl Store for SqliteStore {
                 .await?;
         let others: i64 = sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
-                    (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL)",
+                    (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
+                    (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)",
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -1718,6 +1719,7 @@ impl Store for SqliteStore {
         for sql in [
             "UPDATE balance_ledger SET finance_batch_id = ? WHERE reason = 'refund' AND finance_batch_id IS NULL",
             "UPDATE accounts SET finance_batch_id = ? WHERE status = 'deleted' AND finance_batch_id IS NULL",
+            "UPDATE parked_events SET finance_batch_id = ? WHERE finance_batch_id IS NULL",
         ] {
             sqlx::query(sql).bind(batch).execute(&mut *tx).await?;
         }
@@ -1880,4 +1882,241 @@ impl Store for SqliteStore {
         }
         Ok(out)
     }
+
+    async fn previous_invoice_totals(
+        &self,
+        subscriptions: &[&str],
+    ) -> Result<BTreeMap<SubscriptionId, PreviousInvoice>, StoreError> {
+        let mut out = BTreeMap::new();
+        if subscriptions.is_empty() {
+            return Ok(out);
+        }
+        // One bound parameter whatever the chunk size (json_each), and the partial index
+        // documents_subscription_invoices makes each MAX(id) an index lookup.
+        let ids = serde_json::to_string(subscriptions)
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        for r in sqlx::query(
+            "SELECT subscription_id, total, period_start, period_end FROM documents WHERE id IN ( \
+               SELECT MAX(id) FROM documents WHERE kind = 'invoice' AND period_start IS NOT NULL \
+               AND subscription_id IN (SELECT value FROM json_each(?)) GROUP BY subscription_id)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let sub = SubscriptionId::new(&r.try_get::<String, _>("subscription_id")?)
+                .map_err(corrupt("subscription id"))?;
+            let period = match (
+                opt_date(r.try_get("period_start")?)?,
+                opt_date(r.try_get("period_end")?)?,
+            ) {
+                (Some(start), Some(end)) => Some(Period { start, end }),
+                _ => None,
+            };
+            out.insert(
+                sub,
+                PreviousInvoice {
+                    total: dec(&r.try_get::<String, _>("total")?)?,
+                    period,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn park_status(
+        &self,
+        accounts: &[AccountId],
+    ) -> Result<BTreeMap<AccountId, ParkedAccount>, StoreError> {
+        if accounts.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ids: Vec<&str> = accounts.iter().map(|a| a.as_str()).collect();
+        let ids = serde_json::to_string(&ids).map_err(|e| StoreError::Database(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT account_id, reason, status, parked_at, run_id, released_at FROM parked_accounts \
+             WHERE account_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| parked_from_row(r).map(|p| (p.account.clone(), p)))
+            .collect()
+    }
+
+    async fn park_accounts(
+        &self,
+        run: RunId,
+        parked: &[(AccountId, String)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if parked.is_empty() {
+            return Ok(());
+        }
+        let now = ts(now);
+        let mut tx = self.write_tx().await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO parked_accounts (account_id, reason, parked_at, run_id, status, released_at) ",
+        );
+        q.push_values(parked, |mut b, (account, reason)| {
+            b.push_bind(account.as_str())
+                .push_bind(reason.as_str())
+                .push_bind(&now)
+                .push_bind(run)
+                .push("'parked'")
+                .push("NULL");
+        });
+        q.push(
+            " ON CONFLICT (account_id) DO UPDATE SET reason = excluded.reason, parked_at = excluded.parked_at, \
+             run_id = excluded.run_id, status = 'parked', released_at = NULL",
+        );
+        q.build().execute(&mut *tx).await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO parked_events (account_id, run_id, reason, parked_at) ",
+        );
+        q.push_values(parked, |mut b, (account, reason)| {
+            b.push_bind(account.as_str())
+                .push_bind(run)
+                .push_bind(reason.as_str())
+                .push_bind(&now);
+        });
+        q.push(" ON CONFLICT (run_id, account_id) DO NOTHING");
+        q.build().execute(&mut *tx).await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_log (at, actor, action, account_id, details) ",
+        );
+        q.push_values(parked, |mut b, (account, reason)| {
+            b.push_bind(&now)
+                .push("'billrun'")
+                .push("'account_parked'")
+                .push_bind(account.as_str())
+                .push_bind(serde_json::json!({"run": run, "reason": reason}).to_string());
+        });
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn consume_releases(
+        &self,
+        accounts: &[AccountId],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = accounts.iter().map(|a| a.as_str()).collect();
+        let ids = serde_json::to_string(&ids).map_err(|e| StoreError::Database(e.to_string()))?;
+        let mut tx = self.write_tx().await?;
+        let gone: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM parked_accounts WHERE status = 'released' \
+             AND account_id IN (SELECT value FROM json_each(?)) RETURNING account_id",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !gone.is_empty() {
+            let now = ts(now);
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_log (at, actor, action, account_id) ",
+            );
+            q.push_values(&gone, |mut b, account| {
+                b.push_bind(&now)
+                    .push("'billrun'")
+                    .push("'account_release_used'")
+                    .push_bind(account);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn parked(&self) -> Result<Vec<ParkedAccount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account_id, reason, status, parked_at, run_id, released_at FROM parked_accounts ORDER BY account_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(parked_from_row).collect()
+    }
+
+    async fn unpark(&self, account: &str, now: DateTime<Utc>) -> Result<ParkedAccount, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "UPDATE parked_accounts SET status = 'released', released_at = ? \
+             WHERE account_id = ? AND status = 'parked' \
+             RETURNING account_id, reason, status, parked_at, run_id, released_at",
+        )
+        .bind(ts(now))
+        .bind(account)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?)")
+                    .bind(account)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM parked_accounts WHERE account_id = ?")
+                    .bind(account)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(unpark_refusal(
+                account,
+                exists,
+                status.as_deref().and_then(ParkStatus::parse),
+            ));
+        };
+        let parked = parked_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, account_id, details) VALUES (?, 'billrun', 'account_unparked', ?, ?)",
+        )
+        .bind(ts(now))
+        .bind(account)
+        .bind(serde_json::json!({"reason": parked.reason, "run": parked.run}).to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(parked)
+    }
+
+    async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for r in sqlx::query(
+            "SELECT account_id, reason FROM parked_events WHERE finance_batch_id = ? ORDER BY account_id, id",
+        )
+        .bind(batch)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            out.push((r.try_get("account_id")?, r.try_get("reason")?));
+        }
+        Ok(out)
+    }
+}
+
+fn timestamp(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {s:?}")))
+}
+
+fn parked_from_row(r: &SqliteRow) -> Result<ParkedAccount, StoreError> {
+    let status: String = r.try_get("status")?;
+    Ok(ParkedAccount {
+        account: AccountId::new(&r.try_get::<String, _>("account_id")?)
+            .map_err(corrupt("account id"))?,
+        reason: r.try_get("reason")?,
+        status: ParkStatus::parse(&status).ok_or_else(|| corrupt("park status")(status.clone()))?,
+        since: timestamp(&r.try_get::<String, _>("parked_at")?)?,
+        run: r.try_get("run_id")?,
+        released_at: r
+            .try_get::<Option<String>, _>("released_at")?
+            .as_deref()
+            .map(timestamp)
+            .transpose()?,
+    })
 }
