@@ -7,14 +7,17 @@ fn main() -> ExitCode {
     let cli = billrun::cli::Cli::parse();
     // The daemon reports what it does; one-shot commands keep stderr for errors.
     let default_level = match cli.command {
-        billrun::cli::Command::Run => "info,tokio_cron_scheduler=warn",
-        _ => "warn",
+        billrun::cli::Command::Run => "info,tokio_cron_scheduler=warn,sqlx::query=error",
+        // sqlx warns of every statement over a second; a big close has some by design.
+        _ => "warn,sqlx::query=error",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BILLRUN_LOG")
         .unwrap_or_else(|_| default_level.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, not in files, journals or pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if std::env::var("BILLRUN_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {

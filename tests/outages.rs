@@ -64,9 +64,6 @@ fn an_unreachable_postgres_server_at_start_is_one_clear_error() {
 /// The error names the server it could not reach and why, as the error for a missing
 /// database does ("database \"x\" does not exist").
 #[test]
-#[ignore = "bug: an unreachable PostgreSQL server gives only 'cannot open the database: pool \
-            timed out while waiting for an open connection' after 30 s, naming neither the \
-            server nor the refusal (PgStore::open uses sqlx's pool acquire timeout)"]
 fn an_unreachable_postgres_server_is_named_in_the_error() {
     let sb = Sandbox::new(Backend::Sqlite);
     let env = [(

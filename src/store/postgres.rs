@@ -1060,8 +1060,60 @@ impl PgStore {
         sqlx::query("LOCK TABLE finance_batches IN SHARE ROW EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await?;
+        // A run that issued nothing has no batch yet; it makes one only when there is
+        // something to report, so batch numbers stay consecutive.
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM finance_batches WHERE run_id = $1")
+                .bind(run)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if existing.is_none() {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL) + \
+                        (SELECT COUNT(*) FROM finance_batches b \
+                         WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = b.id)) + \
+                        (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
+                        (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
+                        (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if waiting == 0 {
+                return Ok(None);
+            }
+        }
+        let batch = match existing {
+            Some(b) => b,
+            None => run_batch(&mut tx, run, now).await?,
+        };
+        // Adopt what is not reported yet: documents issued outside a run, and those of
+        // batches never sealed (a run that died; or, with several workers, one still going —
+        // it seals whatever it issues after this).
+        sqlx::query("UPDATE documents SET finance_batch_id = $1 WHERE finance_batch_id IS NULL")
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE documents SET finance_batch_id = $1 WHERE finance_batch_id IN \
+             (SELECT b.id FROM finance_batches b WHERE b.id <> $1 \
+              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = b.id))",
+        )
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        // The batches emptied so are gone; a worker still running makes a new one for what
+        // it issues next.
+        sqlx::query(
+            "DELETE FROM finance_batches WHERE id <> $1 \
+             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = finance_batches.id) \
+             AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.finance_batch_id = finance_batches.id)",
+        )
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
         let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL")
+            sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE finance_batch_id = $1")
+                .bind(batch)
                 .fetch_one(&mut *tx)
                 .await?;
         let others: i64 = sqlx::query_scalar(
@@ -1072,17 +1124,14 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         if count == 0 && others == 0 {
+            sqlx::query("DELETE FROM finance_batches WHERE id = $1")
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
             return Ok(None);
         }
-        let batch: i64 = sqlx::query_scalar(
-            "INSERT INTO finance_batches (run_id, created_at) VALUES ($1, $2) RETURNING id",
-        )
-        .bind(run)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
         for sql in [
-            "UPDATE documents SET finance_batch_id = $1 WHERE finance_batch_id IS NULL",
             "UPDATE balance_ledger SET finance_batch_id = $1 WHERE reason = 'refund' AND finance_batch_id IS NULL",
             "UPDATE accounts SET finance_batch_id = $1 WHERE status = 'deleted' AND finance_batch_id IS NULL",
             "UPDATE parked_events SET finance_batch_id = $1 WHERE finance_batch_id IS NULL",
@@ -1171,6 +1220,25 @@ async fn reserve_numbers(
     Ok(next)
 }
 
+/// The finance batch of a run, made by the run's first issuing chunk (inside that chunk's
+/// transaction, so a chunk that rolls back leaves no empty batch). A run's documents carry
+/// their batch from the start: sealing the batch never rewrites them.
+async fn run_batch(conn: &mut PgConnection, run: RunId, now: DateTime<Utc>) -> Result<i64, Fail> {
+    sqlx::query(
+        "INSERT INTO finance_batches (run_id, created_at) VALUES ($1, $2) ON CONFLICT (run_id) DO NOTHING",
+    )
+    .bind(run)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(
+        sqlx::query_scalar("SELECT id FROM finance_batches WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
 /// Number and insert documents with their lines, ledger entries, consumed pending items and
 /// one outbox message each; a handful of statements whatever the count.
 async fn insert_documents(
@@ -1183,6 +1251,10 @@ async fn insert_documents(
     if docs.is_empty() {
         return Ok(Vec::new());
     }
+    let batch = match run {
+        Some(run) => Some(run_batch(conn, run, now).await?),
+        None => None,
+    };
     let mut next = reserve_numbers(conn, numbering, docs).await?;
     let mut numbers = Vec::with_capacity(docs.len());
     for doc in docs {
@@ -1201,10 +1273,11 @@ async fn insert_documents(
     // in id order and must come out in issue order.
     let rows: Vec<(i64, String)> = sqlx::query_as(
         "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
-         period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at) \
+         period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at, \
+         finance_batch_id) \
          SELECT u.number, u.doc_key, u.kind, u.account_id, u.subscription_id, $1, u.issued_at, u.due_at, \
          u.period_start, u.period_end, u.currency, u.subtotal, u.discount, u.tax, u.total, u.credit_applied, \
-         u.amount_due, $2 \
+         u.amount_due, $2, $19 \
          FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::date[], $9::date[], $10::date[], \
                      $11::date[], $12::text[], $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], \
                      $17::numeric[], $18::numeric[]) WITH ORDINALITY \
@@ -1235,6 +1308,7 @@ async fn insert_documents(
     .bind(m(|d| d.total))
     .bind(m(|d| d.credit_applied))
     .bind(m(|d| d.amount_due))
+    .bind(batch)
     .fetch_all(&mut *conn)
     .await?;
     let by_key: BTreeMap<String, i64> = rows.into_iter().map(|(id, key)| (key, id)).collect();

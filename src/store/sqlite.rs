@@ -340,6 +340,29 @@ fn rows_per_statement(cols: usize) -> usize {
     (MAX_PARAMS / cols).min(MAX_ROWS)
 }
 
+/// The finance batch of a run, made by the run's first issuing chunk (inside that chunk's
+/// transaction, so a chunk that rolls back leaves no empty batch). A run's documents carry
+/// their batch from the start: sealing the batch never rewrites them.
+async fn run_batch(
+    tx: &mut Transaction<'static, Sqlite>,
+    run: RunId,
+    created: &str,
+) -> Result<i64, StoreError> {
+    sqlx::query(
+        "INSERT INTO finance_batches (run_id, created_at) VALUES (?, ?) ON CONFLICT (run_id) DO NOTHING",
+    )
+    .bind(run)
+    .bind(created)
+    .execute(&mut **tx)
+    .await?;
+    Ok(
+        sqlx::query_scalar("SELECT id FROM finance_batches WHERE run_id = ?")
+            .bind(run)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
 /// Number and insert documents with their lines, ledger entries, consumed pending items and
 /// one outbox message each, in multi-row statements: a handful per chunk, whatever its size.
 async fn insert_documents(
@@ -352,6 +375,10 @@ async fn insert_documents(
     if docs.is_empty() {
         return Ok(Vec::new());
     }
+    let batch = match run {
+        Some(run) => Some(run_batch(tx, run, created).await?),
+        None => None,
+    };
     let mut next = reserve_numbers(tx, numbering, docs.iter().copied()).await?;
     let mut numbers = Vec::with_capacity(docs.len());
     for doc in docs {
@@ -367,10 +394,11 @@ async fn insert_documents(
     // documents listed in id order come out in issue order.
     let mut ids: Vec<i64> = Vec::with_capacity(docs.len());
     let indexed: Vec<(&DraftDocument, &String)> = docs.iter().copied().zip(&numbers).collect();
-    for part in indexed.chunks(rows_per_statement(18)) {
+    for part in indexed.chunks(rows_per_statement(19)) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
-             period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at) ",
+             period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at, \
+             finance_batch_id) ",
         );
         q.push_values(part, |mut b, (doc, number)| {
             b.push_bind(number.as_str())
@@ -390,7 +418,8 @@ async fn insert_documents(
                 .push_bind(doc.total.to_string())
                 .push_bind(doc.credit_applied.to_string())
                 .push_bind(doc.amount_due.to_string())
-                .push_bind(created);
+                .push_bind(created)
+                .push_bind(batch);
         });
         q.push(" RETURNING id, doc_key");
         let rows: Vec<(i64, String)> = q
@@ -1680,8 +1709,61 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.write_tx().await?;
+        let created = ts(now);
+        // A run that issued nothing has no batch yet; it makes one only when there is
+        // something to report, so batch numbers stay consecutive.
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM finance_batches WHERE run_id = ?")
+                .bind(run)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if existing.is_none() {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL) + \
+                        (SELECT COUNT(*) FROM finance_batches b \
+                         WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = b.id)) + \
+                        (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
+                        (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
+                        (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if waiting == 0 {
+                return Ok(None);
+            }
+        }
+        let batch = match existing {
+            Some(b) => b,
+            None => run_batch(&mut tx, run, &created).await?,
+        };
+        // Adopt what is not reported yet: documents issued outside a run, and those of
+        // batches never sealed (a run that died; or, with several workers, one still going —
+        // it seals whatever it issues after this).
+        sqlx::query("UPDATE documents SET finance_batch_id = ? WHERE finance_batch_id IS NULL")
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE documents SET finance_batch_id = ?1 WHERE finance_batch_id IN \
+             (SELECT b.id FROM finance_batches b WHERE b.id <> ?1 \
+              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = b.id))",
+        )
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        // The batches emptied so are gone; a worker still running makes a new one for what
+        // it issues next.
+        sqlx::query(
+            "DELETE FROM finance_batches WHERE id <> ?1 \
+             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = finance_batches.id) \
+             AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.finance_batch_id = finance_batches.id)",
+        )
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
         let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL")
+            sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE finance_batch_id = ?")
+                .bind(batch)
                 .fetch_one(&mut *tx)
                 .await?;
         let others: i64 = sqlx::query_scalar(
@@ -1692,29 +1774,12 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         if count == 0 && others == 0 {
+            sqlx::query("DELETE FROM finance_batches WHERE id = ?")
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
             return Ok(None);
-        }
-        let created = ts(now);
-        let batch: i64 = sqlx::query_scalar(
-            "INSERT INTO finance_batches (run_id, created_at) VALUES (?, ?) RETURNING id",
-        )
-        .bind(run)
-        .bind(&created)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| conflict_on_unique(e, format!("finance batch of run {run}")))?;
-        // In steps, so SQLite never collects a million row ids in memory for one UPDATE.
-        loop {
-            let done = sqlx::query(
-                "UPDATE documents SET finance_batch_id = ? WHERE id IN \
-                 (SELECT id FROM documents WHERE finance_batch_id IS NULL LIMIT 5000)",
-            )
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                break;
-            }
         }
         for sql in [
             "UPDATE balance_ledger SET finance_batch_id = ? WHERE reason = 'refund' AND finance_batch_id IS NULL",
@@ -1734,7 +1799,8 @@ impl Store for SqliteStore {
         .bind(&created)
         .bind(&created)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| conflict_on_unique(e, format!("finance batch of run {run}")))?;
         tx.commit().await?;
         Ok(Some(batch))
     }
