@@ -304,6 +304,22 @@ async fn close_chunks(
     let query_date = options
         .instant
         .map_or(as_of, |t| (t + Duration::hours(14)).date_naive().max(as_of));
+    // The next chunk, claimed and read while the previous one was being written.
+    let mut prefetched: Option<(Vec<AccountId>, Vec<billing::AccountState>)> = None;
+    let claim_after = |after: Option<AccountId>| async move {
+        let now = clock.now();
+        let lease = now + Duration::seconds(i64::from(settings.lease_seconds));
+        store
+            .claim_accounts(
+                query_date,
+                &settings.worker,
+                now,
+                lease,
+                after.as_ref(),
+                settings.chunk_size,
+            )
+            .await
+    };
     loop {
         if options.stop.as_ref().is_some_and(|s| *s.borrow()) {
             report.stopped = true;
@@ -311,29 +327,19 @@ async fn close_chunks(
         }
         // A real run claims its work, so several workers share it; a dry run only reads.
         let t = std::time::Instant::now();
-        let ids = match run {
-            Some(_) => {
-                let now = clock.now();
-                let lease = now + Duration::seconds(i64::from(settings.lease_seconds));
-                let claim = |after| {
-                    store.claim_accounts(
-                        query_date,
-                        &settings.worker,
-                        now,
-                        lease,
-                        after,
-                        settings.chunk_size,
-                    )
-                };
-                let ids = claim(after.as_ref()).await?;
+        let mut ready = prefetched.take();
+        let ids = match (&ready, run) {
+            (Some((ids, _)), _) => ids.clone(),
+            (None, Some(_)) => {
+                let ids = claim_after(after.clone()).await?;
                 if ids.is_empty() && after.is_some() {
                     // Past the end: start over for what others dropped or left behind.
-                    claim(None).await?
+                    claim_after(None).await?
                 } else {
                     ids
                 }
             }
-            None => {
+            (None, None) => {
                 store
                     .due_accounts(query_date, after.as_ref(), settings.chunk_size)
                     .await?
@@ -359,7 +365,10 @@ async fn close_chunks(
         let mut attempts = 0;
         loop {
             let t = std::time::Instant::now();
-            let states = store.load_accounts(&ids).await?;
+            let states = match ready.take() {
+                Some((_, states)) => states,
+                None => store.load_accounts(&ids).await?,
+            };
             spent[1] += t.elapsed();
             let t = std::time::Instant::now();
             let mut closes = Vec::with_capacity(states.len());
@@ -439,7 +448,24 @@ async fn close_chunks(
                 retention_days: settings.retention_days,
             };
             let t = std::time::Instant::now();
-            let committed = store.commit_chunk(&ctx, &closes).await;
+            // Claim the next chunk now (a short write), then read it while this one is
+            // written: the database writes one chunk while billrun reads and computes the
+            // next. Claims keep the two apart; a conflict retries this chunk alone.
+            let next = if attempts == 0 && prefetched.is_none() && store.pipelines_chunks() {
+                claim_after(Some(last.clone())).await?
+            } else {
+                Vec::new()
+            };
+            let (committed, next_states) = tokio::join!(store.commit_chunk(&ctx, &closes), async {
+                if next.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    store.load_accounts(&next).await
+                }
+            });
+            if !next.is_empty() {
+                prefetched = Some((next, next_states?));
+            }
             spent[3] += t.elapsed();
             match committed {
                 Ok(issued) => {

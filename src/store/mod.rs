@@ -347,6 +347,12 @@ pub trait Store: Send + Sync {
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
 
+    /// Whether reading the next chunk while writing one pays: true for a server that works
+    /// on both at once; false for SQLite, where it only costs memory.
+    fn pipelines_chunks(&self) -> bool {
+        false
+    }
+
     /// Messages not yet sent (for the outbox-depth metric).
     async fn outbox_depth(&self) -> Result<u64, StoreError> {
         let far = DateTime::<Utc>::MAX_UTC;

@@ -594,6 +594,16 @@ impl PgStore {
         closes: &[AccountClose],
     ) -> Result<Vec<StoredDocument>, Fail> {
         let mut tx = self.write_tx().await?;
+        // Every join in a chunk's writes is a few hundred array rows against a big table by
+        // its primary key. Planned with the arrays' real sizes, PostgreSQL picks a hash join
+        // over a scan of the whole table — per chunk, so a close would grow with the square
+        // of its size. Index nested loops are right for all of them; say so for this
+        // transaction only.
+        sqlx::query(
+            "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+        )
+        .execute(&mut *tx)
+        .await?;
         // Subscriptions first, numbers next, accounts last: the lock order of every write.
         let updates: Vec<_> = closes.iter().flat_map(|c| &c.updates).collect();
         if !updates.is_empty() {
@@ -604,7 +614,7 @@ impl PgStore {
                  FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::date[], $5::date[], $6::date[], $7::date[], \
                              $8::bigint[], $9::text[], $10::date[]) \
                  AS u(id, expected_version, cycle, anchor, period_start, period_end, next_bill_date, periods_billed, status, ended_at) \
-                 WHERE s.id = u.id AND s.id = ANY($1) AND s.version = u.expected_version AND s.status = 'active' \
+                 WHERE s.id = u.id AND s.version = u.expected_version AND s.status = 'active' \
                  RETURNING s.id",
             )
             .bind(updates.iter().map(|u| u.id.as_str()).collect::<Vec<_>>())
@@ -628,19 +638,42 @@ impl PgStore {
                     .map_or_else(|| updates[0].id.to_string(), |u| u.id.to_string());
                 return Err(StoreError::Conflict(format!("subscription {missed}")).into());
             }
-            for u in updates.iter().filter(|u| !u.applied_changes.is_empty()) {
-                replace_items(&mut tx, u.id.as_str(), &u.items).await?;
-                let applied: BTreeSet<i64> = sqlx::query_scalar(
-                    "UPDATE scheduled_changes SET status = 'applied', applied_at = $1 \
-                     WHERE id = ANY($2) AND status = 'queued' RETURNING id",
+            // Queued changes applied at their boundary: the subscriptions' items replaced and
+            // the changes marked applied, a statement each for the whole chunk.
+            let changed: Vec<_> = updates
+                .iter()
+                .filter(|u| !u.applied_changes.is_empty())
+                .collect();
+            if !changed.is_empty() {
+                sqlx::query("DELETE FROM subscription_items WHERE subscription_id = ANY($1)")
+                    .bind(changed.iter().map(|u| u.id.as_str()).collect::<Vec<_>>())
+                    .execute(&mut *tx)
+                    .await?;
+                let items: Vec<(&str, &Item)> = changed
+                    .iter()
+                    .flat_map(|u| u.items.iter().map(|i| (u.id.as_str(), i)))
+                    .collect();
+                insert_items(&mut tx, &items).await?;
+                let applied: Vec<(i64, Option<NaiveDate>)> = changed
+                    .iter()
+                    .flat_map(|u| {
+                        u.applied_changes
+                            .iter()
+                            .map(|id| (*id, u.current_period.map(|p| p.start)))
+                    })
+                    .collect();
+                let done: BTreeSet<i64> = sqlx::query_scalar(
+                    "UPDATE scheduled_changes c SET status = 'applied', applied_at = u.at \
+                     FROM UNNEST($1::bigint[], $2::date[]) AS u(id, at) \
+                     WHERE c.id = u.id AND c.status = 'queued' RETURNING c.id",
                 )
-                .bind(u.current_period.map(|p| p.start))
-                .bind(&u.applied_changes)
+                .bind(applied.iter().map(|a| a.0).collect::<Vec<_>>())
+                .bind(applied.iter().map(|a| a.1).collect::<Vec<_>>())
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
                 .collect();
-                if let Some(id) = u.applied_changes.iter().find(|id| !applied.contains(id)) {
+                if let Some((id, _)) = applied.iter().find(|(id, _)| !done.contains(id)) {
                     return Err(StoreError::Conflict(format!("scheduled change {id}")).into());
                 }
             }
@@ -663,7 +696,7 @@ impl PgStore {
             sqlx::query(
                 "UPDATE accounts a SET status = 'canceled', canceled_at = u.canceled_at, delete_after = u.delete_after \
                  FROM UNNEST($1::text[], $2::date[], $3::date[]) AS u(id, canceled_at, delete_after) \
-                 WHERE a.id = u.id AND a.id = ANY($1) AND a.status = 'active'",
+                 WHERE a.id = u.id AND a.status = 'active'",
             )
             .bind(canceled.iter().map(|(c, _)| c.account.as_str()).collect::<Vec<_>>())
             .bind(canceled.iter().map(|(_, d)| *d).collect::<Vec<_>>())
@@ -1387,7 +1420,7 @@ async fn insert_documents(
         let taken: Vec<i64> = sqlx::query_scalar(
             "UPDATE pending_items p SET document_id = u.document_id \
              FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, document_id) \
-             WHERE p.id = u.id AND p.id = ANY($1) AND p.document_id IS NULL RETURNING p.id",
+             WHERE p.id = u.id AND p.document_id IS NULL RETURNING p.id",
         )
         .bind(consumed.iter().map(|c| c.0).collect::<Vec<_>>())
         .bind(consumed.iter().map(|c| c.1).collect::<Vec<_>>())
@@ -1415,7 +1448,7 @@ async fn insert_documents(
          SELECT u.number, 'document', u.document_id, a.email, u.subject, $1, $1 \
          FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[]) WITH ORDINALITY \
          AS u(number, document_id, subject, account_id, ord) \
-         JOIN accounts a ON a.id = u.account_id WHERE a.id = ANY($5) ORDER BY u.ord",
+         JOIN accounts a ON a.id = u.account_id ORDER BY u.ord",
     )
     .bind(now)
     .bind(&numbers)
@@ -1457,7 +1490,7 @@ async fn update_balances(
     let moved: BTreeSet<String> = sqlx::query_scalar(
         "UPDATE accounts a SET balance = u.after \
          FROM UNNEST($1::text[], $2::numeric[], $3::numeric[]) AS u(id, before, after) \
-         WHERE a.id = u.id AND a.id = ANY($1) AND a.balance = u.before RETURNING a.id",
+         WHERE a.id = u.id AND a.balance = u.before RETURNING a.id",
     )
     .bind(moves.iter().map(|m| m.0).collect::<Vec<_>>())
     .bind(moves.iter().map(|m| money(m.1)).collect::<Vec<_>>())
@@ -2013,6 +2046,10 @@ impl Store for PgStore {
     }
 
     /// Counted in the database rather than by loading every pending message (the default).
+    fn pipelines_chunks(&self) -> bool {
+        true
+    }
+
     async fn outbox_depth(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
             .fetch_one(&self.pool)
