@@ -329,7 +329,7 @@ async fn verify(
     let mut expected_number = 1i64;
     let start = as_of().to_string();
     loop {
-        let page = store.documents_page(after, 5_000).await?;
+        let page = store.documents_page(after, 1_000).await?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for d in &page {
