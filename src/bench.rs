@@ -498,8 +498,8 @@ impl FreshDatabase {
     }
 }
 
-/// The same server and options, another database.
-fn with_database(url: &str, database: &str) -> String {
+/// The same PostgreSQL server and options, another database.
+pub fn with_database(url: &str, database: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
     let (before_query, query) = match rest.split_once('?') {
         Some((b, q)) => (b, Some(q)),

@@ -443,6 +443,17 @@ pub(crate) fn unpark_refusal(
     })
 }
 
+/// How many refunds, deletions and parks no finance batch has reported yet (the same SQL on
+/// both backends).
+const UNREPORTED_EXTRAS: &str = "SELECT (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
+     (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
+     (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)";
+
+/// How many documents wait for a batch: issued outside a run, or in a batch never sealed.
+const UNREPORTED_DOCUMENTS: &str = "SELECT (SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL) + \
+     (SELECT COUNT(*) FROM finance_batches b \
+      WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = b.id))";
+
 /// Open the store a database URL names.
 pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {

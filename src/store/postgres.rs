@@ -645,15 +645,11 @@ impl PgStore {
                 .filter(|u| !u.applied_changes.is_empty())
                 .collect();
             if !changed.is_empty() {
-                sqlx::query("DELETE FROM subscription_items WHERE subscription_id = ANY($1)")
-                    .bind(changed.iter().map(|u| u.id.as_str()).collect::<Vec<_>>())
-                    .execute(&mut *tx)
-                    .await?;
-                let items: Vec<(&str, &Item)> = changed
+                let new_items: Vec<(&str, &[Item])> = changed
                     .iter()
-                    .flat_map(|u| u.items.iter().map(|i| (u.id.as_str(), i)))
+                    .map(|u| (u.id.as_str(), u.items.as_slice()))
                     .collect();
-                insert_items(&mut tx, &items).await?;
+                replace_items(&mut tx, &new_items).await?;
                 let applied: Vec<(i64, Option<NaiveDate>)> = changed
                     .iter()
                     .flat_map(|u| {
@@ -777,7 +773,7 @@ impl PgStore {
             return Err(StoreError::Conflict(format!("subscription {sub}")).into());
         }
         if let Some(c) = c {
-            replace_items(&mut tx, sub, &c.items).await?;
+            replace_items(&mut tx, &[(sub, c.items.as_slice())]).await?;
         }
         // A new request supersedes whatever was waiting for the period end.
         sqlx::query(
@@ -931,7 +927,7 @@ impl PgStore {
             return Err(StoreError::Conflict(format!("subscription {sub}")).into());
         }
         if let Some(items) = &outcome.items {
-            replace_items(&mut tx, sub, items).await?;
+            replace_items(&mut tx, &[(sub, items)]).await?;
         }
         // In order: an operation may unassign a licence and assign it again.
         for m in &outcome.mutations {
@@ -1100,17 +1096,13 @@ impl PgStore {
                 .bind(run)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if existing.is_none() {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT (SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL) + \
-                        (SELECT COUNT(*) FROM finance_batches b \
-                         WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = b.id)) + \
-                        (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
-                        (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
-                        (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)",
-            )
+        let others: i64 = sqlx::query_scalar(UNREPORTED_EXTRAS)
             .fetch_one(&mut *tx)
             .await?;
+        if existing.is_none() && others == 0 {
+            let waiting: i64 = sqlx::query_scalar(UNREPORTED_DOCUMENTS)
+                .fetch_one(&mut *tx)
+                .await?;
             if waiting == 0 {
                 return Ok(None);
             }
@@ -1149,13 +1141,6 @@ impl PgStore {
                 .bind(batch)
                 .fetch_one(&mut *tx)
                 .await?;
-        let others: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
-                    (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
-                    (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
         if count == 0 && others == 0 {
             sqlx::query("DELETE FROM finance_batches WHERE id = $1")
                 .bind(batch)
@@ -1213,12 +1198,19 @@ async fn insert_items(conn: &mut PgConnection, items: &[(&str, &Item)]) -> Resul
     Ok(())
 }
 
-async fn replace_items(conn: &mut PgConnection, sub: &str, items: &[Item]) -> Result<(), Fail> {
-    sqlx::query("DELETE FROM subscription_items WHERE subscription_id = $1")
-        .bind(sub)
+/// Replace the items of these subscriptions (one or a whole chunk's).
+async fn replace_items(conn: &mut PgConnection, subs: &[(&str, &[Item])]) -> Result<(), Fail> {
+    if subs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM subscription_items WHERE subscription_id = ANY($1)")
+        .bind(subs.iter().map(|(sub, _)| *sub).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
-    let rows: Vec<(&str, &Item)> = items.iter().map(|i| (sub, i)).collect();
+    let rows: Vec<(&str, &Item)> = subs
+        .iter()
+        .flat_map(|(sub, items)| items.iter().map(move |i| (*sub, i)))
+        .collect();
     insert_items(conn, &rows).await
 }
 

@@ -276,26 +276,41 @@ impl SqliteStore {
     }
 }
 
-async fn replace_items(
+/// Items of subscriptions, in multi-row statements.
+async fn insert_items(
     tx: &mut Transaction<'static, Sqlite>,
-    sub: &str,
-    items: &[Item],
+    items: &[(&str, &Item)],
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM subscription_items WHERE subscription_id = ?")
-        .bind(sub)
-        .execute(&mut **tx)
-        .await?;
-    for item in items {
-        sqlx::query(
-            "INSERT INTO subscription_items (subscription_id, plan, quantity) VALUES (?, ?, ?)",
-        )
-        .bind(sub)
-        .bind(&item.plan)
-        .bind(i64::from(item.quantity))
-        .execute(&mut **tx)
-        .await?;
+    for part in items.chunks(rows_per_statement(3)) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO subscription_items (subscription_id, plan, quantity) ",
+        );
+        q.push_values(part, |mut b, (sub, item)| {
+            b.push_bind(*sub)
+                .push_bind(item.plan.as_str())
+                .push_bind(i64::from(item.quantity));
+        });
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Replace the items of these subscriptions (one or a whole chunk's).
+async fn replace_items(
+    tx: &mut Transaction<'static, Sqlite>,
+    subs: &[(&str, &[Item])],
+) -> Result<(), StoreError> {
+    for part in subs.chunks(rows_per_statement(1)) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("DELETE FROM subscription_items WHERE subscription_id");
+        push_in(&mut q, part.iter().map(|(sub, _)| *sub));
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
+    let rows: Vec<(&str, &Item)> = subs
+        .iter()
+        .flat_map(|(sub, items)| items.iter().map(move |i| (*sub, i)))
+        .collect();
+    insert_items(tx, &rows).await
 }
 
 /// Reserve one block of numbers per series and year for these documents; returns the next
@@ -800,17 +815,7 @@ impl Store for SqliteStore {
                     .map(|i| (n.subscription.id.as_str(), i))
             })
             .collect();
-        for part in items.chunks(rows_per_statement(3)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO subscription_items (subscription_id, plan, quantity) ",
-            );
-            q.push_values(part, |mut b, (sub, item)| {
-                b.push_bind(*sub)
-                    .push_bind(item.plan.as_str())
-                    .push_bind(i64::from(item.quantity));
-            });
-            q.build().persistent(false).execute(&mut *tx).await?;
-        }
+        insert_items(&mut tx, &items).await?;
         let licences: Vec<(&str, &str, Option<&str>)> = batch
             .subscriptions
             .iter()
@@ -1171,20 +1176,45 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict(format!("subscription {}", u.id)));
             }
         }
-        // Queued changes applied at their boundary: rare, so one subscription at a time.
-        for u in updates.iter().filter(|u| !u.applied_changes.is_empty()) {
-            replace_items(&mut tx, u.id.as_str(), &u.items).await?;
-            for id in &u.applied_changes {
-                let done = sqlx::query(
-                    "UPDATE scheduled_changes SET status = 'applied', applied_at = ? WHERE id = ? AND status = 'queued'",
-                )
-                .bind(u.current_period.map(|p| p.start.to_string()))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() != 1 {
-                    return Err(StoreError::Conflict(format!("scheduled change {id}")));
-                }
+        // Queued changes applied at their boundary: the subscriptions' items replaced and the
+        // changes marked applied, in multi-row statements like the rest.
+        let changed: Vec<_> = updates
+            .iter()
+            .filter(|u| !u.applied_changes.is_empty())
+            .collect();
+        let new_items: Vec<(&str, &[Item])> = changed
+            .iter()
+            .map(|u| (u.id.as_str(), u.items.as_slice()))
+            .collect();
+        replace_items(&mut tx, &new_items).await?;
+        let applied: Vec<(i64, Option<String>)> = changed
+            .iter()
+            .flat_map(|u| {
+                u.applied_changes
+                    .iter()
+                    .map(|id| (*id, u.current_period.map(|p| p.start.to_string())))
+            })
+            .collect();
+        for part in applied.chunks(rows_per_statement(2)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE scheduled_changes SET status = 'applied', applied_at = u.column2 FROM (",
+            );
+            q.push_values(part, |mut b, (id, at)| {
+                b.push_bind(*id).push_bind(at.clone());
+            });
+            q.push(
+                ") AS u WHERE scheduled_changes.id = u.column1 AND scheduled_changes.status = 'queued' \
+                 RETURNING scheduled_changes.id",
+            );
+            let done: std::collections::BTreeSet<i64> = q
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            if let Some((id, _)) = part.iter().find(|(id, _)| !done.contains(id)) {
+                return Err(StoreError::Conflict(format!("scheduled change {id}")));
             }
         }
 
@@ -1301,7 +1331,7 @@ impl Store for SqliteStore {
             return Err(StoreError::Conflict(format!("subscription {sub}")));
         }
         if let Some(c) = &outcome.changed {
-            replace_items(&mut tx, sub, &c.items).await?;
+            replace_items(&mut tx, &[(sub, c.items.as_slice())]).await?;
         }
         // A new request supersedes whatever was waiting for the period end.
         sqlx::query("UPDATE scheduled_changes SET status = 'withdrawn' WHERE subscription_id = ? AND status = 'queued'")
@@ -1474,7 +1504,7 @@ impl Store for SqliteStore {
             return Err(StoreError::Conflict(format!("subscription {sub}")));
         }
         if let Some(items) = &outcome.items {
-            replace_items(&mut tx, sub, items).await?;
+            replace_items(&mut tx, &[(sub, items)]).await?;
         }
         for m in &outcome.mutations {
             let (sql, id, text): (&'static str, i64, Option<&str>) = match m {
@@ -1717,17 +1747,13 @@ impl Store for SqliteStore {
                 .bind(run)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if existing.is_none() {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT (SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL) + \
-                        (SELECT COUNT(*) FROM finance_batches b \
-                         WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = b.id)) + \
-                        (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
-                        (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
-                        (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)",
-            )
+        let others: i64 = sqlx::query_scalar(UNREPORTED_EXTRAS)
             .fetch_one(&mut *tx)
             .await?;
+        if existing.is_none() && others == 0 {
+            let waiting: i64 = sqlx::query_scalar(UNREPORTED_DOCUMENTS)
+                .fetch_one(&mut *tx)
+                .await?;
             if waiting == 0 {
                 return Ok(None);
             }
@@ -1766,13 +1792,6 @@ impl Store for SqliteStore {
                 .bind(batch)
                 .fetch_one(&mut *tx)
                 .await?;
-        let others: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
-                    (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
-                    (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
         if count == 0 && others == 0 {
             sqlx::query("DELETE FROM finance_batches WHERE id = ?")
                 .bind(batch)

@@ -10,6 +10,7 @@
 
 pub mod books;
 
+use billrun::bench::with_database;
 use sqlx::Connection;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -68,20 +69,6 @@ fn server_of(url: &str) -> String {
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host)
         .to_string()
-}
-
-/// The same server and options, another database.
-fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-    let (before_query, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    let authority = before_query.split('/').next().unwrap_or(before_query);
-    match query {
-        Some(q) => format!("{scheme}://{authority}/{database}?{q}"),
-        None => format!("{scheme}://{authority}/{database}"),
-    }
 }
 
 /// Run a future on a runtime of its own, on a thread of its own: usable from inside a test's
