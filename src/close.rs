@@ -448,23 +448,23 @@ async fn close_chunks(
                 retention_days: settings.retention_days,
             };
             let t = std::time::Instant::now();
-            // Claim the next chunk now (a short write), then read it while this one is
-            // written: the database writes one chunk while billrun reads and computes the
-            // next. Claims keep the two apart; a conflict retries this chunk alone.
-            let next = if attempts == 0 && prefetched.is_none() && store.pipelines_chunks() {
-                claim_after(Some(last.clone())).await?
-            } else {
-                Vec::new()
-            };
-            let (committed, next_states) = tokio::join!(store.commit_chunk(&ctx, &closes), async {
-                if next.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    store.load_accounts(&next).await
+            // Claim and read the next chunk while this one is written, on another connection:
+            // the database writes one chunk while billrun claims, reads and computes the next.
+            // Claims keep the two apart; a conflict retries this chunk alone.
+            let prefetch = attempts == 0 && prefetched.is_none() && store.pipelines_chunks();
+            let (committed, next) = tokio::join!(store.commit_chunk(&ctx, &closes), async {
+                if !prefetch {
+                    return Ok(None);
                 }
+                let next = claim_after(Some(last.clone())).await?;
+                if next.is_empty() {
+                    return Ok(None);
+                }
+                let states = store.load_accounts(&next).await?;
+                Ok::<_, StoreError>(Some((next, states)))
             });
-            if !next.is_empty() {
-                prefetched = Some((next, next_states?));
+            if let Some(next) = next? {
+                prefetched = Some(next);
             }
             spent[3] += t.elapsed();
             match committed {

@@ -178,7 +178,7 @@ impl Default for Config {
             credit_note_prefix: "CN".into(),
             payment_terms_days: 0,
             retention_days: 0,
-            chunk_size: 500,
+            chunk_size: 2000,
             lease_seconds: 300,
             schedule: "0 0 0 * * *".into(),
             http_addr: "127.0.0.1:9464".into(),

@@ -286,10 +286,22 @@ impl PgStore {
         let rows = q.build().fetch_all(&self.pool).await?;
 
         let mut lq = QueryBuilder::<Postgres>::new(
-            "SELECT document_id, kind, description, amount FROM document_lines WHERE document_id IN (SELECT id FROM documents",
+            "SELECT document_id, kind, description, amount FROM document_lines WHERE document_id",
         );
-        where_clause(&mut lq);
-        lq.push(") ORDER BY document_id, position");
+        if matches!(filter, DocFilter::Page(..)) {
+            // A page's own ids: index probes whatever the statistics say (a subquery with a
+            // LIMIT, misjudged, became a scan of every line per page).
+            let ids: Vec<i64> = rows
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?;
+            lq.push(" = ANY(").push_bind(ids).push(")");
+        } else {
+            lq.push(" IN (SELECT id FROM documents");
+            where_clause(&mut lq);
+            lq.push(")");
+        }
+        lq.push(" ORDER BY document_id, position");
         let mut lines: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
         for r in lq.build().fetch_all(&self.pool).await? {
             let kind: String = r.try_get("kind")?;
@@ -369,6 +381,18 @@ impl PgStore {
             .iter()
             .map(outbox_from_row)
             .collect()
+    }
+
+    /// A transaction whose queries walk an index in order rather than collect and sort: for
+    /// the claims, which take the next `limit` due accounts after a key (see claim_accounts).
+    async fn ordered_walk_tx(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_sort', 'off', true)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx)
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Postgres>, Fail> {
@@ -1606,9 +1630,15 @@ impl Store for PgStore {
         after: Option<&AccountId>,
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError> {
-        // One statement, so one transaction. A claim another worker is inserting at the same
+        // One statement does the claim. A claim another worker is inserting at the same
         // moment makes this insert wait for it; once it commits, the DO UPDATE's WHERE sees
         // its live lease and leaves the row alone, so no account is handed out twice.
+        // The claim must walk subscriptions_active_by_account in order from `after` and stop
+        // after `limit` accounts. Statistics that undercount due subscriptions (a table just
+        // loaded, or just renewed, before autovacuum analyzed it) make the planner read every
+        // due subscription past `after` into a bitmap and sort them — per chunk, so a close
+        // would grow with the square of its size. Ruled out for this transaction only.
+        let mut tx = self.ordered_walk_tx().await.map_err(classify)?;
         let ids: Vec<String> = sqlx::query_scalar(
             "INSERT INTO close_claims (account_id, worker, claimed_until) \
              SELECT DISTINCT s.account_id, $1, $2 FROM subscriptions s \
@@ -1625,9 +1655,10 @@ impl Store for PgStore {
         .bind(now)
         .bind(i64::from(limit))
         .bind(after.map_or("", |a| a.as_str()))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
         let mut ids: Vec<AccountId> = ids
             .iter()
             .map(|s| account_id(s))
@@ -1642,6 +1673,8 @@ impl Store for PgStore {
         after: Option<&AccountId>,
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError> {
+        // Walks the index in order like a claim (see claim_accounts).
+        let mut tx = self.ordered_walk_tx().await?;
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT account_id FROM subscriptions WHERE status = 'active' AND next_bill_date <= $1 \
              AND account_id > $2 ORDER BY account_id LIMIT $3",
@@ -1649,8 +1682,9 @@ impl Store for PgStore {
         .bind(as_of)
         .bind(after.map(|a| a.as_str()).unwrap_or(""))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(|s| account_id(s)).collect()
     }
 

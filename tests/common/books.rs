@@ -373,6 +373,27 @@ pub async fn check_books(db: &TestDb, ctx: &str) -> Books {
         per_batch.keys().all(|b| batch_ids.contains(b)),
         "{ctx}: outbox messages for finance batches that do not exist"
     );
+    // References PostgreSQL does not check row by row (its migration 0004): every one must
+    // point at a row that exists.
+    let orphans = text_rows(
+        db,
+        "SELECT 'document without its account', CAST(COUNT(*) AS TEXT) FROM documents d \
+         WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = d.account_id) \
+         UNION ALL SELECT 'document without its subscription', CAST(COUNT(*) AS TEXT) FROM documents d \
+         WHERE d.subscription_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = d.subscription_id) \
+         UNION ALL SELECT 'document without its run', CAST(COUNT(*) AS TEXT) FROM documents d \
+         WHERE d.run_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = d.run_id) \
+         UNION ALL SELECT 'document without its finance batch', CAST(COUNT(*) AS TEXT) FROM documents d \
+         WHERE d.finance_batch_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM finance_batches b WHERE b.id = d.finance_batch_id) \
+         UNION ALL SELECT 'line without its document', CAST(COUNT(*) AS TEXT) FROM document_lines l \
+         WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = l.document_id) \
+         UNION ALL SELECT 'claim without its account', CAST(COUNT(*) AS TEXT) FROM close_claims c \
+         WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = c.account_id)",
+    )
+    .await;
+    for r in &orphans {
+        assert_eq!(text(&r[1]), "0", "{ctx}: {}", text(&r[0]));
+    }
     Books {
         documents,
         balances,
