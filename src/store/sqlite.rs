@@ -70,30 +70,257 @@ fn push_in<'a>(q: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Item = &'
     sep.push_unseparated(")");
 }
 
+/// Many rows as one JSON array of arrays, bound as one TEXT parameter and taken apart in SQL
+/// (`SELECT value->>0, value->>1, … FROM jsonb_each(?1)`). Bulk writes go this way rather
+/// than as multi-row `VALUES` lists: the statement text is fixed, so SQLite compiles it once
+/// per connection (sqlx's statement cache) instead of once per call, and sqlx binds one value
+/// instead of allocating one per cell — that overhead, not SQLite's own work, was most of a
+/// chunk's commit. `jsonb_each`, not `json_each`: its `value` is the row in SQLite's binary
+/// form, which `->>` indexes directly; json_each's is JSON text, rendered and parsed again
+/// for every cell read. Inserts read `… ORDER BY rowid`: the table function yields the array
+/// in order and tells the planner so (no sort), and the ORDER BY pins that order, so rowids
+/// follow the order the rows were given in.
+struct JsonRows {
+    json: String,
+    rows: usize,
+    first_cell: bool,
+}
+
+impl JsonRows {
+    fn new() -> Self {
+        JsonRows {
+            json: String::from("["),
+            rows: 0,
+            first_cell: false,
+        }
+    }
+
+    /// Start the next row; its cells follow with [`JsonRows::cell`].
+    fn row(&mut self) -> &mut Self {
+        self.json.push_str(if self.rows == 0 { "[" } else { "],[" });
+        self.rows += 1;
+        self.first_cell = true;
+        self
+    }
+
+    fn cell(&mut self, v: impl JsonCell) -> &mut Self {
+        if !self.first_cell {
+            self.json.push(',');
+        }
+        self.first_cell = false;
+        v.write(&mut self.json);
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    fn finish(mut self) -> String {
+        self.json.push_str(if self.rows == 0 { "]" } else { "]]" });
+        self.json
+    }
+}
+
+/// A value as a [`JsonRows`] cell. Integers are JSON numbers (`->>` gives INTEGER); text,
+/// money and dates are JSON strings, so `->>` gives TEXT — the very TEXT binding their
+/// `to_string()` stored (a JSON number would come back INTEGER or REAL, and `1.50` as 1.5).
+trait JsonCell {
+    fn write(&self, out: &mut String);
+}
+
+impl JsonCell for i64 {
+    fn write(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(out, "{self}");
+    }
+}
+
+/// As sqlx binds a bool: INTEGER 0 or 1.
+impl JsonCell for bool {
+    fn write(&self, out: &mut String) {
+        out.push(if *self { '1' } else { '0' });
+    }
+}
+
+impl JsonCell for str {
+    fn write(&self, out: &mut String) {
+        out.push('"');
+        json_escape(out, self);
+        out.push('"');
+    }
+}
+
+impl JsonCell for String {
+    fn write(&self, out: &mut String) {
+        self.as_str().write(out);
+    }
+}
+
+impl JsonCell for Decimal {
+    fn write(&self, out: &mut String) {
+        json_display(out, self);
+    }
+}
+
+impl JsonCell for NaiveDate {
+    fn write(&self, out: &mut String) {
+        json_display(out, self);
+    }
+}
+
+impl<T: JsonCell + ?Sized> JsonCell for &T {
+    fn write(&self, out: &mut String) {
+        (**self).write(out);
+    }
+}
+
+impl<T: JsonCell> JsonCell for Option<T> {
+    fn write(&self, out: &mut String) {
+        match self {
+            Some(v) => v.write(out),
+            None => out.push_str("null"),
+        }
+    }
+}
+
+/// `v.to_string()` as a JSON string, written in place.
+fn json_display(out: &mut String, v: &impl std::fmt::Display) {
+    use std::fmt::Write;
+    struct Escaped<'a>(&'a mut String);
+    impl Write for Escaped<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            json_escape(self.0, s);
+            Ok(())
+        }
+    }
+    out.push('"');
+    let _ = write!(Escaped(out), "{v}");
+    out.push('"');
+}
+
+/// The inside of a JSON string: quote, backslash and control characters escaped, everything
+/// else (all of Unicode) as it is.
+fn json_escape(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    let mut rest = s;
+    while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        out.push_str(&rest[..i]);
+        match rest.as_bytes()[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            c => {
+                let _ = write!(out, "\\u{c:04x}");
+            }
+        }
+        // The character found is ASCII: one byte.
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// A JSON array of strings (ids), for `IN (SELECT value FROM json_each(?))`.
+fn json_strings<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut json = String::from("[");
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        v.write(&mut json);
+    }
+    json.push(']');
+    json
+}
+
 const ACCOUNT_COLS: &str = "id, name, email, currency, timezone, taxes, discount, status, balance";
 const DOCUMENT_COLS: &str = "id, number, doc_key, kind, account_id, subscription_id, finance_batch_id, issued_at, \
      due_at, period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due";
 
+/// An `accounts` row (ACCOUNT_COLS) as stored: read from a result row, or from a JSON array
+/// of those columns in that order.
+#[derive(serde::Deserialize)]
+struct AccountRow {
+    id: String,
+    name: String,
+    email: String,
+    currency: String,
+    timezone: String,
+    taxes: String,
+    discount: Option<String>,
+    status: String,
+    balance: String,
+}
+
+impl AccountRow {
+    fn read(r: &SqliteRow) -> Result<Self, StoreError> {
+        Ok(AccountRow {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            email: r.try_get("email")?,
+            currency: r.try_get("currency")?,
+            timezone: r.try_get("timezone")?,
+            taxes: r.try_get("taxes")?,
+            discount: r.try_get("discount")?,
+            status: r.try_get("status")?,
+            balance: r.try_get("balance")?,
+        })
+    }
+
+    fn parse(self) -> Result<(Account, Decimal), StoreError> {
+        let taxes: Vec<TaxRate> =
+            serde_json::from_str(&self.taxes).map_err(|e| corrupt("taxes")(e.to_string()))?;
+        let discount: Option<Discount> = match self.discount {
+            Some(j) => {
+                Some(serde_json::from_str(&j).map_err(|e| corrupt("discount")(e.to_string()))?)
+            }
+            None => None,
+        };
+        let status = self.status;
+        let account = Account {
+            id: AccountId::new(&self.id).map_err(corrupt("account id"))?,
+            name: self.name,
+            email: self.email,
+            currency: Currency::new(&self.currency).map_err(corrupt("currency"))?,
+            timezone: self.timezone,
+            taxes,
+            discount,
+            status: AccountStatus::parse(&status)
+                .ok_or_else(|| corrupt("status")(status.clone()))?,
+        };
+        Ok((account, dec(&self.balance)?))
+    }
+}
+
 fn account_from_row(r: &SqliteRow) -> Result<(Account, Decimal), StoreError> {
-    let taxes: Vec<TaxRate> = serde_json::from_str(&r.try_get::<String, _>("taxes")?)
-        .map_err(|e| corrupt("taxes")(e.to_string()))?;
-    let discount: Option<Discount> = match r.try_get::<Option<String>, _>("discount")? {
-        Some(j) => Some(serde_json::from_str(&j).map_err(|e| corrupt("discount")(e.to_string()))?),
-        None => None,
-    };
-    let status: String = r.try_get("status")?;
-    let account = Account {
-        id: AccountId::new(&r.try_get::<String, _>("id")?).map_err(corrupt("account id"))?,
-        name: r.try_get("name")?,
-        email: r.try_get("email")?,
-        currency: Currency::new(&r.try_get::<String, _>("currency")?)
-            .map_err(corrupt("currency"))?,
-        timezone: r.try_get("timezone")?,
-        taxes,
-        discount,
-        status: AccountStatus::parse(&status).ok_or_else(|| corrupt("status")(status.clone()))?,
-    };
-    Ok((account, dec(&r.try_get::<String, _>("balance")?)?))
+    AccountRow::read(r)?.parse()
+}
+
+/// What `load_accounts` reads of a subscription, as a JSON array in this order.
+#[derive(serde::Deserialize)]
+struct SubscriptionRow {
+    id: String,
+    account_id: String,
+    policy: String,
+    cycle: String,
+    discount: Option<String>,
+    start_date: String,
+    anchor: String,
+    period_start: Option<String>,
+    period_end: Option<String>,
+    next_bill_date: String,
+    periods_billed: i64,
+    status: String,
+    cancel_at: Option<String>,
+    last_change_at: Option<String>,
+    version: i64,
+}
+
+/// Rows a query aggregated into one JSON array (`json_group_array`).
+fn json_rows<'a, T: serde::Deserialize<'a>>(
+    what: &str,
+    json: &'a str,
+) -> Result<Vec<T>, StoreError> {
+    serde_json::from_str(json).map_err(|e| corrupt(what)(e.to_string()))
 }
 
 impl SqliteStore {
@@ -276,22 +503,28 @@ impl SqliteStore {
     }
 }
 
-/// Items of subscriptions, in multi-row statements.
+/// Items of subscriptions, in one statement.
 async fn insert_items(
     tx: &mut Transaction<'static, Sqlite>,
     items: &[(&str, &Item)],
 ) -> Result<(), StoreError> {
-    for part in items.chunks(rows_per_statement(3)) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO subscription_items (subscription_id, plan, quantity) ",
-        );
-        q.push_values(part, |mut b, (sub, item)| {
-            b.push_bind(*sub)
-                .push_bind(item.plan.as_str())
-                .push_bind(i64::from(item.quantity));
-        });
-        q.build().persistent(false).execute(&mut **tx).await?;
+    if items.is_empty() {
+        return Ok(());
     }
+    let mut rows = JsonRows::new();
+    for (sub, item) in items {
+        rows.row()
+            .cell(*sub)
+            .cell(item.plan.as_str())
+            .cell(i64::from(item.quantity));
+    }
+    sqlx::query(
+        "INSERT INTO subscription_items (subscription_id, plan, quantity) \
+         SELECT value->>0, value->>1, value->>2 FROM jsonb_each(?1) ORDER BY rowid",
+    )
+    .bind(rows.finish())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -300,12 +533,15 @@ async fn replace_items(
     tx: &mut Transaction<'static, Sqlite>,
     subs: &[(&str, &[Item])],
 ) -> Result<(), StoreError> {
-    for part in subs.chunks(rows_per_statement(1)) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("DELETE FROM subscription_items WHERE subscription_id");
-        push_in(&mut q, part.iter().map(|(sub, _)| *sub));
-        q.build().persistent(false).execute(&mut **tx).await?;
+    if subs.is_empty() {
+        return Ok(());
     }
+    sqlx::query(
+        "DELETE FROM subscription_items WHERE subscription_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json_strings(subs.iter().map(|(sub, _)| *sub)))
+    .execute(&mut **tx)
+    .await?;
     let rows: Vec<(&str, &Item)> = subs
         .iter()
         .flat_map(|(sub, items)| items.iter().map(move |i| (*sub, i)))
@@ -405,106 +641,107 @@ async fn insert_documents(
         *n += 1;
     }
 
-    // Ids follow the order of the VALUES list (SQLite assigns rowids as it inserts), so
-    // documents listed in id order come out in issue order.
-    let mut ids: Vec<i64> = Vec::with_capacity(docs.len());
-    let indexed: Vec<(&DraftDocument, &String)> = docs.iter().copied().zip(&numbers).collect();
-    for part in indexed.chunks(rows_per_statement(19)) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
-             period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at, \
-             finance_batch_id) ",
-        );
-        q.push_values(part, |mut b, (doc, number)| {
-            b.push_bind(number.as_str())
-                .push_bind(doc.key.as_str())
-                .push_bind(doc.kind.as_str())
-                .push_bind(doc.account.as_str())
-                .push_bind(doc.subscription.as_ref().map(|s| s.as_str()))
-                .push_bind(run)
-                .push_bind(doc.issued_at.to_string())
-                .push_bind(doc.due_at.to_string())
-                .push_bind(doc.period.map(|p| p.start.to_string()))
-                .push_bind(doc.period.map(|p| p.end.to_string()))
-                .push_bind(doc.currency.code())
-                .push_bind(doc.subtotal.to_string())
-                .push_bind(doc.discount.to_string())
-                .push_bind(doc.tax.to_string())
-                .push_bind(doc.total.to_string())
-                .push_bind(doc.credit_applied.to_string())
-                .push_bind(doc.amount_due.to_string())
-                .push_bind(created)
-                .push_bind(batch);
-        });
-        q.push(" RETURNING id, doc_key");
-        let rows: Vec<(i64, String)> = q
-            .build_query_as()
-            .persistent(false)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(|e| {
-                conflict_on_unique(
-                    e,
-                    format!("a document among {} (key already issued)", part[0].0.key),
-                )
-            })?;
-        let by_key: BTreeMap<String, i64> = rows.into_iter().map(|(id, key)| (key, id)).collect();
-        for (doc, _) in part {
-            ids.push(
-                *by_key
-                    .get(&doc.key)
-                    .ok_or_else(|| StoreError::Conflict(format!("document {}", doc.key)))?,
-            );
+    let mut rows = JsonRows::new();
+    for (doc, number) in docs.iter().zip(&numbers) {
+        rows.row()
+            .cell(number)
+            .cell(&doc.key)
+            .cell(doc.kind.as_str())
+            .cell(doc.account.as_str())
+            .cell(doc.subscription.as_ref().map(|s| s.as_str()))
+            .cell(doc.issued_at)
+            .cell(doc.due_at)
+            .cell(doc.period.map(|p| p.start))
+            .cell(doc.period.map(|p| p.end))
+            .cell(doc.currency.code())
+            .cell(doc.subtotal)
+            .cell(doc.discount)
+            .cell(doc.tax)
+            .cell(doc.total)
+            .cell(doc.credit_applied)
+            .cell(doc.amount_due);
+    }
+    // Ids follow the order of the rows (SQLite assigns rowids as it inserts), so documents
+    // listed in id order come out in issue order.
+    let returned: Vec<(i64, String)> = sqlx::query_as(
+        "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
+         period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at, \
+         finance_batch_id) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, ?2, value->>5, value->>6, value->>7, \
+         value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, ?3, ?4 \
+         FROM jsonb_each(?1) ORDER BY rowid \
+         RETURNING id, doc_key",
+    )
+    .bind(rows.finish())
+    .bind(run)
+    .bind(created)
+    .bind(batch)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(|e| {
+        conflict_on_unique(
+            e,
+            format!("a document among {} (key already issued)", docs[0].key),
+        )
+    })?;
+    let by_key: BTreeMap<String, i64> = returned.into_iter().map(|(id, key)| (key, id)).collect();
+    let ids = docs
+        .iter()
+        .map(|doc| {
+            by_key
+                .get(&doc.key)
+                .copied()
+                .ok_or_else(|| StoreError::Conflict(format!("document {}", doc.key)))
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+
+    let mut lines = JsonRows::new();
+    for (doc, id) in docs.iter().zip(&ids) {
+        for (pos, line) in doc.lines.iter().enumerate() {
+            lines
+                .row()
+                .cell(*id)
+                .cell(pos as i64)
+                .cell(line.kind.as_str())
+                .cell(&line.description)
+                .cell(line.amount);
         }
     }
-
-    let lines: Vec<(i64, i64, &Line)> = docs
-        .iter()
-        .zip(&ids)
-        .flat_map(|(d, id)| {
-            d.lines
-                .iter()
-                .enumerate()
-                .map(move |(pos, l)| (*id, pos as i64, l))
-        })
-        .collect();
-    for part in lines.chunks(rows_per_statement(5)) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO document_lines (document_id, position, kind, description, amount) ",
-        );
-        q.push_values(part, |mut b, (id, pos, line)| {
-            b.push_bind(*id)
-                .push_bind(*pos)
-                .push_bind(line.kind.as_str())
-                .push_bind(line.description.as_str())
-                .push_bind(line.amount.to_string());
-        });
-        q.build().persistent(false).execute(&mut **tx).await?;
+    if !lines.is_empty() {
+        sqlx::query(
+            "INSERT INTO document_lines (document_id, position, kind, description, amount) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM jsonb_each(?1) ORDER BY rowid",
+        )
+        .bind(lines.finish())
+        .execute(&mut **tx)
+        .await?;
     }
 
-    let ledger: Vec<(&DraftDocument, i64, Decimal, &str)> = docs
-        .iter()
-        .zip(&ids)
-        .filter_map(|(d, id)| match d.kind {
-            DocumentKind::Invoice if !d.credit_applied.is_zero() => {
-                Some((*d, *id, -d.credit_applied, "credit_applied"))
+    let mut ledger = JsonRows::new();
+    for (doc, id) in docs.iter().zip(&ids) {
+        let (amount, reason) = match doc.kind {
+            DocumentKind::Invoice if !doc.credit_applied.is_zero() => {
+                (-doc.credit_applied, "credit_applied")
             }
-            DocumentKind::CreditNote => Some((*d, *id, -d.total, "credit_note")),
-            _ => None,
-        })
-        .collect();
-    for part in ledger.chunks(rows_per_statement(5)) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) ",
-        );
-        q.push_values(part, |mut b, (doc, id, amount, reason)| {
-            b.push_bind(doc.account.as_str())
-                .push_bind(doc.issued_at.to_string())
-                .push_bind(amount.to_string())
-                .push_bind(*reason)
-                .push_bind(*id);
-        });
-        q.build().persistent(false).execute(&mut **tx).await?;
+            DocumentKind::CreditNote => (-doc.total, "credit_note"),
+            _ => continue,
+        };
+        ledger
+            .row()
+            .cell(doc.account.as_str())
+            .cell(doc.issued_at)
+            .cell(amount)
+            .cell(reason)
+            .cell(*id);
+    }
+    if !ledger.is_empty() {
+        sqlx::query(
+            "INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM jsonb_each(?1) ORDER BY rowid",
+        )
+        .bind(ledger.finish())
+        .execute(&mut **tx)
+        .await?;
     }
 
     let consumed: Vec<(i64, i64)> = docs
@@ -512,63 +749,52 @@ async fn insert_documents(
         .zip(&ids)
         .flat_map(|(d, id)| d.consumes_pending.iter().map(move |p| (*p, *id)))
         .collect();
-    for part in consumed.chunks(rows_per_statement(2)) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("UPDATE pending_items SET document_id = u.column2 FROM (");
-        q.push_values(part, |mut b, (pending, doc)| {
-            b.push_bind(*pending).push_bind(*doc);
-        });
-        q.push(
-            ") AS u WHERE pending_items.id = u.column1 AND pending_items.document_id IS NULL \
-                RETURNING pending_items.id",
-        );
-        let taken: std::collections::BTreeSet<i64> = q
-            .build_query_scalar()
-            .persistent(false)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect();
-        if let Some((missing, _)) = part.iter().find(|(p, _)| !taken.contains(p)) {
+    if !consumed.is_empty() {
+        let mut rows = JsonRows::new();
+        for (pending, doc) in &consumed {
+            rows.row().cell(*pending).cell(*doc);
+        }
+        let taken: std::collections::BTreeSet<i64> = sqlx::query_scalar(
+            "UPDATE pending_items SET document_id = u.value->>1 FROM jsonb_each(?1) AS u \
+             WHERE pending_items.id = u.value->>0 AND pending_items.document_id IS NULL \
+             RETURNING pending_items.id",
+        )
+        .bind(rows.finish())
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+        if let Some((missing, _)) = consumed.iter().find(|(p, _)| !taken.contains(p)) {
             return Err(StoreError::Conflict(format!("pending item {missing}")));
         }
-        if taken.len() != part.len() {
+        if taken.len() != consumed.len() {
             return Err(StoreError::Conflict("a pending item consumed twice".into()));
         }
     }
 
-    for part in docs
-        .iter()
-        .zip(&ids)
-        .zip(&numbers)
-        .collect::<Vec<_>>()
-        .chunks(rows_per_statement(5))
-    {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO outbox (message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
-             SELECT u.column1, 'document', u.column2, a.email, u.column3, ",
-        );
-        q.push_bind(created)
-            .push(", ")
-            .push_bind(created)
-            .push(" FROM (");
-        q.push_values(part, |mut b, ((doc, id), number)| {
-            b.push_bind(number.as_str())
-                .push_bind(**id)
-                .push_bind(crate::mail::document_subject(doc.kind, number))
-                .push_bind(doc.account.as_str());
-        });
-        q.push(") AS u JOIN accounts a ON a.id = u.column4");
-        let done = q
-            .build()
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| conflict_on_unique(e, "an outbox message of this chunk".into()))?;
-        if done.rows_affected() != part.len() as u64 {
-            return Err(StoreError::Corrupt(
-                "a document names an account that does not exist".into(),
-            ));
-        }
+    let mut messages = JsonRows::new();
+    for ((doc, id), number) in docs.iter().zip(&ids).zip(&numbers) {
+        messages
+            .row()
+            .cell(number)
+            .cell(*id)
+            .cell(crate::mail::document_subject(doc.kind, number))
+            .cell(doc.account.as_str());
+    }
+    let done = sqlx::query(
+        "INSERT INTO outbox (message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
+         SELECT u.value->>0, 'document', u.value->>1, a.email, u.value->>2, ?2, ?2 \
+         FROM jsonb_each(?1) AS u JOIN accounts a ON a.id = u.value->>3 ORDER BY u.rowid",
+    )
+    .bind(messages.finish())
+    .bind(created)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| conflict_on_unique(e, "an outbox message of this chunk".into()))?;
+    if done.rows_affected() != docs.len() as u64 {
+        return Err(StoreError::Corrupt(
+            "a document names an account that does not exist".into(),
+        ));
     }
 
     Ok(docs
@@ -1000,13 +1226,41 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let id_strs = || ids.iter().map(|i| i.as_str());
-        let mut q =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id"));
-        push_in(&mut q, id_strs());
+        // One statement, one result row: each table's rows for the chunk aggregated into one
+        // JSON array. sqlx hands a result over row by row and value by value (a message and
+        // a copy each), which cost far more than SQLite's reading; this is five values. One
+        // statement also reads the five tables in one snapshot.
+        // INDEXED BY: without statistics SQLite would rather scan every active subscription
+        // through the status index than look up a few thousand accounts.
+        let row = sqlx::query(
+            "SELECT \
+             (SELECT json_group_array(json_array(id, name, email, currency, timezone, taxes, discount, status, balance)) \
+              FROM accounts WHERE id IN (SELECT value FROM json_each(?1))), \
+             (SELECT json_group_array(json_array(id, account_id, policy, cycle, discount, start_date, anchor, \
+               period_start, period_end, next_bill_date, periods_billed, status, cancel_at, last_change_at, version) \
+               ORDER BY id) \
+              FROM subscriptions INDEXED BY subscriptions_account \
+              WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1))), \
+             (SELECT json_group_array(json_array(subscription_id, plan, quantity) ORDER BY subscription_id, plan) \
+              FROM subscription_items WHERE subscription_id IN ( \
+               SELECT id FROM subscriptions INDEXED BY subscriptions_account \
+               WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1)))), \
+             (SELECT json_group_array(json_array(id, subscription_id, description, amount, discountable) ORDER BY id) \
+              FROM pending_items WHERE document_id IS NULL AND subscription_id IN ( \
+               SELECT id FROM subscriptions INDEXED BY subscriptions_account \
+               WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1)))), \
+             (SELECT json_group_array(json_array(id, subscription_id, effective_at, kind, target) ORDER BY effective_at, id) \
+              FROM scheduled_changes INDEXED BY scheduled_changes_queued WHERE status = 'queued' AND subscription_id IN ( \
+               SELECT id FROM subscriptions INDEXED BY subscriptions_account \
+               WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1))))",
+        )
+        .bind(json_strings(ids.iter().map(|i| i.as_str())))
+        .fetch_one(&self.pool)
+        .await?;
+
         let mut states: BTreeMap<String, AccountState> = BTreeMap::new();
-        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
-            let (account, balance) = account_from_row(&r)?;
+        for a in json_rows::<AccountRow>("accounts", row.try_get(0)?)? {
+            let (account, balance) = a.parse()?;
             states.insert(
                 account.id.as_str().to_string(),
                 AccountState {
@@ -1016,119 +1270,71 @@ impl Store for SqliteStore {
                 },
             );
         }
-
-        let sub_filter = |q: &mut QueryBuilder<Sqlite>| {
-            // INDEXED BY: without statistics SQLite would rather scan every active
-            // subscription through the status index than look up a few hundred accounts.
-            q.push(
-                "SELECT id FROM subscriptions INDEXED BY subscriptions_account \
-                 WHERE status = 'active' AND account_id",
-            );
-            push_in(q, id_strs());
-        };
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT subscription_id, plan, quantity FROM subscription_items WHERE subscription_id IN (",
-        );
-        sub_filter(&mut q);
-        q.push(") ORDER BY subscription_id, plan");
         let mut items: BTreeMap<String, Vec<Item>> = BTreeMap::new();
-        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
-            let quantity: i64 = r.try_get("quantity")?;
-            items
-                .entry(r.try_get("subscription_id")?)
-                .or_default()
-                .push(Item {
-                    plan: r.try_get("plan")?,
-                    quantity: u32::try_from(quantity)
-                        .map_err(|e| corrupt("quantity")(e.to_string()))?,
-                });
+        for (sub, plan, quantity) in json_rows::<(String, String, i64)>("items", row.try_get(2)?)? {
+            items.entry(sub).or_default().push(Item {
+                plan,
+                quantity: u32::try_from(quantity)
+                    .map_err(|e| corrupt("quantity")(e.to_string()))?,
+            });
         }
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, subscription_id, description, amount, discountable FROM pending_items \
-             WHERE document_id IS NULL AND subscription_id IN (",
-        );
-        sub_filter(&mut q);
-        q.push(") ORDER BY id");
         let mut pending: BTreeMap<String, Vec<PendingItem>> = BTreeMap::new();
-        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
-            pending
-                .entry(r.try_get("subscription_id")?)
-                .or_default()
-                .push(PendingItem {
-                    id: r.try_get("id")?,
-                    description: r.try_get("description")?,
-                    amount: dec(&r.try_get::<String, _>("amount")?)?,
-                    discountable: r.try_get("discountable")?,
-                });
+        for (id, sub, description, amount, discountable) in
+            json_rows::<(i64, String, String, String, i64)>("pending items", row.try_get(3)?)?
+        {
+            pending.entry(sub).or_default().push(PendingItem {
+                id,
+                description,
+                amount: dec(&amount)?,
+                discountable: discountable != 0,
+            });
         }
-
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, subscription_id, effective_at, kind, target FROM scheduled_changes \
-             INDEXED BY scheduled_changes_queued WHERE status = 'queued' AND subscription_id IN (",
-        );
-        sub_filter(&mut q);
-        q.push(") ORDER BY effective_at, id");
         let mut queued: BTreeMap<String, Vec<QueuedChange>> = BTreeMap::new();
-        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
-            let target: Target = serde_json::from_str(&r.try_get::<String, _>("target")?)
+        for (id, sub, effective_at, kind, target) in
+            json_rows::<(i64, String, String, String, String)>("queued changes", row.try_get(4)?)?
+        {
+            let target: Target = serde_json::from_str(&target)
                 .map_err(|e| corrupt("change target")(e.to_string()))?;
-            queued
-                .entry(r.try_get("subscription_id")?)
-                .or_default()
-                .push(QueuedChange {
-                    id: r.try_get("id")?,
-                    effective_at: date(&r.try_get::<String, _>("effective_at")?)?,
-                    kind: r.try_get("kind")?,
-                    target,
-                });
+            queued.entry(sub).or_default().push(QueuedChange {
+                id,
+                effective_at: date(&effective_at)?,
+                kind,
+                target,
+            });
         }
 
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, account_id, policy, cycle, discount, start_date, anchor, period_start, period_end, \
-             next_bill_date, periods_billed, status, cancel_at, last_change_at, version FROM subscriptions \
-             INDEXED BY subscriptions_account WHERE status = 'active' AND account_id",
-        );
-        push_in(&mut q, id_strs());
-        q.push(" ORDER BY id");
-        for r in q.build().persistent(false).fetch_all(&self.pool).await? {
-            let id: String = r.try_get("id")?;
-            let account: String = r.try_get("account_id")?;
-            let status: String = r.try_get("status")?;
-            let discount: Option<Discount> = match r.try_get::<Option<String>, _>("discount")? {
+        for r in json_rows::<SubscriptionRow>("subscriptions", row.try_get(1)?)? {
+            let discount: Option<Discount> = match r.discount {
                 Some(j) => {
                     Some(serde_json::from_str(&j).map_err(|e| corrupt("discount")(e.to_string()))?)
                 }
                 None => None,
             };
-            let current_period = match (
-                opt_date(r.try_get("period_start")?)?,
-                opt_date(r.try_get("period_end")?)?,
-            ) {
+            let current_period = match (opt_date(r.period_start)?, opt_date(r.period_end)?) {
                 (Some(start), Some(end)) => Some(Period { start, end }),
                 _ => None,
             };
-            let periods_billed: i64 = r.try_get("periods_billed")?;
             let sub = Subscription {
-                id: SubscriptionId::new(&id).map_err(corrupt("subscription id"))?,
-                account: AccountId::new(&account).map_err(corrupt("account id"))?,
-                policy: r.try_get("policy")?,
-                cycle: r.try_get("cycle")?,
-                items: items.remove(&id).unwrap_or_default(),
+                id: SubscriptionId::new(&r.id).map_err(corrupt("subscription id"))?,
+                account: AccountId::new(&r.account_id).map_err(corrupt("account id"))?,
+                policy: r.policy,
+                cycle: r.cycle,
+                items: items.remove(&r.id).unwrap_or_default(),
                 discount,
-                start: date(&r.try_get::<String, _>("start_date")?)?,
-                anchor: date(&r.try_get::<String, _>("anchor")?)?,
+                start: date(&r.start_date)?,
+                anchor: date(&r.anchor)?,
                 current_period,
-                next_bill_date: date(&r.try_get::<String, _>("next_bill_date")?)?,
-                periods_billed: u32::try_from(periods_billed).unwrap_or(u32::MAX),
-                status: SubscriptionStatus::parse(&status)
-                    .ok_or_else(|| corrupt("status")(status.clone()))?,
-                cancel_at: opt_date(r.try_get("cancel_at")?)?,
-                pending: pending.remove(&id).unwrap_or_default(),
-                last_change_at: opt_date(r.try_get("last_change_at")?)?,
-                version: r.try_get("version")?,
-                queued: queued.remove(&id).unwrap_or_default(),
+                next_bill_date: date(&r.next_bill_date)?,
+                periods_billed: u32::try_from(r.periods_billed).unwrap_or(u32::MAX),
+                status: SubscriptionStatus::parse(&r.status)
+                    .ok_or_else(|| corrupt("status")(r.status.clone()))?,
+                cancel_at: opt_date(r.cancel_at)?,
+                pending: pending.remove(&r.id).unwrap_or_default(),
+                last_change_at: opt_date(r.last_change_at)?,
+                version: r.version,
+                queued: queued.remove(&r.id).unwrap_or_default(),
             };
-            if let Some(state) = states.get_mut(&account) {
+            if let Some(state) = states.get_mut(&r.account_id) {
                 state.subscriptions.push(sub);
             }
         }
@@ -1143,41 +1349,42 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         let created = ts(ctx.now);
         let updates: Vec<_> = closes.iter().flat_map(|c| &c.updates).collect();
-        for part in updates.chunks(rows_per_statement(10)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "UPDATE subscriptions SET cycle = u.column3, anchor = u.column4, period_start = u.column5, \
-                 period_end = u.column6, next_bill_date = u.column7, periods_billed = u.column8, status = u.column9, \
-                 ended_at = u.column10, version = subscriptions.version + 1 FROM (",
-            );
-            q.push_values(part, |mut b, u| {
-                b.push_bind(u.id.as_str())
-                    .push_bind(u.expected_version)
-                    .push_bind(u.cycle.as_str())
-                    .push_bind(u.anchor.to_string())
-                    .push_bind(u.current_period.map(|p| p.start.to_string()))
-                    .push_bind(u.current_period.map(|p| p.end.to_string()))
-                    .push_bind(u.next_bill_date.to_string())
-                    .push_bind(i64::from(u.periods_billed))
-                    .push_bind(u.status.as_str())
-                    .push_bind(u.ended_at.map(|d| d.to_string()));
-            });
-            q.push(
-                ") AS u WHERE subscriptions.id = u.column1 AND subscriptions.version = u.column2 \
-                 AND subscriptions.status = 'active' RETURNING subscriptions.id",
-            );
-            let advanced: std::collections::BTreeSet<String> = q
-                .build_query_scalar()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-            if let Some(u) = part.iter().find(|u| !advanced.contains(u.id.as_str())) {
+        if !updates.is_empty() {
+            let mut rows = JsonRows::new();
+            for u in &updates {
+                rows.row()
+                    .cell(u.id.as_str())
+                    .cell(u.expected_version)
+                    .cell(u.cycle.as_str())
+                    .cell(u.anchor)
+                    .cell(u.current_period.map(|p| p.start))
+                    .cell(u.current_period.map(|p| p.end))
+                    .cell(u.next_bill_date)
+                    .cell(i64::from(u.periods_billed))
+                    .cell(u.status.as_str())
+                    .cell(u.ended_at);
+            }
+            // `+status`: an index on the constant status term would otherwise win, and the
+            // update would walk every active subscription instead of looking up the chunk's.
+            let advanced: std::collections::BTreeSet<String> = sqlx::query_scalar(
+                "UPDATE subscriptions SET cycle = u.value->>2, anchor = u.value->>3, period_start = u.value->>4, \
+                 period_end = u.value->>5, next_bill_date = u.value->>6, periods_billed = u.value->>7, \
+                 status = u.value->>8, ended_at = u.value->>9, version = subscriptions.version + 1 \
+                 FROM jsonb_each(?1) AS u \
+                 WHERE subscriptions.id = u.value->>0 AND subscriptions.version = u.value->>1 \
+                 AND +subscriptions.status = 'active' RETURNING subscriptions.id",
+            )
+            .bind(rows.finish())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            if let Some(u) = updates.iter().find(|u| !advanced.contains(u.id.as_str())) {
                 return Err(StoreError::Conflict(format!("subscription {}", u.id)));
             }
         }
         // Queued changes applied at their boundary: the subscriptions' items replaced and the
-        // changes marked applied, in multi-row statements like the rest.
+        // changes marked applied, in bulk like the rest.
         let changed: Vec<_> = updates
             .iter()
             .filter(|u| !u.applied_changes.is_empty())
@@ -1187,33 +1394,31 @@ impl Store for SqliteStore {
             .map(|u| (u.id.as_str(), u.items.as_slice()))
             .collect();
         replace_items(&mut tx, &new_items).await?;
-        let applied: Vec<(i64, Option<String>)> = changed
+        let applied: Vec<(i64, Option<NaiveDate>)> = changed
             .iter()
             .flat_map(|u| {
                 u.applied_changes
                     .iter()
-                    .map(|id| (*id, u.current_period.map(|p| p.start.to_string())))
+                    .map(|id| (*id, u.current_period.map(|p| p.start)))
             })
             .collect();
-        for part in applied.chunks(rows_per_statement(2)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "UPDATE scheduled_changes SET status = 'applied', applied_at = u.column2 FROM (",
-            );
-            q.push_values(part, |mut b, (id, at)| {
-                b.push_bind(*id).push_bind(at.clone());
-            });
-            q.push(
-                ") AS u WHERE scheduled_changes.id = u.column1 AND scheduled_changes.status = 'queued' \
+        if !applied.is_empty() {
+            let mut rows = JsonRows::new();
+            for (id, at) in &applied {
+                rows.row().cell(*id).cell(*at);
+            }
+            // `+status`: as above, look the changes up by id, not by status.
+            let done: std::collections::BTreeSet<i64> = sqlx::query_scalar(
+                "UPDATE scheduled_changes SET status = 'applied', applied_at = u.value->>1 FROM jsonb_each(?1) AS u \
+                 WHERE scheduled_changes.id = u.value->>0 AND +scheduled_changes.status = 'queued' \
                  RETURNING scheduled_changes.id",
-            );
-            let done: std::collections::BTreeSet<i64> = q
-                .build_query_scalar()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-            if let Some((id, _)) = part.iter().find(|(id, _)| !done.contains(id)) {
+            )
+            .bind(rows.finish())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            if let Some((id, _)) = applied.iter().find(|(id, _)| !done.contains(id)) {
                 return Err(StoreError::Conflict(format!("scheduled change {id}")));
             }
         }
@@ -1226,23 +1431,24 @@ impl Store for SqliteStore {
             .iter()
             .filter(|c| c.balance_before != c.balance_after)
             .collect();
-        for part in moves.chunks(rows_per_statement(3)) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("UPDATE accounts SET balance = u.column3 FROM (");
-            q.push_values(part, |mut b, c| {
-                b.push_bind(c.account.as_str())
-                    .push_bind(c.balance_before.to_string())
-                    .push_bind(c.balance_after.to_string());
-            });
-            q.push(") AS u WHERE accounts.id = u.column1 AND accounts.balance = u.column2 RETURNING accounts.id");
-            let moved: std::collections::BTreeSet<String> = q
-                .build_query_scalar()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-            if let Some(c) = part.iter().find(|c| !moved.contains(c.account.as_str())) {
+        if !moves.is_empty() {
+            let mut rows = JsonRows::new();
+            for c in &moves {
+                rows.row()
+                    .cell(c.account.as_str())
+                    .cell(c.balance_before)
+                    .cell(c.balance_after);
+            }
+            let moved: std::collections::BTreeSet<String> = sqlx::query_scalar(
+                "UPDATE accounts SET balance = u.value->>2 FROM jsonb_each(?1) AS u \
+                 WHERE accounts.id = u.value->>0 AND accounts.balance = u.value->>1 RETURNING accounts.id",
+            )
+            .bind(rows.finish())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            if let Some(c) = moves.iter().find(|c| !moved.contains(c.account.as_str())) {
                 return Err(StoreError::Conflict(format!(
                     "balance of account {}",
                     c.account
@@ -1273,10 +1479,13 @@ impl Store for SqliteStore {
                     .map_err(|e| conflict_on_unique(e, format!("refund of account {}", close.account)))?;
             }
         }
-        for part in closes.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM close_claims WHERE account_id");
-            push_in(&mut q, part.iter().map(|c| c.account.as_str()));
-            q.build().persistent(false).execute(&mut *tx).await?;
+        if !closes.is_empty() {
+            sqlx::query(
+                "DELETE FROM close_claims WHERE account_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(json_strings(closes.iter().map(|c| c.account.as_str())))
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("UPDATE runs SET documents = documents + ? WHERE id = ?")
             .bind(issued.len() as i64)
