@@ -41,6 +41,19 @@ fn dec(s: &str) -> Result<Decimal, StoreError> {
 }
 
 fn date(s: &str) -> Result<NaiveDate, StoreError> {
+    // The form dates are stored in, read without chrono's general parser (a chunk reads a
+    // dozen thousand dates); anything else goes through it.
+    if let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *s.as_bytes()
+        && [y0, y1, y2, y3, m0, m1, d0, d1]
+            .iter()
+            .all(u8::is_ascii_digit)
+    {
+        let n = |ds: &[u8]| ds.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'));
+        let year = n(&[y0, y1, y2, y3]) as i32;
+        if let Some(d) = NaiveDate::from_ymd_opt(year, n(&[m0, m1]), n(&[d0, d1])) {
+            return Ok(d);
+        }
+    }
     s.parse()
         .map_err(|_| StoreError::Corrupt(format!("date {s:?}")))
 }
@@ -131,8 +144,10 @@ trait JsonCell {
 
 impl JsonCell for i64 {
     fn write(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = write!(out, "{self}");
+        if *self < 0 {
+            out.push('-');
+        }
+        push_digits(out, self.unsigned_abs(), 1);
     }
 }
 
@@ -165,8 +180,34 @@ impl JsonCell for Decimal {
 
 impl JsonCell for NaiveDate {
     fn write(&self, out: &mut String) {
-        json_display(out, self);
+        // What chrono's Display prints for these years (YYYY-MM-DD), without its formatting
+        // machinery: dates are in most rows of a chunk, and formatting cost more than the rest
+        // of the row.
+        let year = self.year();
+        if (0..=9999).contains(&year) {
+            out.push('"');
+            push_digits(out, year.unsigned_abs().into(), 4);
+            out.push('-');
+            push_digits(out, self.month().into(), 2);
+            out.push('-');
+            push_digits(out, self.day().into(), 2);
+            out.push('"');
+        } else {
+            json_display(out, self);
+        }
     }
+}
+
+/// `n` in decimal, zero-padded to at least `width` digits.
+fn push_digits(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while n > 0 || digits.len() - start < width {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 impl<T: JsonCell + ?Sized> JsonCell for &T {
@@ -203,20 +244,23 @@ fn json_display(out: &mut String, v: &impl std::fmt::Display) {
 /// else (all of Unicode) as it is.
 fn json_escape(out: &mut String, s: &str) {
     use std::fmt::Write;
-    let mut rest = s;
-    while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
-        out.push_str(&rest[..i]);
-        match rest.as_bytes()[i] {
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        // What needs escaping is ASCII, one byte: `i` and `i + 1` are character boundaries.
+        out.push_str(&s[plain..i]);
+        match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
-            c => {
-                let _ = write!(out, "\\u{c:04x}");
+            _ => {
+                let _ = write!(out, "\\u{b:04x}");
             }
         }
-        // The character found is ASCII: one byte.
-        rest = &rest[i + 1..];
+        plain = i + 1;
     }
-    out.push_str(rest);
+    out.push_str(&s[plain..]);
 }
 
 /// A JSON array of strings (ids), for `IN (SELECT value FROM json_each(?))`.
@@ -661,22 +705,30 @@ async fn insert_documents(
             .cell(doc.credit_applied)
             .cell(doc.amount_due);
     }
-    // Ids follow the order of the rows (SQLite assigns rowids as it inserts), so documents
-    // listed in id order come out in issue order.
-    let returned: Vec<(i64, String)> = sqlx::query_as(
-        "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
+    // The ids are given here rather than read back with RETURNING (a result row per
+    // document): the next ones after the largest ever given, as AUTOINCREMENT would (this
+    // transaction holds the write lock), in the order of `docs` — so documents listed in id
+    // order come out in issue order.
+    let first: i64 = sqlx::query_scalar(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'documents'), 0), \
+         COALESCE((SELECT MAX(id) FROM documents), 0)) + 1",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO documents (id, number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
          period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at, \
          finance_batch_id) \
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, ?2, value->>5, value->>6, value->>7, \
-         value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, ?3, ?4 \
-         FROM jsonb_each(?1) ORDER BY rowid \
-         RETURNING id, doc_key",
+         SELECT ?2 + key, value->>0, value->>1, value->>2, value->>3, value->>4, ?3, value->>5, value->>6, value->>7, \
+         value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, ?4, ?5 \
+         FROM jsonb_each(?1) ORDER BY rowid",
     )
     .bind(rows.finish())
+    .bind(first)
     .bind(run)
     .bind(created)
     .bind(batch)
-    .fetch_all(&mut **tx)
+    .execute(&mut **tx)
     .await
     .map_err(|e| {
         conflict_on_unique(
@@ -684,16 +736,7 @@ async fn insert_documents(
             format!("a document among {} (key already issued)", docs[0].key),
         )
     })?;
-    let by_key: BTreeMap<String, i64> = returned.into_iter().map(|(id, key)| (key, id)).collect();
-    let ids = docs
-        .iter()
-        .map(|doc| {
-            by_key
-                .get(&doc.key)
-                .copied()
-                .ok_or_else(|| StoreError::Conflict(format!("document {}", doc.key)))
-        })
-        .collect::<Result<Vec<i64>, _>>()?;
+    let ids: Vec<i64> = (first..).take(docs.len()).collect();
 
     let mut lines = JsonRows::new();
     for (doc, id) in docs.iter().zip(&ids) {
@@ -1171,28 +1214,37 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError> {
         let mut tx = self.write_tx().await?;
-        let now = ts(now);
         // Walk the active subscriptions in account order from `after` (see the index's
-        // migration), rather than sort every due one for each chunk.
-        let ids: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO close_claims (account_id, worker, claimed_until) \
-             SELECT DISTINCT s.account_id, ?, ? FROM subscriptions s INDEXED BY subscriptions_active_by_account \
-             WHERE s.status = 'active' AND s.account_id > ? AND s.next_bill_date <= ? \
-             AND NOT EXISTS (SELECT 1 FROM close_claims c WHERE c.account_id = s.account_id AND c.claimed_until > ?) \
-             ORDER BY s.account_id LIMIT ? \
-             ON CONFLICT (account_id) DO UPDATE SET worker = excluded.worker, claimed_until = excluded.claimed_until \
-             WHERE close_claims.claimed_until <= ? \
-             RETURNING account_id",
+        // migration), rather than sort every due one for each chunk. The accounts come back
+        // as one JSON array rather than a RETURNING row each; the claims are then written in
+        // the same write transaction, so nobody can take one in between.
+        let found: String = sqlx::query_scalar(
+            "SELECT json_group_array(account_id) FROM ( \
+               SELECT DISTINCT s.account_id FROM subscriptions s INDEXED BY subscriptions_active_by_account \
+               WHERE s.status = 'active' AND s.account_id > ?1 AND s.next_bill_date <= ?2 \
+               AND NOT EXISTS (SELECT 1 FROM close_claims c WHERE c.account_id = s.account_id AND c.claimed_until > ?3) \
+               ORDER BY s.account_id LIMIT ?4)",
         )
-        .bind(worker)
-        .bind(ts(lease_until))
         .bind(after.map_or("", |a| a.as_str()))
         .bind(as_of.to_string())
-        .bind(&now)
+        .bind(ts(now))
         .bind(i64::from(limit))
-        .bind(&now)
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        let ids: Vec<String> = json_rows("claimed accounts", &found)?;
+        if !ids.is_empty() {
+            // An account found has no claim or an expired one: take it over.
+            sqlx::query(
+                "INSERT INTO close_claims (account_id, worker, claimed_until) \
+                 SELECT value, ?2, ?3 FROM json_each(?1) WHERE true \
+                 ON CONFLICT (account_id) DO UPDATE SET worker = excluded.worker, claimed_until = excluded.claimed_until",
+            )
+            .bind(&found)
+            .bind(worker)
+            .bind(ts(lease_until))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         let mut ids: Vec<AccountId> = ids
             .iter()
@@ -1364,23 +1416,38 @@ impl Store for SqliteStore {
                     .cell(u.status.as_str())
                     .cell(u.ended_at);
             }
+            let rows = rows.finish();
             // `+status`: an index on the constant status term would otherwise win, and the
             // update would walk every active subscription instead of looking up the chunk's.
-            let advanced: std::collections::BTreeSet<String> = sqlx::query_scalar(
+            let done = sqlx::query(
                 "UPDATE subscriptions SET cycle = u.value->>2, anchor = u.value->>3, period_start = u.value->>4, \
                  period_end = u.value->>5, next_bill_date = u.value->>6, periods_billed = u.value->>7, \
                  status = u.value->>8, ended_at = u.value->>9, version = subscriptions.version + 1 \
                  FROM jsonb_each(?1) AS u \
                  WHERE subscriptions.id = u.value->>0 AND subscriptions.version = u.value->>1 \
-                 AND +subscriptions.status = 'active' RETURNING subscriptions.id",
+                 AND +subscriptions.status = 'active'",
             )
-            .bind(rows.finish())
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
-            if let Some(u) = updates.iter().find(|u| !advanced.contains(u.id.as_str())) {
-                return Err(StoreError::Conflict(format!("subscription {}", u.id)));
+            .bind(&rows)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != updates.len() as u64 {
+                // Some subscription moved on since the chunk was read. Which one is looked up
+                // only now (the update returns no row per subscription), after the rollback:
+                // versions only grow, so one stale then is still stale in a fresh read.
+                tx.rollback().await?;
+                let stale: Option<String> = sqlx::query_scalar(
+                    "SELECT u.value->>0 FROM jsonb_each(?1) AS u WHERE NOT EXISTS ( \
+                       SELECT 1 FROM subscriptions s WHERE s.id = u.value->>0 AND s.version = u.value->>1 \
+                       AND +s.status = 'active') \
+                     ORDER BY u.rowid LIMIT 1",
+                )
+                .bind(&rows)
+                .fetch_optional(&self.pool)
+                .await?;
+                return Err(StoreError::Conflict(match stale {
+                    Some(id) => format!("subscription {id}"),
+                    None => "a subscription of this chunk".into(),
+                }));
             }
         }
         // Queued changes applied at their boundary: the subscriptions' items replaced and the
@@ -2413,4 +2480,133 @@ fn parked_from_row(r: &SqliteRow) -> Result<ParkedAccount, StoreError> {
             .map(timestamp)
             .transpose()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind of cell, taken apart by SQLite, gives the value and type that binding it
+    /// the way the store did before (`to_string()` for money and dates) gives.
+    #[tokio::test]
+    async fn json_cells_arrive_as_bound_values() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let texts = [
+            "",
+            "plain",
+            "quote \" and backslash \\ and slash /",
+            "control \u{0} \u{1} \t \n \r \u{1f} and del \u{7f}",
+            "unicode é ß 中文 \u{2028} 🦀",
+            "\\u0041 is not unescaped twice",
+        ];
+        let amounts = ["0", "19.00", "-0.50", "1234567.8900", "0.000001"]
+            .map(|a| Decimal::from_str_exact(a).unwrap());
+        let dates = [
+            (2026, 1, 31),
+            (1, 2, 3),
+            (0, 1, 1),
+            (9999, 12, 31),
+            (10000, 1, 1),
+            (-1, 6, 6),
+        ]
+        .map(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d).unwrap());
+        let ints = [0, -1, 42, i64::MAX, i64::MIN];
+
+        let mut rows = JsonRows::new();
+        let mut bound: Vec<(Option<String>, Option<i64>)> = Vec::new();
+        for t in texts {
+            rows.row().cell(t);
+            bound.push((Some(t.to_string()), None));
+        }
+        for a in amounts {
+            rows.row().cell(a);
+            bound.push((Some(a.to_string()), None));
+        }
+        for d in dates {
+            rows.row().cell(d);
+            bound.push((Some(d.to_string()), None));
+        }
+        for i in ints {
+            rows.row().cell(i);
+            bound.push((None, Some(i)));
+        }
+        for b in [true, false] {
+            rows.row().cell(b);
+            bound.push((None, Some(i64::from(b))));
+        }
+        rows.row().cell(None::<&str>);
+        bound.push((None, None));
+        let json = rows.finish();
+
+        let got: Vec<(Option<String>, Option<i64>, String)> = sqlx::query_as(
+            "SELECT CASE WHEN typeof(value->>0) = 'text' THEN value->>0 END, \
+             CASE WHEN typeof(value->>0) = 'integer' THEN value->>0 END, typeof(value->>0) \
+             FROM jsonb_each(?1) ORDER BY rowid",
+        )
+        .bind(&json)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(got.len(), bound.len());
+        for ((text, int, kind), (want_text, want_int)) in got.into_iter().zip(bound) {
+            let want_kind = match (&want_text, want_int) {
+                (Some(_), _) => "text",
+                (None, Some(_)) => "integer",
+                (None, None) => "null",
+            };
+            assert_eq!((text, int, kind.as_str()), (want_text, want_int, want_kind));
+        }
+    }
+
+    #[test]
+    fn dates_read_and_written_as_chrono_does() {
+        let mut d = NaiveDate::from_ymd_opt(1999, 12, 25).unwrap();
+        for _ in 0..12_000 {
+            let mut json = String::new();
+            d.write(&mut json);
+            assert_eq!(json, format!("\"{d}\""));
+            assert_eq!(date(&d.to_string()).unwrap(), d);
+            d = d + chrono::Days::new(3);
+        }
+        for d in [
+            (0, 1, 1),
+            (9999, 12, 31),
+            (10000, 1, 1),
+            (-1, 6, 6),
+            (-10000, 2, 29),
+        ] {
+            let d = NaiveDate::from_ymd_opt(d.0, d.1, d.2).unwrap();
+            let mut json = String::new();
+            d.write(&mut json);
+            assert_eq!(json, format!("\"{d}\""));
+            assert_eq!(date(&d.to_string()).unwrap(), d);
+        }
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "2026-1-01",
+            "26-01-01",
+            "2026/01/01",
+            "",
+        ] {
+            assert_eq!(
+                date(bad).is_err(),
+                bad.parse::<NaiveDate>().is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_rows_are_arrays_of_arrays() {
+        assert_eq!(JsonRows::new().finish(), "[]");
+        let mut rows = JsonRows::new();
+        rows.row().cell(1_i64).cell("a").cell(-1_i64).cell(i64::MIN);
+        rows.row().cell(None::<i64>).cell(Decimal::new(150, 2));
+        assert_eq!(
+            rows.finish(),
+            r#"[[1,"a",-1,-9223372036854775808],[null,"1.50"]]"#
+        );
+        assert_eq!(json_strings(["x", "y\"z"]), r#"["x","y\"z"]"#);
+    }
 }
