@@ -17,8 +17,8 @@ use crate::core::domain::{AccountId, SubscriptionId};
 use crate::core::sanity::{self, SanityBounds};
 use crate::mail::{MailError, Transport};
 use crate::store::{
-    ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, ParkStatus, ParkedAccount, Store,
-    StoreError,
+    ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, ParkStatus, ParkedAccount,
+    Pipelining, Store, StoreError,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -448,15 +448,27 @@ async fn close_chunks(
                 retention_days: settings.retention_days,
             };
             let t = std::time::Instant::now();
-            // Claim and read the next chunk while this one is written, on another connection:
-            // the database writes one chunk while billrun claims, reads and computes the next.
-            // Claims keep the two apart; a conflict retries this chunk alone.
-            let prefetch = attempts == 0 && prefetched.is_none() && store.pipelines_chunks();
+            // Read the next chunk while this one is written, on another connection: the
+            // database writes one chunk while billrun reads and computes the next. Claims keep
+            // the two apart; a conflict retries this chunk alone.
+            let pipelining = store.pipelining();
+            let claimed_next =
+                if attempts == 0 && prefetched.is_none() && pipelining == Pipelining::ReadNext {
+                    claim_after(Some(last.clone())).await?
+                } else {
+                    Vec::new()
+                };
             let (committed, next) = tokio::join!(store.commit_chunk(&ctx, &closes), async {
-                if !prefetch {
-                    return Ok(None);
-                }
-                let next = claim_after(Some(last.clone())).await?;
+                let next = if !claimed_next.is_empty() {
+                    claimed_next
+                } else if attempts == 0
+                    && prefetched.is_none()
+                    && pipelining == Pipelining::ClaimAndReadNext
+                {
+                    claim_after(Some(last.clone())).await?
+                } else {
+                    Vec::new()
+                };
                 if next.is_empty() {
                     return Ok(None);
                 }

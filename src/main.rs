@@ -33,7 +33,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(billrun::cli::run(cli)) {
+    let outcome = runtime.block_on(billrun::cli::run(cli));
+    // The database pool's background tasks may still log (a dropped connection's check on
+    // release): end them before the verdict, so that an error is the last line printed.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match outcome {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {}", billrun::redact(&format!("{e:#}")));

@@ -124,6 +124,19 @@ pub struct ChunkContext<'a> {
     pub retention_days: u32,
 }
 
+/// How a close overlaps chunks: while one chunk's transaction is written, the next is read
+/// on another connection (its accounts are claimed, so the two never touch the same rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipelining {
+    /// Claim the next chunk first, then read it while this one is written: SQLite, whose one
+    /// writer at a time would make a claim wait for the chunk's commit, while WAL readers go
+    /// on beside the writer.
+    ReadNext,
+    /// Claim and read the next chunk while this one is written: a server that runs both
+    /// transactions at once.
+    ClaimAndReadNext,
+}
+
 /// Per module, the tables (and account-id column) holding its data. Identifiers are
 /// validated by the configuration; the store quotes them as well.
 pub type ModuleMap = std::collections::BTreeMap<String, Vec<crate::config::ModuleTable>>;
@@ -347,10 +360,9 @@ pub trait Store: Send + Sync {
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
 
-    /// Whether reading the next chunk while writing one pays: true for a server that works
-    /// on both at once; false for SQLite, where it only costs memory.
-    fn pipelines_chunks(&self) -> bool {
-        false
+    /// How a close overlaps the next chunk with the writing of the current one.
+    fn pipelining(&self) -> Pipelining {
+        Pipelining::ReadNext
     }
 
     /// Messages not yet sent (for the outbox-depth metric).

@@ -2071,10 +2071,11 @@ impl Store for PgStore {
         Ok(())
     }
 
-    /// Counted in the database rather than by loading every pending message (the default).
-    fn pipelines_chunks(&self) -> bool {
-        true
+    fn pipelining(&self) -> Pipelining {
+        Pipelining::ClaimAndReadNext
     }
+
+    /// Counted in the database rather than by loading every pending message (the default).
 
     async fn outbox_depth(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
