@@ -2076,7 +2076,6 @@ impl Store for PgStore {
     }
 
     /// Counted in the database rather than by loading every pending message (the default).
-
     async fn outbox_depth(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
             .fetch_one(&self.pool)
