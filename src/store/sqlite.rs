@@ -83,45 +83,61 @@ fn push_in<'a>(q: &mut QueryBuilder<Sqlite>, values: impl IntoIterator<Item = &'
     sep.push_unseparated(")");
 }
 
-/// Many rows as one JSON array of arrays, bound as one TEXT parameter and taken apart in SQL
+/// Many rows as one JSON array of arrays, bound as one parameter and taken apart in SQL
 /// (`SELECT value->>0, value->>1, … FROM jsonb_each(?1)`). Bulk writes go this way rather
 /// than as multi-row `VALUES` lists: the statement text is fixed, so SQLite compiles it once
 /// per connection (sqlx's statement cache) instead of once per call, and sqlx binds one value
 /// instead of allocating one per cell — that overhead, not SQLite's own work, was most of a
-/// chunk's commit. `jsonb_each`, not `json_each`: its `value` is the row in SQLite's binary
-/// form, which `->>` indexes directly; json_each's is JSON text, rendered and parsed again
-/// for every cell read. Inserts read `… ORDER BY rowid`: the table function yields the array
-/// in order and tells the planner so (no sort), and the ORDER BY pins that order, so rowids
-/// follow the order the rows were given in.
+/// chunk's commit.
+///
+/// The array is written in SQLite's binary JSON, JSONB (<https://sqlite.org/jsonb.html>, a
+/// stable part of the file format), not as JSON text: SQLite would otherwise parse the text
+/// into JSONB first, and strings go in as they are, unescaped. `jsonb_each`, not `json_each`:
+/// its `value` is the row as JSONB, which `->>` indexes directly (json_each's is JSON text,
+/// rendered and parsed again for every cell read). Inserts read `… ORDER BY rowid`: the table
+/// function yields the array in order and tells the planner so (no sort), and the ORDER BY
+/// pins that order, so rowids follow the order the rows were given in.
 struct JsonRows {
-    json: String,
+    jsonb: Vec<u8>,
     rows: usize,
-    first_cell: bool,
+    /// Where the row being written starts.
+    row: Option<usize>,
+    /// Room to format a value in before it is copied in (its size goes first).
+    scratch: Vec<u8>,
 }
+
+// JSONB element types (the low four bits of an element's first byte).
+const JSONB_NULL: u8 = 0;
+const JSONB_INT: u8 = 3;
+/// UTF-8 text as it is, escaped by SQLite if it is ever rendered as JSON text.
+const JSONB_TEXTRAW: u8 = 10;
+const JSONB_ARRAY: u8 = 11;
+/// The high four bits of a first byte whose payload size follows in four bytes, big-endian.
+/// Arrays use it (their size is known only at their end, then filled in); SQLite accepts a
+/// longer size field than needed.
+const JSONB_SIZE4: u8 = 14 << 4;
 
 impl JsonRows {
     fn new() -> Self {
         JsonRows {
-            json: String::from("["),
+            jsonb: vec![JSONB_SIZE4 | JSONB_ARRAY, 0, 0, 0, 0],
             rows: 0,
-            first_cell: false,
+            row: None,
+            scratch: Vec::new(),
         }
     }
 
     /// Start the next row; its cells follow with [`JsonRows::cell`].
     fn row(&mut self) -> &mut Self {
-        self.json.push_str(if self.rows == 0 { "[" } else { "],[" });
+        self.end_row();
+        self.row = Some(self.jsonb.len());
+        self.jsonb.extend([JSONB_SIZE4 | JSONB_ARRAY, 0, 0, 0, 0]);
         self.rows += 1;
-        self.first_cell = true;
         self
     }
 
     fn cell(&mut self, v: impl JsonCell) -> &mut Self {
-        if !self.first_cell {
-            self.json.push(',');
-        }
-        self.first_cell = false;
-        v.write(&mut self.json);
+        v.write(self);
         self
     }
 
@@ -129,151 +145,144 @@ impl JsonRows {
         self.rows == 0
     }
 
-    fn finish(mut self) -> String {
-        self.json.push_str(if self.rows == 0 { "]" } else { "]]" });
-        self.json
+    fn finish(mut self) -> Vec<u8> {
+        self.end_row();
+        self.fill_size(0);
+        self.jsonb
+    }
+
+    fn end_row(&mut self) {
+        if let Some(start) = self.row.take() {
+            self.fill_size(start);
+        }
+    }
+
+    /// The size of the array that starts at `start` and ends here. (Past 4 GiB it would be
+    /// wrong, and SQLite would refuse the array as malformed.)
+    fn fill_size(&mut self, start: usize) {
+        let size = u32::try_from(self.jsonb.len() - start - 5).unwrap_or(u32::MAX);
+        self.jsonb[start + 1..start + 5].copy_from_slice(&size.to_be_bytes());
+    }
+
+    /// An element: its type, its payload's size (in the first byte up to 11, in the bytes
+    /// after it beyond), its payload.
+    fn element(&mut self, kind: u8, payload: &[u8]) {
+        let size = payload.len();
+        if let Ok(small @ 0..=11) = u8::try_from(size) {
+            self.jsonb.push(kind | small << 4);
+        } else if let Ok(size) = u8::try_from(size) {
+            self.jsonb.extend([kind | 12 << 4, size]);
+        } else {
+            self.jsonb.push(kind | JSONB_SIZE4);
+            let size = u32::try_from(size).unwrap_or(u32::MAX);
+            self.jsonb.extend(size.to_be_bytes());
+        }
+        self.jsonb.extend_from_slice(payload);
     }
 }
 
-/// A value as a [`JsonRows`] cell. Integers are JSON numbers (`->>` gives INTEGER); text,
-/// money and dates are JSON strings, so `->>` gives TEXT — the very TEXT binding their
-/// `to_string()` stored (a JSON number would come back INTEGER or REAL, and `1.50` as 1.5).
+/// A value as a [`JsonRows`] cell. Integers are JSON integers (`->>` gives INTEGER); text,
+/// money and dates are text, so `->>` gives TEXT — the very TEXT binding their `to_string()`
+/// stored (a JSON number would come back INTEGER or REAL, and `1.50` as 1.5).
 trait JsonCell {
-    fn write(&self, out: &mut String);
+    fn write(&self, rows: &mut JsonRows);
 }
 
 impl JsonCell for i64 {
-    fn write(&self, out: &mut String) {
+    fn write(&self, rows: &mut JsonRows) {
+        let mut text = [0; 21];
+        let mut len = 0;
         if *self < 0 {
-            out.push('-');
+            text[0] = b'-';
+            len = 1;
         }
-        push_digits(out, self.unsigned_abs(), 1);
+        len += digits(&mut text[len..], self.unsigned_abs(), 1);
+        rows.element(JSONB_INT, &text[..len]);
     }
 }
 
 /// As sqlx binds a bool: INTEGER 0 or 1.
 impl JsonCell for bool {
-    fn write(&self, out: &mut String) {
-        out.push(if *self { '1' } else { '0' });
+    fn write(&self, rows: &mut JsonRows) {
+        i64::from(*self).write(rows);
     }
 }
 
 impl JsonCell for str {
-    fn write(&self, out: &mut String) {
-        out.push('"');
-        json_escape(out, self);
-        out.push('"');
+    fn write(&self, rows: &mut JsonRows) {
+        rows.element(JSONB_TEXTRAW, self.as_bytes());
     }
 }
 
 impl JsonCell for String {
-    fn write(&self, out: &mut String) {
-        self.as_str().write(out);
+    fn write(&self, rows: &mut JsonRows) {
+        self.as_str().write(rows);
     }
 }
 
 impl JsonCell for Decimal {
-    fn write(&self, out: &mut String) {
-        json_display(out, self);
+    fn write(&self, rows: &mut JsonRows) {
+        use std::io::Write;
+        let mut text = std::mem::take(&mut rows.scratch);
+        text.clear();
+        let _ = write!(text, "{self}");
+        rows.element(JSONB_TEXTRAW, &text);
+        rows.scratch = text;
     }
 }
 
 impl JsonCell for NaiveDate {
-    fn write(&self, out: &mut String) {
+    fn write(&self, rows: &mut JsonRows) {
         // What chrono's Display prints for these years (YYYY-MM-DD), without its formatting
         // machinery: dates are in most rows of a chunk, and formatting cost more than the rest
         // of the row.
         let year = self.year();
         if (0..=9999).contains(&year) {
-            out.push('"');
-            push_digits(out, year.unsigned_abs().into(), 4);
-            out.push('-');
-            push_digits(out, self.month().into(), 2);
-            out.push('-');
-            push_digits(out, self.day().into(), 2);
-            out.push('"');
+            let mut text = *b"0000-00-00";
+            digits(&mut text[0..4], year.unsigned_abs().into(), 4);
+            digits(&mut text[5..7], self.month().into(), 2);
+            digits(&mut text[8..10], self.day().into(), 2);
+            rows.element(JSONB_TEXTRAW, &text);
         } else {
-            json_display(out, self);
+            self.to_string().write(rows);
         }
     }
 }
 
-/// `n` in decimal, zero-padded to at least `width` digits.
-fn push_digits(out: &mut String, mut n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut start = digits.len();
-    while n > 0 || digits.len() - start < width {
+/// Write `n` in decimal, zero-padded to at least `width` digits, at the start of `out`;
+/// returns how many bytes that took.
+fn digits(out: &mut [u8], mut n: u64, width: usize) -> usize {
+    let mut text = [b'0'; 20];
+    let mut start = text.len();
+    while n > 0 || text.len() - start < width {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
+        text[start] = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    let len = text.len() - start;
+    out[..len].copy_from_slice(&text[start..]);
+    len
 }
 
 impl<T: JsonCell + ?Sized> JsonCell for &T {
-    fn write(&self, out: &mut String) {
-        (**self).write(out);
+    fn write(&self, rows: &mut JsonRows) {
+        (**self).write(rows);
     }
 }
 
 impl<T: JsonCell> JsonCell for Option<T> {
-    fn write(&self, out: &mut String) {
+    fn write(&self, rows: &mut JsonRows) {
         match self {
-            Some(v) => v.write(out),
-            None => out.push_str("null"),
+            Some(v) => v.write(rows),
+            None => rows.jsonb.push(JSONB_NULL),
         }
     }
-}
-
-/// `v.to_string()` as a JSON string, written in place.
-fn json_display(out: &mut String, v: &impl std::fmt::Display) {
-    use std::fmt::Write;
-    struct Escaped<'a>(&'a mut String);
-    impl Write for Escaped<'_> {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            json_escape(self.0, s);
-            Ok(())
-        }
-    }
-    out.push('"');
-    let _ = write!(Escaped(out), "{v}");
-    out.push('"');
-}
-
-/// The inside of a JSON string: quote, backslash and control characters escaped, everything
-/// else (all of Unicode) as it is.
-fn json_escape(out: &mut String, s: &str) {
-    use std::fmt::Write;
-    let mut plain = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
-        }
-        // What needs escaping is ASCII, one byte: `i` and `i + 1` are character boundaries.
-        out.push_str(&s[plain..i]);
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            _ => {
-                let _ = write!(out, "\\u{b:04x}");
-            }
-        }
-        plain = i + 1;
-    }
-    out.push_str(&s[plain..]);
 }
 
 /// A JSON array of strings (ids), for `IN (SELECT value FROM json_each(?))`.
 fn json_strings<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
-    let mut json = String::from("[");
-    for (i, v) in values.into_iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        v.write(&mut json);
-    }
-    json.push(']');
-    json
+    let values: Vec<&str> = values.into_iter().collect();
+    serde_json::to_string(&values).unwrap_or_default()
 }
 
 const ACCOUNT_COLS: &str = "id, name, email, currency, timezone, taxes, discount, status, balance";
@@ -1282,29 +1291,28 @@ impl Store for SqliteStore {
         // JSON array. sqlx hands a result over row by row and value by value (a message and
         // a copy each), which cost far more than SQLite's reading; this is five values. One
         // statement also reads the five tables in one snapshot.
-        // INDEXED BY: without statistics SQLite would rather scan every active subscription
-        // through the status index than look up a few thousand accounts.
+        // The chunk's subscriptions are looked up once (MATERIALIZED) and joined to their
+        // items, pending items and queued changes. Without statistics SQLite would rather scan
+        // whole tables (every active subscription, every item) than look up a few thousand
+        // rows: INDEXED BY and CROSS JOIN (which keeps the chunk's subscriptions the outer
+        // loop) hold it to the lookups.
         let row = sqlx::query(
-            "SELECT \
+            "WITH subs AS MATERIALIZED ( \
+               SELECT * FROM subscriptions INDEXED BY subscriptions_account \
+               WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1))) \
+             SELECT \
              (SELECT json_group_array(json_array(id, name, email, currency, timezone, taxes, discount, status, balance)) \
               FROM accounts WHERE id IN (SELECT value FROM json_each(?1))), \
              (SELECT json_group_array(json_array(id, account_id, policy, cycle, discount, start_date, anchor, \
                period_start, period_end, next_bill_date, periods_billed, status, cancel_at, last_change_at, version) \
-               ORDER BY id) \
-              FROM subscriptions INDEXED BY subscriptions_account \
-              WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1))), \
-             (SELECT json_group_array(json_array(subscription_id, plan, quantity) ORDER BY subscription_id, plan) \
-              FROM subscription_items WHERE subscription_id IN ( \
-               SELECT id FROM subscriptions INDEXED BY subscriptions_account \
-               WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1)))), \
-             (SELECT json_group_array(json_array(id, subscription_id, description, amount, discountable) ORDER BY id) \
-              FROM pending_items WHERE document_id IS NULL AND subscription_id IN ( \
-               SELECT id FROM subscriptions INDEXED BY subscriptions_account \
-               WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1)))), \
-             (SELECT json_group_array(json_array(id, subscription_id, effective_at, kind, target) ORDER BY effective_at, id) \
-              FROM scheduled_changes INDEXED BY scheduled_changes_queued WHERE status = 'queued' AND subscription_id IN ( \
-               SELECT id FROM subscriptions INDEXED BY subscriptions_account \
-               WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1))))",
+               ORDER BY id) FROM subs), \
+             (SELECT json_group_array(json_array(i.subscription_id, i.plan, i.quantity) ORDER BY i.subscription_id, i.plan) \
+              FROM subs CROSS JOIN subscription_items i ON i.subscription_id = subs.id), \
+             (SELECT json_group_array(json_array(p.id, p.subscription_id, p.description, p.amount, p.discountable) ORDER BY p.id) \
+              FROM subs CROSS JOIN pending_items p ON p.subscription_id = subs.id AND p.document_id IS NULL), \
+             (SELECT json_group_array(json_array(c.id, c.subscription_id, c.effective_at, c.kind, c.target) ORDER BY c.effective_at, c.id) \
+              FROM subs CROSS JOIN scheduled_changes c INDEXED BY scheduled_changes_queued \
+              ON c.subscription_id = subs.id AND c.status = 'queued')",
         )
         .bind(json_strings(ids.iter().map(|i| i.as_str())))
         .fetch_one(&self.pool)
@@ -1417,8 +1425,8 @@ impl Store for SqliteStore {
                     .cell(u.ended_at);
             }
             let rows = rows.finish();
-            // `+status`: an index on the constant status term would otherwise win, and the
-            // update would walk every active subscription instead of looking up the chunk's.
+            // `+status`: without it SQLite may walk an index on status (every active row)
+            // instead of looking the chunk's subscriptions up by id.
             let done = sqlx::query(
                 "UPDATE subscriptions SET cycle = u.value->>2, anchor = u.value->>3, period_start = u.value->>4, \
                  period_end = u.value->>5, next_bill_date = u.value->>6, periods_billed = u.value->>7, \
@@ -1474,7 +1482,8 @@ impl Store for SqliteStore {
             for (id, at) in &applied {
                 rows.row().cell(*id).cell(*at);
             }
-            // `+status`: as above, look the changes up by id, not by status.
+            // `+status`: as above, look the changes up by id (scheduled_changes_due leads with
+            // status).
             let done: std::collections::BTreeSet<i64> = sqlx::query_scalar(
                 "UPDATE scheduled_changes SET status = 'applied', applied_at = u.value->>1 FROM jsonb_each(?1) AS u \
                  WHERE scheduled_changes.id = u.value->>0 AND +scheduled_changes.status = 'queued' \
@@ -2498,6 +2507,9 @@ mod tests {
             "control \u{0} \u{1} \t \n \r \u{1f} and del \u{7f}",
             "unicode é ß 中文 \u{2028} 🦀",
             "\\u0041 is not unescaped twice",
+            "twelve bytes",
+            &"long ".repeat(60),
+            &"longer ".repeat(10_000),
         ];
         let amounts = ["0", "19.00", "-0.50", "1234567.8900", "0.000001"]
             .map(|a| Decimal::from_str_exact(a).unwrap());
@@ -2514,8 +2526,8 @@ mod tests {
 
         let mut rows = JsonRows::new();
         let mut bound: Vec<(Option<String>, Option<i64>)> = Vec::new();
-        for t in texts {
-            rows.row().cell(t);
+        for t in &texts {
+            rows.row().cell(*t);
             bound.push((Some(t.to_string()), None));
         }
         for a in amounts {
@@ -2536,14 +2548,14 @@ mod tests {
         }
         rows.row().cell(None::<&str>);
         bound.push((None, None));
-        let json = rows.finish();
+        let jsonb = rows.finish();
 
         let got: Vec<(Option<String>, Option<i64>, String)> = sqlx::query_as(
             "SELECT CASE WHEN typeof(value->>0) = 'text' THEN value->>0 END, \
              CASE WHEN typeof(value->>0) = 'integer' THEN value->>0 END, typeof(value->>0) \
              FROM jsonb_each(?1) ORDER BY rowid",
         )
-        .bind(&json)
+        .bind(&jsonb)
         .fetch_all(&store.pool)
         .await
         .unwrap();
@@ -2558,28 +2570,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dates_read_and_written_as_chrono_does() {
-        let mut d = NaiveDate::from_ymd_opt(1999, 12, 25).unwrap();
-        for _ in 0..12_000 {
-            let mut json = String::new();
-            d.write(&mut json);
-            assert_eq!(json, format!("\"{d}\""));
-            assert_eq!(date(&d.to_string()).unwrap(), d);
-            d = d + chrono::Days::new(3);
+    #[tokio::test]
+    async fn dates_read_and_written_as_chrono_does() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let mut dates: Vec<NaiveDate> = (0..12_000)
+            .map(|i| NaiveDate::from_ymd_opt(1999, 12, 25).unwrap() + chrono::Days::new(3 * i))
+            .collect();
+        dates.extend(
+            [
+                (0, 1, 1),
+                (9999, 12, 31),
+                (10000, 1, 1),
+                (-1, 6, 6),
+                (-10000, 2, 29),
+            ]
+            .map(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d).unwrap()),
+        );
+        let mut rows = JsonRows::new();
+        for d in &dates {
+            rows.row().cell(d);
         }
-        for d in [
-            (0, 1, 1),
-            (9999, 12, 31),
-            (10000, 1, 1),
-            (-1, 6, 6),
-            (-10000, 2, 29),
-        ] {
-            let d = NaiveDate::from_ymd_opt(d.0, d.1, d.2).unwrap();
-            let mut json = String::new();
-            d.write(&mut json);
-            assert_eq!(json, format!("\"{d}\""));
-            assert_eq!(date(&d.to_string()).unwrap(), d);
+        let written: Vec<String> =
+            sqlx::query_scalar("SELECT value->>0 FROM jsonb_each(?1) ORDER BY rowid")
+                .bind(rows.finish())
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            written,
+            dates.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+        );
+        for d in &dates {
+            assert_eq!(date(&d.to_string()).unwrap(), *d);
         }
         for bad in [
             "2026-02-30",
@@ -2597,15 +2619,126 @@ mod tests {
         }
     }
 
-    #[test]
-    fn json_rows_are_arrays_of_arrays() {
-        assert_eq!(JsonRows::new().finish(), "[]");
+    /// A subscription another writer moved on since the chunk was read: the whole chunk rolls
+    /// back and the conflict names that subscription.
+    #[tokio::test]
+    async fn stale_subscription_rolls_the_chunk_back_and_is_named() {
+        use crate::core::domain::AccountStatus;
+        use crate::input::{ImportBatch, NewAccount, NewSubscription};
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let as_of = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, 6, 0, 0).unwrap();
+        let account = AccountId::new("acct1").unwrap();
+        let mut batch = ImportBatch::default();
+        batch.accounts.push(NewAccount {
+            account: Account {
+                id: account.clone(),
+                name: "Customer".into(),
+                email: "billing@acct1.example".into(),
+                currency: Currency::new("USD").unwrap(),
+                timezone: "UTC".into(),
+                taxes: Vec::new(),
+                discount: None,
+                status: AccountStatus::Active,
+            },
+            opening_credit: Decimal::ZERO,
+        });
+        let start = NaiveDate::from_ymd_opt(2025, 12, 1).unwrap();
+        for id in ["sub1", "sub2"] {
+            batch.subscriptions.push(NewSubscription {
+                subscription: Subscription {
+                    id: SubscriptionId::new(id).unwrap(),
+                    account: account.clone(),
+                    policy: "deferred".into(),
+                    cycle: "monthly".into(),
+                    items: vec![Item {
+                        plan: "basic".into(),
+                        quantity: 1,
+                    }],
+                    discount: None,
+                    start,
+                    anchor: start,
+                    current_period: Some(Period { start, end: as_of }),
+                    next_bill_date: as_of,
+                    periods_billed: 1,
+                    status: SubscriptionStatus::Active,
+                    cancel_at: None,
+                    pending: Vec::new(),
+                    last_change_at: None,
+                    version: 0,
+                    queued: Vec::new(),
+                },
+                licences: Vec::new(),
+            });
+        }
+        store.import(&batch, now).await.unwrap();
+
+        let catalog = crate::core::catalog::Catalog::from_toml_str(crate::bench::CATALOG).unwrap();
+        let states = store
+            .load_accounts(std::slice::from_ref(&account))
+            .await
+            .unwrap();
+        let terms = crate::core::billing::Terms {
+            payment_terms_days: 14,
+        };
+        let close =
+            crate::core::billing::close_account(&states[0], &catalog, terms, as_of).unwrap();
+        assert_eq!(close.documents.len(), 2);
+        sqlx::query("UPDATE subscriptions SET version = version + 1 WHERE id = 'sub2'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+
+        let numbering = Numbering {
+            invoice_prefix: "INV".into(),
+            credit_note_prefix: "CN".into(),
+        };
+        let ctx = ChunkContext {
+            run: store.begin_run(as_of, now).await.unwrap(),
+            numbering: &numbering,
+            now,
+            retention_days: 30,
+        };
+        match store.commit_chunk(&ctx, &[close]).await {
+            Err(StoreError::Conflict(what)) => assert_eq!(what, "subscription sub2"),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert!(store.documents(None).await.unwrap().is_empty());
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM subscriptions ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [0, 1]);
+    }
+
+    #[tokio::test]
+    async fn json_rows_are_arrays_of_arrays() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        let render = |rows: JsonRows| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, String>("SELECT json(?1)")
+                    .bind(rows.finish())
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(render(JsonRows::new()).await, "[]");
         let mut rows = JsonRows::new();
-        rows.row().cell(1_i64).cell("a").cell(-1_i64).cell(i64::MIN);
+        rows.row()
+            .cell(1_i64)
+            .cell("a")
+            .cell(-1_i64)
+            .cell(i64::MIN)
+            .cell(true);
+        rows.row();
         rows.row().cell(None::<i64>).cell(Decimal::new(150, 2));
         assert_eq!(
-            rows.finish(),
-            r#"[[1,"a",-1,-9223372036854775808],[null,"1.50"]]"#
+            render(rows).await,
+            r#"[[1,"a",-1,-9223372036854775808,1],[],[null,"1.50"]]"#
         );
         assert_eq!(json_strings(["x", "y\"z"]), r#"["x","y\"z"]"#);
     }
