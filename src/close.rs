@@ -14,11 +14,12 @@ use crate::core::billing::{self, Terms};
 use crate::core::catalog::Catalog;
 use crate::core::document::{DocumentKind, DraftDocument};
 use crate::core::domain::{AccountId, SubscriptionId};
+use crate::core::money::Currency;
 use crate::core::sanity::{self, SanityBounds};
 use crate::mail::{MailError, Transport};
 use crate::store::{
     ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, ParkStatus, ParkedAccount,
-    Pipelining, Store, StoreError,
+    Pipelining, Store, StoreError, StoredDocument,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -279,6 +280,151 @@ pub async fn close(
     Ok(report)
 }
 
+/// One chunk read and billed, not yet written: its claimed accounts, their states, the
+/// closes to commit and the accounts that failed or were parked on the way.
+struct PreparedChunk {
+    ids: Vec<AccountId>,
+    states: Vec<billing::AccountState>,
+    closes: Vec<billing::AccountClose>,
+    failed: Vec<FailedAccount>,
+    parks: ChunkParks,
+}
+
+/// What every chunk of one close shares.
+struct ChunkInputs<'a> {
+    store: &'a dyn Store,
+    catalog: &'a Catalog,
+    settings: &'a CloseSettings,
+    clock: &'a dyn Clock,
+    as_of: NaiveDate,
+    options: &'a CloseOptions,
+    run: Option<i64>,
+}
+
+impl ChunkInputs<'_> {
+    /// Read the accounts and bill them (the pure core), then hold implausible closes back
+    /// (sanity bounds). Accounts left due go into `kept_here`. Yields now and then: this
+    /// runs while the previous chunk is written, and the write must not wait for a whole
+    /// chunk's billing to send its next statement.
+    async fn prepare(
+        &self,
+        ids: Vec<AccountId>,
+        kept_here: &mut std::collections::HashSet<AccountId>,
+        spent: &mut [std::time::Duration; 4],
+    ) -> Result<PreparedChunk, StoreError> {
+        let t = std::time::Instant::now();
+        let states = self.store.load_accounts(&ids).await?;
+        spent[1] += t.elapsed();
+        let t = std::time::Instant::now();
+        let mut closes = Vec::with_capacity(states.len());
+        let mut failed = Vec::new();
+        for (i, state) in states.iter().enumerate() {
+            if i % 64 == 63 {
+                tokio::task::yield_now().await;
+            }
+            let account_as_of = match self.options.instant {
+                Some(t) => crate::change::today_at(t, &state.account.timezone),
+                None => self.as_of,
+            };
+            match billing::close_account(state, self.catalog, self.settings.terms, account_as_of) {
+                Ok(c) if c.documents.is_empty() && c.updates.is_empty() => {
+                    kept_here.insert(state.account.id.clone());
+                }
+                Ok(c) => closes.push(c),
+                Err(e) => {
+                    kept_here.insert(state.account.id.clone());
+                    tracing::error!(account = %state.account.id, error = %e, "account not closed");
+                    failed.push(FailedAccount {
+                        account: state.account.id.clone(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        spent[2] += t.elapsed();
+        // Sanity bounds: implausible closes leave `closes` and are parked (core::sanity).
+        let parks = sanity_check(
+            self.store,
+            self.settings,
+            self.clock,
+            self.run,
+            &states,
+            &mut closes,
+            kept_here,
+        )
+        .await?;
+        Ok(PreparedChunk {
+            ids,
+            states,
+            closes,
+            failed,
+            parks,
+        })
+    }
+
+    /// Claim the next chunk after `after` (from the start when `None`).
+    async fn claim(
+        &self,
+        query_date: NaiveDate,
+        after: Option<&AccountId>,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let now = self.clock.now();
+        let lease = now + Duration::seconds(i64::from(self.settings.lease_seconds));
+        self.store
+            .claim_accounts(
+                query_date,
+                &self.settings.worker,
+                now,
+                lease,
+                after,
+                self.settings.chunk_size,
+            )
+            .await
+    }
+}
+
+impl PreparedChunk {
+    /// Into the report, once the chunk is written (or, in a dry run, computed): what it
+    /// issued, refunded and could not close.
+    fn record(
+        &mut self,
+        issued: Option<Vec<StoredDocument>>,
+        report: &mut CloseReport,
+        keep: bool,
+    ) {
+        match issued {
+            Some(issued) => {
+                for d in &issued {
+                    report.record(Some(d.document.number.clone()), &d.document.draft, keep);
+                }
+            }
+            None => {
+                for doc in self.closes.iter().flat_map(|c| &c.documents) {
+                    report.record(None, doc, keep);
+                }
+            }
+        }
+        for c in &self.closes {
+            if c.refund.is_zero() {
+                continue;
+            }
+            let currency = match c.documents.first() {
+                Some(d) => d.currency.to_string(),
+                None => self
+                    .states
+                    .iter()
+                    .find(|s| s.account.id == c.account)
+                    .map(|s| s.account.currency.to_string())
+                    .unwrap_or_default(),
+            };
+            report
+                .refunds
+                .push((c.account.to_string(), currency, c.refund.to_string()));
+        }
+        report.failed.append(&mut self.failed);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn close_chunks(
     store: &dyn Store,
@@ -290,6 +436,15 @@ async fn close_chunks(
     run: Option<i64>,
     report: &mut CloseReport,
 ) -> Result<Vec<AccountId>, CloseError> {
+    let inputs = ChunkInputs {
+        store,
+        catalog,
+        settings,
+        clock,
+        as_of,
+        options,
+        run,
+    };
     // In a dry run, the accounts this close would cancel and whose retention is already over.
     let mut would_delete = Vec::new();
     let mut after: Option<AccountId> = None;
@@ -298,149 +453,80 @@ async fn close_chunks(
     // their local date has not reached their boundary yet. They stay claimed until the run
     // ends, so the run neither loops on them nor waits for them.
     let mut kept_here: std::collections::HashSet<AccountId> = std::collections::HashSet::new();
-    // Where the run's time goes, for the log at its end.
+    // Where the run's time goes, for the log at its end: claim, load, compute, commit.
     let mut spent = [std::time::Duration::ZERO; 4];
     // The latest local date anywhere (UTC+14) bounds which accounts may be due.
     let query_date = options
         .instant
         .map_or(as_of, |t| (t + Duration::hours(14)).date_naive().max(as_of));
-    // The next chunk, claimed and read while the previous one was being written.
-    let mut prefetched: Option<(Vec<AccountId>, Vec<billing::AccountState>)> = None;
-    let claim_after = |after: Option<AccountId>| async move {
-        let now = clock.now();
-        let lease = now + Duration::seconds(i64::from(settings.lease_seconds));
-        store
-            .claim_accounts(
-                query_date,
-                &settings.worker,
-                now,
-                lease,
-                after.as_ref(),
-                settings.chunk_size,
-            )
-            .await
-    };
+    // The next chunk, claimed, read and billed while the previous one was being written.
+    let mut prepared_next: Option<PreparedChunk> = None;
     loop {
         if options.stop.as_ref().is_some_and(|s| *s.borrow()) {
             report.stopped = true;
             break;
         }
-        // A real run claims its work, so several workers share it; a dry run only reads.
-        let t = std::time::Instant::now();
-        let mut ready = prefetched.take();
-        let ids = match (&ready, run) {
-            (Some((ids, _)), _) => ids.clone(),
-            (None, Some(_)) => {
-                let ids = claim_after(after.clone()).await?;
-                if ids.is_empty() && after.is_some() {
-                    // Past the end: start over for what others dropped or left behind.
-                    claim_after(None).await?
-                } else {
-                    ids
+        let mut chunk = match prepared_next.take() {
+            Some(chunk) => chunk,
+            None => {
+                // A real run claims its work, so several workers share it; a dry run only
+                // reads.
+                let t = std::time::Instant::now();
+                let ids = match run {
+                    Some(_) => {
+                        let ids = inputs.claim(query_date, after.as_ref()).await?;
+                        if ids.is_empty() && after.is_some() {
+                            // Past the end: start over for what others dropped or left behind.
+                            inputs.claim(query_date, None).await?
+                        } else {
+                            ids
+                        }
+                    }
+                    None => {
+                        store
+                            .due_accounts(query_date, after.as_ref(), settings.chunk_size)
+                            .await?
+                    }
+                };
+                if ids.is_empty() && run.is_some() {
+                    // Nothing left to claim. Anything still due is held by another worker (or
+                    // by one that died): wait until it is closed or its lease runs out, so a
+                    // run never ends with due accounts silently left behind.
+                    let due = store
+                        .due_accounts(query_date, None, kept_here.len() as u32 + 1)
+                        .await?;
+                    if due.iter().any(|a| !kept_here.contains(a)) {
+                        tracing::info!("waiting for accounts claimed by another worker");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        continue;
+                    }
                 }
-            }
-            (None, None) => {
-                store
-                    .due_accounts(query_date, after.as_ref(), settings.chunk_size)
-                    .await?
+                spent[0] += t.elapsed();
+                if ids.is_empty() {
+                    break;
+                }
+                inputs.prepare(ids, &mut kept_here, &mut spent).await?
             }
         };
-        if ids.is_empty() && run.is_some() {
-            // Nothing left to claim. Anything still due is held by another worker (or by one
-            // that died): wait until it is closed or its lease runs out, so a run never ends
-            // with due accounts silently left behind.
-            let due = store
-                .due_accounts(query_date, None, kept_here.len() as u32 + 1)
-                .await?;
-            if due.iter().any(|a| !kept_here.contains(a)) {
-                tracing::info!("waiting for accounts claimed by another worker");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                continue;
-            }
-        }
-        spent[0] += t.elapsed();
-        let Some(last) = ids.last().cloned() else {
+        let Some(last) = chunk.ids.last().cloned() else {
             break;
+        };
+        let Some(run) = run else {
+            for c in &chunk.closes {
+                if let Some(d) = c.canceled_at
+                    && d + chrono::Days::new(u64::from(settings.retention_days)) <= as_of
+                {
+                    would_delete.push(c.account.clone());
+                }
+            }
+            chunk.record(None, report, options.keep_documents);
+            chunk.parks.report(report);
+            chunks += 1;
+            after = Some(last);
+            continue;
         };
         let mut attempts = 0;
         loop {
-            let t = std::time::Instant::now();
-            let states = match ready.take() {
-                Some((_, states)) => states,
-                None => store.load_accounts(&ids).await?,
-            };
-            spent[1] += t.elapsed();
-            let t = std::time::Instant::now();
-            let mut closes = Vec::with_capacity(states.len());
-            let mut failed = Vec::new();
-            for state in &states {
-                let account_as_of = match options.instant {
-                    Some(t) => crate::change::today_at(t, &state.account.timezone),
-                    None => as_of,
-                };
-                match billing::close_account(state, catalog, settings.terms, account_as_of) {
-                    Ok(c) if c.documents.is_empty() && c.updates.is_empty() => {
-                        kept_here.insert(state.account.id.clone());
-                    }
-                    Ok(c) => closes.push(c),
-                    Err(e) => {
-                        kept_here.insert(state.account.id.clone());
-                        tracing::error!(account = %state.account.id, error = %e, "account not closed");
-                        failed.push(FailedAccount {
-                            account: state.account.id.clone(),
-                            error: e.to_string(),
-                        });
-                    }
-                }
-            }
-            spent[2] += t.elapsed();
-            // Sanity bounds: implausible closes leave `closes` and are parked (core::sanity).
-            let parks = sanity_check(
-                store,
-                settings,
-                clock,
-                run,
-                &states,
-                &mut closes,
-                &mut kept_here,
-            )
-            .await?;
-            for c in &closes {
-                if !c.refund.is_zero() {
-                    let cur = c
-                        .documents
-                        .first()
-                        .map(|d| d.currency.to_string())
-                        .unwrap_or_default();
-                    let cur = if cur.is_empty() {
-                        states
-                            .iter()
-                            .find(|s| s.account.id == c.account)
-                            .map(|s| s.account.currency.to_string())
-                            .unwrap_or_default()
-                    } else {
-                        cur
-                    };
-                    report
-                        .refunds
-                        .push((c.account.to_string(), cur, c.refund.to_string()));
-                }
-            }
-            let Some(run) = run else {
-                for doc in closes.iter().flat_map(|c| &c.documents) {
-                    report.record(None, doc, options.keep_documents);
-                }
-                for c in &closes {
-                    if let Some(d) = c.canceled_at
-                        && d + chrono::Days::new(u64::from(settings.retention_days)) <= as_of
-                    {
-                        would_delete.push(c.account.clone());
-                    }
-                }
-                report.failed.extend(failed);
-                parks.report(report);
-                break;
-            };
             let ctx = ChunkContext {
                 run,
                 numbering: &settings.numbering,
@@ -448,48 +534,43 @@ async fn close_chunks(
                 retention_days: settings.retention_days,
             };
             let t = std::time::Instant::now();
-            // Read the next chunk while this one is written, on another connection: the
-            // database writes one chunk while billrun reads and computes the next. Claims keep
-            // the two apart; a conflict retries this chunk alone.
+            // Claim, read and bill the next chunk while this one is written, on another
+            // connection. Claims keep the two apart; a conflict retries this chunk alone.
             let pipelining = store.pipelining();
-            let claimed_next =
-                if attempts == 0 && prefetched.is_none() && pipelining == Pipelining::ReadNext {
-                    claim_after(Some(last.clone())).await?
-                } else {
-                    Vec::new()
-                };
-            let (committed, next) = tokio::join!(store.commit_chunk(&ctx, &closes), async {
+            let prefetch = attempts == 0 && prepared_next.is_none();
+            let claimed_next = if prefetch && pipelining == Pipelining::ReadNext {
+                // One writer (SQLite): the claim, a write, goes before this chunk's.
+                inputs.claim(query_date, Some(&last)).await?
+            } else {
+                Vec::new()
+            };
+            let mut next_spent = [std::time::Duration::ZERO; 4];
+            let (committed, next) = tokio::join!(store.commit_chunk(&ctx, &chunk.closes), async {
                 let next = if !claimed_next.is_empty() {
                     claimed_next
-                } else if attempts == 0
-                    && prefetched.is_none()
-                    && pipelining == Pipelining::ClaimAndReadNext
-                {
-                    claim_after(Some(last.clone())).await?
+                } else if prefetch && pipelining == Pipelining::ClaimAndReadNext {
+                    inputs.claim(query_date, Some(&last)).await?
                 } else {
                     Vec::new()
                 };
                 if next.is_empty() {
                     return Ok(None);
                 }
-                let states = store.load_accounts(&next).await?;
-                Ok::<_, StoreError>(Some((next, states)))
+                inputs
+                    .prepare(next, &mut kept_here, &mut next_spent)
+                    .await
+                    .map(Some)
             });
             if let Some(next) = next? {
-                prefetched = Some(next);
+                prepared_next = Some(next);
             }
             spent[3] += t.elapsed();
+            spent[1] += next_spent[1];
+            spent[2] += next_spent[2];
             match committed {
                 Ok(issued) => {
-                    for d in &issued {
-                        report.record(
-                            Some(d.document.number.clone()),
-                            &d.document.draft,
-                            options.keep_documents,
-                        );
-                    }
-                    report.failed.extend(failed);
-                    parks.commit(store, run, clock, report).await?;
+                    chunk.record(Some(issued), report, options.keep_documents);
+                    chunk.parks.commit(store, run, clock, report).await?;
                     break;
                 }
                 // Another writer moved these accounts on since we read them: read again. The
@@ -497,6 +578,9 @@ async fn close_chunks(
                 Err(StoreError::Conflict(what)) if attempts < 3 => {
                     attempts += 1;
                     tracing::warn!(%what, attempts, "chunk conflicted with another writer; retrying");
+                    chunk = inputs
+                        .prepare(chunk.ids, &mut kept_here, &mut spent)
+                        .await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -513,7 +597,7 @@ async fn close_chunks(
         load_ms = spent[1].as_millis() as u64,
         compute_ms = spent[2].as_millis() as u64,
         commit_ms = spent[3].as_millis() as u64,
-        "close phases"
+        "close phases (load and compute overlap the commit)"
     );
     Ok(would_delete)
 }
@@ -566,11 +650,13 @@ async fn sanity_check(
             .await?
     };
     let now = clock.now();
+    // Looked up once per close: a scan of `states` per close is quadratic in the chunk size.
+    let currencies: std::collections::HashMap<&AccountId, Currency> = states
+        .iter()
+        .map(|s| (&s.account.id, s.account.currency))
+        .collect();
     closes.retain(|c| {
-        let currency = states
-            .iter()
-            .find(|s| s.account.id == c.account)
-            .map(|s| s.account.currency);
+        let currency = currencies.get(&c.account).copied();
         let row = status.get(&c.account);
         let released = match row.map(|p| p.status) {
             Some(ParkStatus::Parked) => {

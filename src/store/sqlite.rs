@@ -2495,6 +2495,111 @@ fn parked_from_row(r: &SqliteRow) -> Result<ParkedAccount, StoreError> {
 mod tests {
     use super::*;
 
+    /// Migration 0005 rebuilds the tables a close fills in bulk: an existing database keeps
+    /// every row, the outbox's ids carry on past any ever given, and the rebuilt tables have
+    /// the shape the migration promises.
+    #[tokio::test]
+    async fn rebuilt_close_tables_keep_their_rows_and_ids() {
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        MIGRATOR.run_to(4, &store.pool).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO accounts (id, name, email, currency, timezone, created_at) \
+               VALUES ('a1', 'A', 'a@example.com', 'USD', 'UTC', 't'); \
+             INSERT INTO subscriptions (id, account_id, policy, cycle, start_date, anchor, next_bill_date, created_at) \
+               VALUES ('s1', 'a1', 'deferred', 'monthly', '2026-01-01', '2026-01-01', '2026-02-01', 't'); \
+             INSERT INTO runs (id, as_of, started_at) VALUES (1, '2026-01-01', 't'); \
+             INSERT INTO finance_batches (id, run_id, created_at) VALUES (1, 1, 't'); \
+             INSERT INTO documents (id, number, doc_key, kind, account_id, subscription_id, run_id, finance_batch_id, \
+               issued_at, due_at, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at) \
+               VALUES (7, 'INV-1', 'k1', 'invoice', 'a1', 's1', 1, 1, '2026-01-01', '2026-01-01', 'USD', \
+               '10', '0', '0', '10', '0', '10', 't'); \
+             INSERT INTO document_lines VALUES (7, 0, 'plan', 'Basic', '10'), (7, 1, 'tax', 'VAT', '0'); \
+             INSERT INTO outbox (id, message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
+               VALUES (1, 'INV-1', 'document', 7, 'a@example.com', 'Invoice', 't', 't'); \
+             INSERT INTO outbox (id, message_key, kind, finance_batch_id, recipient, subject, next_attempt_at, created_at) \
+               VALUES (2, 'finance-batch-1', 'finance_batch', 1, 'f@example.com', 'Batch', 't', 't'); \
+             INSERT INTO outbox (id, message_key, kind, recipient, subject, next_attempt_at, created_at) \
+               VALUES (9, 'gone', 'document', 'a@example.com', 'Gone', 't', 't'); \
+             DELETE FROM outbox WHERE id = 9; \
+             INSERT INTO close_claims VALUES ('a1', 'w1', 'later');",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+
+        let lines: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT document_id, position, description FROM document_lines ORDER BY position",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(lines, [(7, 0, "Basic".into()), (7, 1, "VAT".into())]);
+        let outbox: Vec<(i64, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, message_key, document_id, finance_batch_id FROM outbox ORDER BY id",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            outbox,
+            [
+                (1, "INV-1".into(), Some(7), None),
+                (2, "finance-batch-1".into(), None, Some(1)),
+            ]
+        );
+        let claims: Vec<(String, String)> =
+            sqlx::query_as("SELECT account_id, worker FROM close_claims")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(claims, [("a1".into(), "w1".into())]);
+
+        // The next message gets an id never given before (9 was, then deleted).
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (message_key, kind, recipient, subject, next_attempt_at, created_at) \
+             VALUES ('next', 'document', 'a@example.com', 'Next', 't', 't') RETURNING id",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(id, 10);
+        // One message per batch; any number without one.
+        let twice = sqlx::query(
+            "INSERT INTO outbox (message_key, kind, finance_batch_id, recipient, subject, next_attempt_at, created_at) \
+             VALUES ('again', 'finance_batch', 1, 'f@example.com', 'Batch', 't', 't')",
+        )
+        .execute(&store.pool)
+        .await;
+        assert!(twice.is_err(), "a second message for batch 1 was accepted");
+
+        for table in ["document_lines", "close_claims"] {
+            let sql: String = sqlx::query_scalar(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
+            )
+            .bind(table)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+            assert!(sql.ends_with("WITHOUT ROWID"), "{table}: {sql}");
+        }
+        for table in ["document_lines", "close_claims", "outbox"] {
+            let references: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM pragma_foreign_key_list(?)")
+                    .bind(table)
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(references, 0, "{table} still checks references");
+        }
+        let broken: Vec<(String,)> =
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert!(broken.is_empty(), "{broken:?}");
+    }
+
     /// Every kind of cell, taken apart by SQLite, gives the value and type that binding it
     /// the way the store did before (`to_string()` for money and dates) gives.
     #[tokio::test]
