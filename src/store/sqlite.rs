@@ -24,13 +24,26 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// A file database in WAL mode: its committed pages are copied back into the database
+    /// file by checkpoints (an in-memory database has none).
+    wal: bool,
+    /// A checkpoint is running in the background.
+    checkpointing: Arc<AtomicBool>,
 }
+
+/// WAL size, in pages, past which a commit checkpoints by itself (SQLite's default is 1,000).
+/// A close commits chunks of a few thousand pages each and checkpoints them beside the writer
+/// (`SqliteStore::checkpoint_behind`); at the default, every chunk's commit would also copy
+/// its own pages into the database file before the next chunk could begin.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -381,7 +394,8 @@ impl SqliteStore {
     /// `sqlite://PATH` or `sqlite:PATH` a file, created if missing.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let connect = |e: sqlx::Error| StoreError::Connect(e.to_string());
-        let pool = if url == "sqlite::memory:" || url == "sqlite://:memory:" {
+        let memory = url == "sqlite::memory:" || url == "sqlite://:memory:";
+        let pool = if memory {
             let opts = SqliteConnectOptions::from_str("sqlite::memory:")
                 .map_err(connect)?
                 .foreign_keys(true);
@@ -416,14 +430,45 @@ impl SqliteStore {
                 .journal_mode(SqliteJournalMode::Wal)
                 // A committed invoice must survive a power cut: it may already be emailed.
                 .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(30));
+                .busy_timeout(Duration::from_secs(30))
+                // Checkpoints run beside the writer (`checkpoint_behind`), not inside its
+                // commits; this is the backstop for whatever writes outside a close.
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+                .pragma(
+                    "journal_size_limit",
+                    (WAL_AUTOCHECKPOINT_PAGES * 4096).to_string(),
+                );
             SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(opts)
                 .await
                 .map_err(connect)?
         };
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            wal: !memory,
+            checkpointing: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Copy what the writer committed into the database file, on another connection while
+    /// the writer goes on (a passive checkpoint waits for no one and blocks no one). At most
+    /// one runs at a time; a failure only leaves the work to the next one.
+    fn checkpoint_behind(&self) {
+        if !self.wal || self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.pool.clone();
+        let running = Arc::clone(&self.checkpointing);
+        tokio::spawn(async move {
+            let done: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&pool)
+                .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "background checkpoint failed");
+            }
+            running.store(false, Ordering::Release);
+        });
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
@@ -1569,6 +1614,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.checkpoint_behind();
         Ok(issued)
     }
 
