@@ -200,7 +200,7 @@ pub async fn close(
     report.run = run;
     tracing::info!(%as_of, dry_run = options.dry_run, run, "close started");
 
-    let result = close_chunks(
+    let inputs = ChunkInputs {
         store,
         catalog,
         settings,
@@ -208,9 +208,8 @@ pub async fn close(
         as_of,
         options,
         run,
-        &mut report,
-    )
-    .await;
+    };
+    let result = close_chunks(&inputs, &mut report).await;
     if run.is_some() {
         // Accounts this worker could not close are free for the next run at once.
         if let Err(e) = store.release_claims(&settings.worker).await {
@@ -362,6 +361,27 @@ impl ChunkInputs<'_> {
         })
     }
 
+    /// The accounts of the next chunk after `after`, when none was prepared ahead. A real run
+    /// claims its work, so several workers share it; a dry run only reads.
+    async fn next_ids(
+        &self,
+        query_date: NaiveDate,
+        after: Option<&AccountId>,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        if self.run.is_none() {
+            return self
+                .store
+                .due_accounts(query_date, after, self.settings.chunk_size)
+                .await;
+        }
+        let ids = self.claim(query_date, after).await?;
+        if ids.is_empty() && after.is_some() {
+            // Past the end: start over for what others dropped or left behind.
+            return self.claim(query_date, None).await;
+        }
+        Ok(ids)
+    }
+
     /// Claim the next chunk after `after` (from the start when `None`).
     async fn claim(
         &self,
@@ -425,26 +445,19 @@ impl PreparedChunk {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn close_chunks(
-    store: &dyn Store,
-    catalog: &Catalog,
-    settings: &CloseSettings,
-    clock: &dyn Clock,
-    as_of: NaiveDate,
-    options: &CloseOptions,
-    run: Option<i64>,
+    inputs: &ChunkInputs<'_>,
     report: &mut CloseReport,
 ) -> Result<Vec<AccountId>, CloseError> {
-    let inputs = ChunkInputs {
+    let &ChunkInputs {
         store,
-        catalog,
         settings,
         clock,
         as_of,
         options,
         run,
-    };
+        ..
+    } = inputs;
     // In a dry run, the accounts this close would cancel and whose retention is already over.
     let mut would_delete = Vec::new();
     let mut after: Option<AccountId> = None;
@@ -469,25 +482,8 @@ async fn close_chunks(
         let mut chunk = match prepared_next.take() {
             Some(chunk) => chunk,
             None => {
-                // A real run claims its work, so several workers share it; a dry run only
-                // reads.
                 let t = std::time::Instant::now();
-                let ids = match run {
-                    Some(_) => {
-                        let ids = inputs.claim(query_date, after.as_ref()).await?;
-                        if ids.is_empty() && after.is_some() {
-                            // Past the end: start over for what others dropped or left behind.
-                            inputs.claim(query_date, None).await?
-                        } else {
-                            ids
-                        }
-                    }
-                    None => {
-                        store
-                            .due_accounts(query_date, after.as_ref(), settings.chunk_size)
-                            .await?
-                    }
-                };
+                let ids = inputs.next_ids(query_date, after.as_ref()).await?;
                 if ids.is_empty() && run.is_some() {
                     // Nothing left to claim. Anything still due is held by another worker (or
                     // by one that died): wait until it is closed or its lease runs out, so a

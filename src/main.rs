@@ -50,8 +50,8 @@ fn main() -> ExitCode {
 /// glibc gives each thread that allocates its own arena, up to eight per core, and memory
 /// freed in one arena stays resident there. A period close allocates on the runtime's
 /// threads and on one thread per SQLite connection: capping the arenas at two took a
-/// million-subscription close from 55–64 MiB to about 50 MiB, at no cost in speed
-/// (BENCHMARKS.md). Called first, before any thread exists.
+/// million-subscription close on SQLite from 55–65 MiB to about 51 MiB, for about a second
+/// of its 26 (BENCHMARKS.md). Called first, before any thread exists.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     // SAFETY: mallopt only sets an allocator parameter; it is called before any other

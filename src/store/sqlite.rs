@@ -606,9 +606,6 @@ async fn insert_items(
     tx: &mut Transaction<'static, Sqlite>,
     items: &[(&str, &Item)],
 ) -> Result<(), StoreError> {
-    if items.is_empty() {
-        return Ok(());
-    }
     let mut rows = JsonRows::new();
     for (sub, item) in items {
         rows.row()
@@ -616,13 +613,28 @@ async fn insert_items(
             .cell(item.plan.as_str())
             .cell(i64::from(item.quantity));
     }
-    sqlx::query(
+    write_rows(
+        tx,
         "INSERT INTO subscription_items (subscription_id, plan, quantity) \
          SELECT value->>0, value->>1, value->>2 FROM jsonb_each(?1) ORDER BY rowid",
+        rows,
     )
-    .bind(rows.finish())
-    .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Run a statement that takes `rows` apart as `?1`; nothing when there are none.
+async fn write_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &'static str,
+    rows: JsonRows,
+) -> Result<(), sqlx::Error> {
+    if !rows.is_empty() {
+        sqlx::query(sql)
+            .bind(rows.finish())
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 
@@ -804,15 +816,13 @@ async fn insert_documents(
                 .cell(line.amount);
         }
     }
-    if !lines.is_empty() {
-        sqlx::query(
-            "INSERT INTO document_lines (document_id, position, kind, description, amount) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM jsonb_each(?1) ORDER BY rowid",
-        )
-        .bind(lines.finish())
-        .execute(&mut **tx)
-        .await?;
-    }
+    write_rows(
+        tx,
+        "INSERT INTO document_lines (document_id, position, kind, description, amount) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM jsonb_each(?1) ORDER BY rowid",
+        lines,
+    )
+    .await?;
 
     let mut ledger = JsonRows::new();
     for (doc, id) in docs.iter().zip(&ids) {
@@ -831,15 +841,13 @@ async fn insert_documents(
             .cell(reason)
             .cell(*id);
     }
-    if !ledger.is_empty() {
-        sqlx::query(
-            "INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM jsonb_each(?1) ORDER BY rowid",
-        )
-        .bind(ledger.finish())
-        .execute(&mut **tx)
-        .await?;
-    }
+    write_rows(
+        tx,
+        "INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM jsonb_each(?1) ORDER BY rowid",
+        ledger,
+    )
+    .await?;
 
     let consumed: Vec<(i64, i64)> = docs
         .iter()
@@ -1577,29 +1585,40 @@ impl Store for SqliteStore {
             }
         }
 
+        // Canceled accounts and their refunds, in bulk like the rest.
+        let (mut canceled, mut refunds) = (JsonRows::new(), JsonRows::new());
         for close in closes {
-            let Some(canceled) = close.canceled_at else {
+            let Some(at) = close.canceled_at else {
                 continue;
             };
-            let delete_after = canceled + chrono::Days::new(u64::from(ctx.retention_days));
-            sqlx::query(
-                "UPDATE accounts SET status = 'canceled', canceled_at = ?, delete_after = ? WHERE id = ? AND status = 'active'",
-            )
-            .bind(canceled.to_string())
-            .bind(delete_after.to_string())
-            .bind(close.account.as_str())
-            .execute(&mut *tx)
-            .await?;
+            canceled
+                .row()
+                .cell(close.account.as_str())
+                .cell(at)
+                .cell(at + chrono::Days::new(u64::from(ctx.retention_days)));
             if !close.refund.is_zero() {
-                sqlx::query("INSERT INTO balance_ledger (account_id, at, amount, reason) VALUES (?, ?, ?, 'refund')")
-                    .bind(close.account.as_str())
-                    .bind(canceled.to_string())
-                    .bind((-close.refund).to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| conflict_on_unique(e, format!("refund of account {}", close.account)))?;
+                refunds
+                    .row()
+                    .cell(close.account.as_str())
+                    .cell(at)
+                    .cell(-close.refund);
             }
         }
+        write_rows(
+            &mut tx,
+            "UPDATE accounts SET status = 'canceled', canceled_at = u.value->>1, delete_after = u.value->>2 \
+             FROM jsonb_each(?1) AS u WHERE accounts.id = u.value->>0 AND accounts.status = 'active'",
+            canceled,
+        )
+        .await?;
+        write_rows(
+            &mut tx,
+            "INSERT INTO balance_ledger (account_id, at, amount, reason) \
+             SELECT value->>0, value->>1, value->>2, 'refund' FROM jsonb_each(?1) ORDER BY rowid",
+            refunds,
+        )
+        .await
+        .map_err(|e| conflict_on_unique(e, "refund of an account of this chunk".into()))?;
         if !closes.is_empty() {
             sqlx::query(
                 "DELETE FROM close_claims WHERE account_id IN (SELECT value FROM json_each(?1))",
