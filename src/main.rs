@@ -51,13 +51,17 @@ fn main() -> ExitCode {
 /// freed in one arena stays resident there. A period close allocates on the runtime's
 /// threads and on one thread per SQLite connection: capping the arenas at two took a
 /// million-subscription close on SQLite from 55–65 MiB to about 51 MiB, for about a second
-/// of its 26 (BENCHMARKS.md). Called first, before any thread exists.
+/// of its 26 (BENCHMARKS.md). A fixed mmap threshold keeps a chunk's large buffers (its
+/// JSON rows, a few MiB) out of the arenas: glibc otherwise raises the threshold to the
+/// size of the last such buffer freed, and later ones stay behind in the heap — the peak
+/// then drifted up by a few MiB over a long close. Called first, before any thread exists.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any other
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other
     // thread is started, so nothing allocates concurrently.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 
