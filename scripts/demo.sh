@@ -10,6 +10,8 @@ bin=target/release/billrun
 export BILLRUN_DATABASE_URL="sqlite://var/demo/billrun.db"
 export BILLRUN_MAIL_DIR="var/demo/mail"
 rm -rf var/demo
+# billrun creates no folders for its database: a typo in a path must be an error.
+mkdir -p var/demo
 
 "$bin" migrate
 "$bin" catalog check

@@ -481,7 +481,7 @@ async fn fresh_database(
         }
         Some(u) => Err(setup(format!(
             "database URL {:?} must start with sqlite:// or postgres://",
-            crate::redact(u)
+            crate::display_url(u)
         ))),
     }
 }

@@ -226,17 +226,19 @@ pub enum CatalogCommand {
     Check { file: Option<PathBuf> },
 }
 
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+/// Read an input file of at most `limit` bytes (see `core::limits`).
+fn read(path: &Path, limit: u64) -> Result<String> {
+    crate::config::read_limited(path, limit)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn load_catalog(path: &Path) -> Result<Catalog> {
-    let src = read(path)?;
+    let src = read(path, crate::core::limits::MAX_CATALOG_BYTES)?;
     Catalog::from_toml_str(&src).with_context(|| format!("catalog {}", path.display()))
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    println!("{}", crate::redact(&serde_json::to_string_pretty(value)?));
     Ok(())
 }
 
@@ -248,6 +250,7 @@ async fn open_store(config: &Config) -> Result<Box<dyn Store>> {
 }
 
 pub async fn run(cli: Cli) -> Result<i32> {
+    Config::check_environment(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
     let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())?;
     let clock = SystemClock;
     match cli.command {
@@ -279,6 +282,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             keep,
             json,
         } => {
+            if let Some(url) = &database_url {
+                crate::register_url_secrets(url);
+            }
             let mut settings = close_settings(&config);
             if let Some(n) = chunk_size {
                 settings.chunk_size = n;
@@ -323,7 +329,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             store.migrate().await?;
             println!(
                 "Schema is up to date ({}).",
-                crate::redact(&config.database_url)
+                crate::display_url(&config.database_url)
             );
         }
         Command::Catalog {
@@ -340,7 +346,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Import { file } => {
             let catalog = load_catalog(Path::new(&config.catalog))?;
-            let src = read(&file)?;
+            let src = read(&file, crate::core::limits::MAX_IMPORT_BYTES)?;
             let raw: ImportFile = serde_json::from_str(&src)
                 .with_context(|| format!("{} is not a valid import file", file.display()))?;
             let store = open_store(&config).await?;
@@ -397,7 +403,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 print_close(&report, &config);
             }
             if !report.failed.is_empty() {
-                return Ok(3);
+                return Ok(EXIT_ACCOUNTS_NOT_CLOSED);
+            }
+            if report.emails_failed > 0 {
+                return Ok(EXIT_MAIL_NOT_SENT);
             }
         }
         Command::Parked { json } => {
@@ -481,7 +490,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Send { retry_now } => {
             let store = open_store(&config).await?;
             let transport = crate::mail::transport_from_config(&config)?;
-            let (sent, failed) = deliver_due(
+            let delivery = deliver_due(
                 store.as_ref(),
                 transport.as_ref(),
                 &clock,
@@ -489,9 +498,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 retry_now,
             )
             .await?;
-            println!("Sent {sent} message(s); {failed} failed and stay queued for a retry.");
-            if failed > 0 {
-                return Ok(4);
+            println!(
+                "Sent {} message(s); {} failed and stay queued for a retry.",
+                delivery.sent, delivery.failed
+            );
+            print_waiting(&delivery.waiting);
+            if delivery.failed > 0 || delivery.waiting.in_backoff + delivery.waiting.claimed > 0 {
+                return Ok(EXIT_MAIL_NOT_SENT);
             }
         }
         Command::Invoices { account, json } => {
@@ -559,7 +572,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Simulate { scenario, json } => {
-            let src = read(&scenario)?;
+            let src = read(&scenario, crate::core::limits::MAX_SCENARIO_BYTES)?;
             let parsed =
                 Scenario::parse(&src).with_context(|| format!("{}", scenario.display()))?;
             let out = simulate(&parsed).await?;
@@ -796,6 +809,35 @@ impl<'a> From<&'a CloseReport> for CloseJson<'a> {
     }
 }
 
+/// Exit codes (README, Commands): 0 done; 1 an error, nothing written half way; 2 unusable
+/// arguments; 3 `close` finished but could not close some accounts; 4 mail not all sent
+/// (`close`: some of its messages failed; `send`: some failed, or wait in backoff or under
+/// another worker's claim). 3 wins over 4.
+pub const EXIT_ACCOUNTS_NOT_CLOSED: i32 = 3;
+pub const EXIT_MAIL_NOT_SENT: i32 = 4;
+
+/// What a send left behind, one line each, only when there is something.
+fn print_waiting(w: &crate::store::OutboxWaiting) {
+    let at = |t: &Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default()
+    };
+    if w.in_backoff > 0 {
+        println!(
+            "{} message(s) wait for their next attempt after a failure (the first at {}); `billrun send --retry-now` tries them now.",
+            w.in_backoff,
+            at(&w.next_attempt)
+        );
+    }
+    if w.claimed > 0 {
+        println!(
+            "{} message(s) are being sent by another worker, or were claimed by one that stopped: they are free again by {} at the latest.",
+            w.claimed,
+            at(&w.claimed_until)
+        );
+    }
+}
+
 fn print_close(r: &CloseReport, config: &Config) {
     let verb = if r.dry_run {
         "Dry run — nothing written. Would issue"
@@ -830,7 +872,7 @@ fn print_close(r: &CloseReport, config: &Config) {
             None => println!("Nothing new to report to finance."),
         }
         let via = match &config.smtp_url {
-            Some(url) => crate::redact(url),
+            Some(url) => crate::display_url(url),
             None => config.mail_dir.clone(),
         };
         println!(
@@ -843,6 +885,7 @@ fn print_close(r: &CloseReport, config: &Config) {
                 String::new()
             }
         );
+        print_waiting(&r.emails_waiting);
     }
     if !r.refunds.is_empty() {
         let refunds: Vec<String> = r

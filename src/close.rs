@@ -14,17 +14,17 @@ use crate::core::billing::{self, Terms};
 use crate::core::catalog::Catalog;
 use crate::core::document::{DocumentKind, DraftDocument};
 use crate::core::domain::{AccountId, SubscriptionId};
-use crate::core::money::Currency;
+use crate::core::money::{Currency, Total};
 use crate::core::sanity::{self, SanityBounds};
 use crate::mail::{MailError, Transport};
 use crate::store::{
-    ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, ParkStatus, ParkedAccount,
-    Pipelining, Store, StoreError, StoredDocument,
+    ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, OutboxWaiting, ParkStatus,
+    ParkedAccount, Pipelining, Store, StoreError, StoredDocument,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 
 /// What the run needs besides the store and the catalog.
 #[derive(Debug, Clone)]
@@ -74,16 +74,15 @@ pub struct ReportedDocument {
     pub document: DraftDocument,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// A run's totals in one currency: kept as [`Total`]s, so a run of any size sums without
+/// overflowing.
+#[derive(Debug, Clone, Serialize)]
 pub struct CurrencySummary {
     pub invoices: u64,
     pub credit_notes: u64,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub invoiced: Decimal,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub credited: Decimal,
-    #[serde(with = "rust_decimal::serde::str")]
-    pub amount_due: Decimal,
+    pub invoiced: Total,
+    pub credited: Total,
+    pub amount_due: Total,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +98,8 @@ pub struct CloseReport {
     pub finance_batch: Option<i64>,
     pub emails_sent: u64,
     pub emails_failed: u64,
+    /// Unsent messages this run could not take: in backoff or claimed by another worker.
+    pub emails_waiting: OutboxWaiting,
     pub documents: Vec<ReportedDocument>,
     /// Accounts whose data this run deleted (a dry run: would delete).
     pub deleted_accounts: Vec<String>,
@@ -125,6 +126,38 @@ pub enum CloseError {
     Store(#[from] StoreError),
     #[error("injected failure after {0} chunk(s)")]
     Injected(usize),
+    #[error("internal error (a bug; please report it): {0}")]
+    Panicked(String),
+}
+
+/// Run `fut`, turning a panic inside it into `Err(message)`.
+pub async fn catch_panic<T>(fut: impl Future<Output = T> + Send) -> Result<T, String> {
+    CatchPanic(Box::pin(fut)).await
+}
+
+struct CatchPanic<'a, T>(std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>);
+
+impl<T> Future for CatchPanic<'_, T> {
+    type Output = Result<T, String>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(panic) => std::task::Poll::Ready(Err(panic_message(panic.as_ref()))),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
 
 impl CloseReport {
@@ -134,24 +167,25 @@ impl CloseReport {
             .per_currency
             .entry(cur.to_string())
             .or_insert_with(|| CurrencySummary {
-                invoiced: cur.zero(),
-                credited: cur.zero(),
-                amount_due: cur.zero(),
-                ..Default::default()
+                invoices: 0,
+                credit_notes: 0,
+                invoiced: Total::new(cur),
+                credited: Total::new(cur),
+                amount_due: Total::new(cur),
             });
         match doc.kind {
             DocumentKind::Invoice => {
                 self.invoices += 1;
                 s.invoices += 1;
-                s.invoiced += doc.total;
+                s.invoiced.add(doc.total);
             }
             DocumentKind::CreditNote => {
                 self.credit_notes += 1;
                 s.credit_notes += 1;
-                s.credited += -doc.total;
+                s.credited.add(-doc.total);
             }
         }
-        s.amount_due += doc.amount_due;
+        s.amount_due.add(doc.amount_due);
         if keep {
             self.documents.push(ReportedDocument {
                 number,
@@ -182,6 +216,7 @@ pub async fn close(
         finance_batch: None,
         emails_sent: 0,
         emails_failed: 0,
+        emails_waiting: OutboxWaiting::default(),
         documents: Vec::new(),
         deleted_accounts: Vec::new(),
         stopped: false,
@@ -209,7 +244,12 @@ pub async fn close(
         options,
         run,
     };
-    let result = close_chunks(&inputs, &mut report).await;
+    // A panic is a bug, but it must not leave the run `running` nor take a daemon down with
+    // it: the run is recorded as failed with the panic's message, and the caller gets an error.
+    let result = match catch_panic(close_chunks(&inputs, &mut report)).await {
+        Ok(r) => r,
+        Err(panic) => Err(CloseError::Panicked(panic)),
+    };
     if run.is_some() {
         // Accounts this worker could not close are free for the next run at once.
         if let Err(e) = store.release_claims(&settings.worker).await {
@@ -218,17 +258,29 @@ pub async fn close(
     }
     if let Some(run) = run {
         let error = result.as_ref().err().map(|e| e.to_string());
-        // The run's own outcome matters more than recording it; log a failure to record.
-        if let Err(e) = store
-            .finish_run(
-                run,
-                clock.now(),
-                report.invoices + report.credit_notes,
-                error.as_deref(),
-            )
-            .await
-        {
-            tracing::error!(run, error = %e, "could not record the end of the run");
+        // A connection cut at this moment would leave the run `running` for ever: try a few
+        // times over about ten seconds (the pool reconnects), then log and go on.
+        let mut wait = std::time::Duration::from_millis(200);
+        for attempt in 1..=5 {
+            match store
+                .finish_run(
+                    run,
+                    clock.now(),
+                    report.invoices + report.credit_notes,
+                    error.as_deref(),
+                )
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if attempt == 5 => {
+                    tracing::error!(run, error = %e, "could not record the end of the run")
+                }
+                Err(e) => {
+                    tracing::warn!(run, attempt, error = %e, "recording the end of the run failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
         }
     }
     let would_delete = result?;
@@ -263,9 +315,10 @@ pub async fn close(
             .create_finance_batch(run, as_of, &settings.finance_to, clock.now())
             .await?;
         if let Some(transport) = transport {
-            let (sent, failed) = deliver(store, transport, clock, settings).await?;
-            report.emails_sent = sent;
-            report.emails_failed = failed;
+            let delivery = deliver_due(store, transport, clock, settings, false).await?;
+            report.emails_sent = delivery.sent;
+            report.emails_failed = delivery.failed;
+            report.emails_waiting = delivery.waiting;
         }
     }
     tracing::info!(
@@ -317,6 +370,7 @@ impl ChunkInputs<'_> {
         let t = std::time::Instant::now();
         let mut closes = Vec::with_capacity(states.len());
         let mut failed = Vec::new();
+        let mut overflowed = Vec::new();
         for (i, state) in states.iter().enumerate() {
             if i % 64 == 63 {
                 tokio::task::yield_now().await;
@@ -330,6 +384,20 @@ impl ChunkInputs<'_> {
                     kept_here.insert(state.account.id.clone());
                 }
                 Ok(c) => closes.push(c),
+                // Amounts beyond what can be computed: implausible by any measure, so the
+                // account is parked with the reason, like a sanity bound, and the run goes on.
+                Err(billing::BillingError::Overflow(e)) => {
+                    kept_here.insert(state.account.id.clone());
+                    tracing::warn!(account = %state.account.id, error = %e, "account parked");
+                    overflowed.push(ParkedAccount {
+                        account: state.account.id.clone(),
+                        reason: e.to_string(),
+                        status: ParkStatus::Parked,
+                        since: self.clock.now(),
+                        run: self.run,
+                        released_at: None,
+                    });
+                }
                 Err(e) => {
                     kept_here.insert(state.account.id.clone());
                     tracing::error!(account = %state.account.id, error = %e, "account not closed");
@@ -342,7 +410,7 @@ impl ChunkInputs<'_> {
         }
         spent[2] += t.elapsed();
         // Sanity bounds: implausible closes leave `closes` and are parked (core::sanity).
-        let parks = sanity_check(
+        let mut parks = sanity_check(
             self.store,
             self.settings,
             self.clock,
@@ -352,6 +420,17 @@ impl ChunkInputs<'_> {
             kept_here,
         )
         .await?;
+        if !overflowed.is_empty() {
+            // One still parked from an earlier run stays that, not parked anew.
+            let ids: Vec<AccountId> = overflowed.iter().map(|p| p.account.clone()).collect();
+            let status = self.store.park_status(&ids).await?;
+            for p in overflowed {
+                match status.get(&p.account) {
+                    Some(row) if row.status == ParkStatus::Parked => parks.still.push(row.clone()),
+                    _ => parks.new.push(p),
+                }
+            }
+        }
         Ok(PreparedChunk {
             ids,
             states,
@@ -664,12 +743,12 @@ async fn sanity_check(
             None => false,
         };
         let bounds = if released {
-            SanityBounds::NONE
+            &SanityBounds::NONE
         } else {
-            settings.sanity
+            &settings.sanity
         };
         let reasons = match currency {
-            Some(cur) => sanity::check(c, cur, &previous, &bounds),
+            Some(cur) => sanity::check(c, cur, &previous, bounds),
             None => Vec::new(),
         };
         if reasons.is_empty() {
@@ -724,6 +803,16 @@ impl ChunkParks {
     }
 }
 
+/// What one pass over the outbox did, and what it left waiting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub sent: u64,
+    /// Failed in this pass; queued again with a backoff.
+    pub failed: u64,
+    /// Not taken by this pass: in backoff (from earlier failures) or claimed by another worker.
+    pub waiting: OutboxWaiting,
+}
+
 /// Send every due outbox message; failures are retried later with exponential backoff.
 /// Returns (sent, failed).
 pub async fn deliver(
@@ -732,7 +821,8 @@ pub async fn deliver(
     clock: &dyn Clock,
     settings: &CloseSettings,
 ) -> Result<(u64, u64), StoreError> {
-    deliver_due(store, transport, clock, settings, false).await
+    let d = deliver_due(store, transport, clock, settings, false).await?;
+    Ok((d.sent, d.failed))
 }
 
 /// Send outbox messages; `ignore_backoff` also sends those waiting for their next attempt
@@ -743,7 +833,7 @@ pub async fn deliver_due(
     clock: &dyn Clock,
     settings: &CloseSettings,
     ignore_backoff: bool,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<Delivery, StoreError> {
     let from = settings.mail_from.as_str();
     let (mut sent, mut failed) = (0, 0);
     let mut seen = std::collections::HashSet::new();
@@ -786,7 +876,12 @@ pub async fn deliver_due(
             }
         }
     }
-    Ok((sent, failed))
+    let waiting = store.outbox_waiting(clock.now()).await?;
+    Ok(Delivery {
+        sent,
+        failed,
+        waiting,
+    })
 }
 
 async fn render(

@@ -3,7 +3,8 @@
 //! file) and nothing runs with a half-valid configuration.
 
 use crate::core::catalog::toml_error;
-use crate::core::sanity::SanityBounds;
+use crate::core::money::Currency;
+use crate::core::sanity::{MaxInvoice, SanityBounds};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -56,16 +57,53 @@ pub struct Config {
     /// or a decimal as a quoted string ("2.5"); never a float.
     #[serde(deserialize_with = "factor")]
     pub sanity_max_increase: Decimal,
+    /// Sanity bound: an invoice above this total is parked, in its currency's units; keys are
+    /// currency codes and `default` (the others). 0 disables; absent, `default` is ten
+    /// million.
+    #[serde(deserialize_with = "amounts")]
+    pub sanity_max_invoice: BTreeMap<String, Decimal>,
 }
 
 /// The sanity bounds the configuration sets.
 impl Config {
     pub fn sanity_bounds(&self) -> SanityBounds {
+        let mut max_invoice = MaxInvoice::default();
+        for (key, value) in &self.sanity_max_invoice {
+            match Currency::new(key) {
+                Ok(c) => {
+                    max_invoice.per_currency.insert(c, *value);
+                }
+                // Validated at load: the only other key is `default`.
+                Err(_) => max_invoice.default = *value,
+            }
+        }
         SanityBounds {
             max_documents_per_subscription: self.sanity_max_documents_per_subscription,
             max_increase: self.sanity_max_increase,
+            max_invoice,
         }
     }
+}
+
+/// `sanity_max_invoice = { default = 1000000, JPY = "100000000" }`: whole numbers or quoted
+/// decimals, never floats.
+fn amounts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Decimal>, D::Error> {
+    #[derive(Deserialize)]
+    struct Amount(#[serde(deserialize_with = "factor")] Decimal);
+    let map = BTreeMap::<String, Amount>::deserialize(d)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// `BILLRUN_SANITY_MAX_INVOICE`: `AMOUNT` (the default) or `CUR=AMOUNT,…,default=AMOUNT`.
+fn parse_amounts(v: &str) -> Result<BTreeMap<String, Decimal>, String> {
+    let mut map = BTreeMap::new();
+    for part in v.split(',') {
+        match part.split_once('=') {
+            Some((k, a)) => map.insert(k.trim().to_string(), parse_factor(a)?),
+            None => map.insert("default".to_string(), parse_factor(part)?),
+        };
+    }
+    Ok(map)
 }
 
 /// A factor as a decimal, from text ("2.5") or an integer.
@@ -157,6 +195,7 @@ impl std::fmt::Debug for Config {
                 &self.sanity_max_documents_per_subscription,
             )
             .field("sanity_max_increase", &self.sanity_max_increase)
+            .field("sanity_max_invoice", &self.sanity_max_invoice)
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +224,7 @@ impl Default for Config {
             modules: BTreeMap::new(),
             sanity_max_documents_per_subscription: SanityBounds::DEFAULT_MAX_DOCUMENTS,
             sanity_max_increase: SanityBounds::DEFAULT_MAX_INCREASE,
+            sanity_max_invoice: BTreeMap::new(),
         }
     }
 }
@@ -214,7 +254,76 @@ const KEYS: &[&str] = &[
     "http_addr",
     "sanity_max_documents_per_subscription",
     "sanity_max_increase",
+    "sanity_max_invoice",
 ];
+
+/// `BILLRUN_*` variables that are not configuration keys: logging, read by the binary, and
+/// the test suite's own switches (README, Development).
+const OTHER_VARIABLES: &[&str] = &[
+    "BILLRUN_LOG",
+    "BILLRUN_LOG_FORMAT",
+    "BILLRUN_TEST_POSTGRES_URL",
+    "BILLRUN_REQUIRE_POSTGRES",
+    "BILLRUN_REQUIRE_SMTP",
+    "BILLRUN_CRASH_SEED",
+    "BILLRUN_CRASH_SUBSCRIPTIONS",
+    "BILLRUN_CRASH_KILLS",
+    "BILLRUN_CRASH_CHUNK",
+];
+
+/// The known variable nearest to a misspelt one, if any is close (at most two edits).
+fn closest_variable(name: &str) -> Option<String> {
+    KEYS.iter()
+        .map(|k| format!("BILLRUN_{}", k.to_uppercase()))
+        .chain(OTHER_VARIABLES.iter().map(|v| v.to_string()))
+        .map(|v| (edit_distance(name, &v), v))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, v)| v)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Largest configuration file read: a configuration is a few kilobytes; `--config
+/// /dev/zero` must fail at once, not fill memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Read a text file of at most `limit` bytes; a larger one (or an endless one, such as a
+/// device) is refused after reading `limit + 1` bytes.
+pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                std::io::Error::new(e.kind(), "it is not UTF-8 text")
+            } else {
+                e
+            }
+        })?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {} bytes", limit),
+        ));
+    }
+    Ok(text)
+}
 
 impl Config {
     /// Load `path` (or the default file if it exists), then the environment over it.
@@ -226,7 +335,7 @@ impl Config {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_CONFIG), false),
         };
-        let mut config = match std::fs::read_to_string(&file) {
+        let mut config = match read_limited(&file, MAX_CONFIG_BYTES) {
             Ok(src) => toml::from_str::<Config>(&src).map_err(|e| {
                 ConfigError(format!("{}: {}", file.display(), toml_error(&e, &src)))
             })?,
@@ -238,13 +347,58 @@ impl Config {
         for key in KEYS {
             let var = format!("BILLRUN_{}", key.to_uppercase());
             if let Some(value) = env(&var) {
+                if *key == "smtp_password" {
+                    crate::register_secret(&value);
+                }
                 config
                     .set(key, &value)
-                    .map_err(|e| ConfigError(format!("{var}: {e}")))?;
+                    .map_err(|e| ConfigError(format!("{var}: {}", crate::redact(&e))))?;
             }
         }
+        config.register_secrets();
         config.validate()?;
         Ok(config)
+    }
+
+    /// Every password the configuration holds, so that nothing printed can show it.
+    fn register_secrets(&self) {
+        crate::register_url_secrets(&self.database_url);
+        if let Some(url) = &self.smtp_url {
+            crate::register_url_secrets(url);
+        }
+        if let Some(p) = &self.smtp_password {
+            crate::register_secret(p);
+        }
+    }
+
+    /// Refuse `BILLRUN_*` variables that are not settings: a typo such as
+    /// `BILLRUN_SMTP_URI` would otherwise leave mail going quietly to files.
+    pub fn check_environment(names: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+        let mut unknown: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.starts_with("BILLRUN_"))
+            .filter(|n| {
+                let key = n["BILLRUN_".len()..].to_ascii_lowercase();
+                !KEYS.contains(&key.as_str()) && !OTHER_VARIABLES.contains(&n.as_str())
+            })
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            None => Ok(()),
+            Some(first) => {
+                let hint = closest_variable(first)
+                    .map(|v| format!(" (did you mean {v}?)"))
+                    .unwrap_or_default();
+                Err(ConfigError(format!(
+                    "environment variable {first} is not a billrun setting{hint}; unset it{}",
+                    if unknown.len() > 1 {
+                        format!(" (also unknown: {})", unknown[1..].join(", "))
+                    } else {
+                        String::new()
+                    }
+                )))
+            }
+        }
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -276,6 +430,7 @@ impl Config {
                 self.sanity_max_documents_per_subscription = number(value)?
             }
             "sanity_max_increase" => self.sanity_max_increase = parse_factor(value)?,
+            "sanity_max_invoice" => self.sanity_max_invoice = parse_amounts(value)?,
             _ => return Err(format!("unknown key {key}")),
         }
         Ok(())
@@ -291,9 +446,12 @@ impl Config {
                 "database_url",
                 format!(
                     "{:?} must start with sqlite:// or postgres://",
-                    crate::redact(&self.database_url)
+                    crate::display_url(&self.database_url)
                 ),
             );
+        }
+        if let Some(rest) = self.database_url.strip_prefix("sqlite:") {
+            check_sqlite_url(rest).map_err(|e| ConfigError(format!("database_url: {e}")))?;
         }
         if let Some(url) = &self.smtp_url
             && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
@@ -302,7 +460,7 @@ impl Config {
                 "smtp_url",
                 format!(
                     "{:?} must start with smtp:// or smtps://",
-                    crate::redact(url)
+                    crate::display_url(url)
                 ),
             );
         }
@@ -360,8 +518,24 @@ impl Config {
                 }
             }
         }
-        if let Err(e) = crate::daemon::Schedule::parse(&self.schedule, &self.timezone) {
-            return bad("schedule", e);
+        match crate::daemon::Schedule::parse(&self.schedule, &self.timezone) {
+            Err(e) => return bad("schedule", e),
+            // Loading the configuration is the shell, not the billing core: it may read the
+            // wall clock. Leap days fire every four years; eight covers every real schedule.
+            Ok(s) => {
+                let now = chrono::Utc::now();
+                if s.next_after(now)
+                    .is_none_or(|t| t > now + chrono::Duration::days(8 * 366))
+                {
+                    return bad(
+                        "schedule",
+                        format!(
+                            "{:?} never fires (no such date in the next eight years)",
+                            self.schedule
+                        ),
+                    );
+                }
+            }
         }
         if self.http_addr.parse::<std::net::SocketAddr>().is_err() {
             return bad(
@@ -398,6 +572,20 @@ impl Config {
                 ),
             );
         }
+        for (key, value) in &self.sanity_max_invoice {
+            if key != "default" && Currency::new(key).is_err() {
+                return bad(
+                    "sanity_max_invoice",
+                    format!("{key:?} is neither a currency code (e.g. USD) nor `default`"),
+                );
+            }
+            if value.is_sign_negative() {
+                return bad(
+                    "sanity_max_invoice",
+                    format!("{key} = {value} must be 0 (no limit) or a positive amount"),
+                );
+            }
+        }
         if self.sanity_max_documents_per_subscription > 10_000 {
             return bad(
                 "sanity_max_documents_per_subscription",
@@ -415,6 +603,23 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// What follows `sqlite:` in a database URL: a file path, `:memory:`, and no parameters —
+/// billrun opens its database read-write and creates no folders, so `?mode=ro` and friends
+/// would be silently wrong.
+fn check_sqlite_url(rest: &str) -> Result<(), String> {
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    if let Some((_, query)) = path.split_once('?') {
+        return Err(format!(
+            "SQLite URL parameters are not supported (?{query}): billrun always opens its \
+             database read-write; protect the file with its permissions instead"
+        ));
+    }
+    if path.is_empty() {
+        return Err("the SQLite URL names no file (sqlite://PATH)".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -510,14 +715,45 @@ mod tests {
             c.sanity_bounds(),
             SanityBounds {
                 max_documents_per_subscription: 24,
-                max_increase: Decimal::new(25, 1)
+                max_increase: Decimal::new(25, 1),
+                max_invoice: MaxInvoice::default(),
             }
+        );
+        let c = load(
+            "[sanity_max_invoice]\ndefault = 0\nJPY = \"500000000\"\n",
+            &[],
+        )
+        .unwrap();
+        let usd = Currency::new("USD").unwrap();
+        let jpy = Currency::new("JPY").unwrap();
+        assert_eq!(
+            c.sanity_bounds().max_invoice.for_currency(usd),
+            Decimal::ZERO
+        );
+        assert_eq!(
+            c.sanity_bounds().max_invoice.for_currency(jpy),
+            Decimal::from(500_000_000)
+        );
+        let c = load("", &[("BILLRUN_SANITY_MAX_INVOICE", "USD=100,default=5")]).unwrap();
+        assert_eq!(
+            c.sanity_bounds().max_invoice.for_currency(usd),
+            Decimal::from(100)
+        );
+        assert_eq!(
+            c.sanity_bounds().max_invoice.for_currency(jpy),
+            Decimal::from(5)
+        );
+        let e = load("[sanity_max_invoice]\nusd = 5\n", &[]).unwrap_err();
+        assert!(
+            e.contains("sanity_max_invoice") && e.contains("\"usd\""),
+            "{e}"
         );
         let c = load(
             "sanity_max_increase = 20\n",
             &[
                 ("BILLRUN_SANITY_MAX_INCREASE", "0"),
                 ("BILLRUN_SANITY_MAX_DOCUMENTS_PER_SUBSCRIPTION", "0"),
+                ("BILLRUN_SANITY_MAX_INVOICE", "0"),
             ],
         )
         .unwrap();

@@ -289,7 +289,7 @@ impl Daemon {
             ..Default::default()
         };
         let started = Instant::now();
-        let result = close(
+        let result = crate::close::catch_panic(close(
             self.store.as_ref(),
             &self.catalog,
             &self.settings,
@@ -297,8 +297,9 @@ impl Daemon {
             Some(self.transport.as_ref()),
             as_of,
             &options,
-        )
-        .await;
+        ))
+        .await
+        .unwrap_or_else(|panic| Err(crate::close::CloseError::Panicked(panic)));
         let m = &shared.metrics;
         m.close_runs.inc();
         m.close_duration.observe(started.elapsed().as_secs_f64());
@@ -339,19 +340,21 @@ impl Daemon {
     }
 
     async fn drain_outbox(&self, shared: &Shared) {
-        match deliver(
+        let pass = crate::close::catch_panic(deliver(
             self.store.as_ref(),
             self.transport.as_ref(),
             self.clock.as_ref(),
             &self.settings,
-        )
-        .await
-        {
-            Ok((sent, failed)) => {
+        ))
+        .await;
+        match pass {
+            Ok(Ok((sent, failed))) => {
                 shared.metrics.emails_sent.inc_by(sent);
                 shared.metrics.email_send_failures.inc_by(failed);
             }
-            Err(e) => tracing::error!(error = %e, "outbox pass failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "outbox pass failed"),
+            // A bug, not a reason to stop billing: the next pass tries again.
+            Err(panic) => tracing::error!(error = %panic, "outbox pass failed (internal error)"),
         }
         self.update_depth(shared).await;
     }

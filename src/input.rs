@@ -9,6 +9,7 @@ use crate::core::domain::{
     Account, AccountId, AccountStatus, Discount, DiscountValue, Item, Subscription, SubscriptionId,
     SubscriptionStatus, TaxRate,
 };
+use crate::core::limits;
 use crate::core::money::{Currency, parse_amount};
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
@@ -190,6 +191,22 @@ pub fn validate(
             .clone()
             .unwrap_or_else(|| default_timezone.to_string());
         check_timezone(&timezone).map_err(ctx)?;
+        if let Some(name) = &raw.name
+            && name.chars().count() > limits::MAX_NAME_CHARS
+        {
+            return Err(ctx(format!(
+                "name is {} characters, over the limit of {}",
+                name.chars().count(),
+                limits::MAX_NAME_CHARS
+            )));
+        }
+        if raw.taxes.len() > limits::MAX_TAX_RATES_PER_ACCOUNT {
+            return Err(ctx(format!(
+                "{} tax rates is over the limit of {}",
+                raw.taxes.len(),
+                limits::MAX_TAX_RATES_PER_ACCOUNT
+            )));
+        }
         let mut taxes = Vec::new();
         for t in &raw.taxes {
             taxes.push(TaxRate::new(&t.name, parse_amount(&t.percent).map_err(ctx)?).map_err(ctx)?);
@@ -257,6 +274,13 @@ pub fn validate(
         if raw.items.is_empty() {
             return Err(ctx("has no items".into()));
         }
+        if raw.items.len() > limits::MAX_ITEMS_PER_SUBSCRIPTION {
+            return Err(ctx(format!(
+                "{} items is over the limit of {}",
+                raw.items.len(),
+                limits::MAX_ITEMS_PER_SUBSCRIPTION
+            )));
+        }
         let mut items = Vec::new();
         let mut assigned: Vec<(String, String)> = Vec::new();
         let mut licences = Vec::new();
@@ -275,6 +299,7 @@ pub fn validate(
                     item.plan
                 )));
             }
+            limits::check_quantity(&item.plan, plan.per_seat, item.quantity).map_err(ctx)?;
             if !item.assigned.is_empty() && !plan.per_seat {
                 return Err(ctx(format!(
                     "item {:?}: only per-seat plans have assigned users",

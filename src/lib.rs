@@ -1,7 +1,7 @@
 //! billrun — a scheduled batch invoicing worker for subscription businesses.
 //!
 //! `core` is the pure billing core; everything else is the shell around it: `store`
-//! (SQLite, later PostgreSQL), `close` (the one period-close run used by the CLI, the daemon
+//! (SQLite and PostgreSQL), `close` (the one period-close run used by the CLI, the daemon
 //! and the simulator), `mail` (rendering and the outbox transports), `config`, `input` (import
 //! files), `scenario` (the simulator) and `cli`. See ARCHITECTURE.md.
 
@@ -20,4 +20,4 @@ mod redact;
 pub mod scenario;
 pub mod store;
 
-pub use redact::redact;
+pub use redact::{RedactingStderr, display_url, redact, register_secret, register_url_secrets};

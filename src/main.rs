@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| default_level.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(billrun::RedactingStderr)
         // Colour only for a person at a terminal, not in files, journals or pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if std::env::var("BILLRUN_LOG_FORMAT").is_ok_and(|f| f == "json") {

@@ -168,6 +168,20 @@ impl Sandbox {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A command whose mail could not all be sent: exit 4 (README, Commands).
+    fn mail_failed(&self, args: &[&str], smtp_port: u16) -> String {
+        let out = self.run(args, smtp_port);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "billrun {args:?} exited {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     fn import(&self, port: u16) {
         let data = fixtures().join("three_monthly.json");
         self.ok(&["import", data.to_str().unwrap()], port);
@@ -488,7 +502,7 @@ fn an_outage_queues_messages_and_send_retry_now_delivers_each_once() {
     // Nothing listens here until the server is started below.
     let port = free_port();
     sandbox.import(port);
-    let out = sandbox.ok(&["close", "--as-of", "2026-02-15", "--json"], port);
+    let out = sandbox.mail_failed(&["close", "--as-of", "2026-02-15", "--json"], port);
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["invoices"].as_u64(), Some(6), "{out}");
     assert_eq!(
@@ -502,7 +516,7 @@ fn an_outage_queues_messages_and_send_retry_now_delivers_each_once() {
     // The human report says so too.
     let sandbox2 = Sandbox::new();
     sandbox2.import(port);
-    let text = sandbox2.ok(&["close", "--as-of", "2026-02-15"], port);
+    let text = sandbox2.mail_failed(&["close", "--as-of", "2026-02-15"], port);
     assert!(
         text.contains("Issued 6 invoice(s)") && text.contains("7 failed (queued for retry)"),
         "{text}"
@@ -681,9 +695,10 @@ fn assert_queued_with_backoff(
 /// After the server accepts again: `send` leaves backed-off messages alone, `send
 /// --retry-now` delivers each once, a second one sends nothing.
 fn assert_retry_now_delivers_each_once(sandbox: &Sandbox, port: u16, smtpd: &Smtpd) {
-    let out = sandbox.ok(&["send"], port);
+    let out = sandbox.mail_failed(&["send"], port);
     assert!(
-        out.contains("Sent 0 message(s); 0 failed"),
+        out.contains("Sent 0 message(s); 0 failed")
+            && out.contains("7 message(s) wait for their next attempt after a failure"),
         "backoff ignored: {out}"
     );
     assert_eq!(smtpd.messages().len(), 0);
@@ -727,7 +742,7 @@ fn a_server_refusing_with_451_or_550_keeps_every_message_queued_until_retried() 
         let refuser = RefusingSmtpd::start(port, sandbox.dir.path(), at, reply);
         sandbox.import(port);
         let before = chrono::Utc::now();
-        let out = sandbox.ok(&["close", "--as-of", "2026-02-15", "--json"], port);
+        let out = sandbox.mail_failed(&["close", "--as-of", "2026-02-15", "--json"], port);
         let report: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(report["invoices"].as_u64(), Some(6), "{out}");
         assert_eq!(
@@ -811,7 +826,7 @@ fn a_server_that_never_answers_times_out_and_nothing_is_lost() {
     let port = hole.port;
     sandbox.import(port);
     let before = chrono::Utc::now();
-    let out = sandbox.ok(&["close", "--as-of", "2026-02-15", "--json"], port);
+    let out = sandbox.mail_failed(&["close", "--as-of", "2026-02-15", "--json"], port);
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["invoices"].as_u64(), Some(6), "{out}");
     assert_eq!(

@@ -11,7 +11,7 @@ use super::document::{DocumentBuilder, DraftDocument, LineKind, apply_balance};
 use super::domain::{
     Account, AccountId, Item, Subscription, SubscriptionId, SubscriptionStatus, Target,
 };
-use super::money::Currency;
+use super::money::{AmountOverflow, Currency};
 use super::period::Period;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -81,6 +81,8 @@ pub enum BillingError {
         sub: SubscriptionId,
         error: CatalogError,
     },
+    #[error(transparent)]
+    Overflow(#[from] AmountOverflow),
 }
 
 /// Whether a subscription has a period to bill at `as_of`.
@@ -149,7 +151,7 @@ pub fn close_account(
                         None,
                         discount,
                         &account.taxes,
-                    );
+                    )?;
                     doc.consumes_pending = pending.iter().map(|p| p.id).collect();
                     documents.push(doc);
                 }
@@ -196,7 +198,7 @@ pub fn close_account(
                 Some(period),
                 discount,
                 &account.taxes,
-            );
+            )?;
             doc.consumes_pending = pending.iter().map(|p| p.id).collect();
             pending = &[];
             documents.push(doc);
@@ -212,7 +214,7 @@ pub fn close_account(
     });
     let mut balance = state.balance;
     for doc in &mut documents {
-        balance = apply_balance(doc, balance);
+        balance = apply_balance(doc, balance)?;
     }
     // The account is canceled when every subscription it had active has now ended.
     let ended: Vec<NaiveDate> = updates.iter().filter_map(|u| u.ended_at).collect();
@@ -287,7 +289,10 @@ pub fn items_amount(
 ) -> Result<Decimal, CatalogError> {
     let mut total = Decimal::ZERO;
     for item in items {
-        total += catalog.price(&item.plan, currency, cycle)? * Decimal::from(item.quantity);
+        // Saturating: items and quantities are capped where they enter (core::limits), so
+        // this only matters for rows that never passed those checks; it must not panic.
+        let price = catalog.price(&item.plan, currency, cycle)?;
+        total = total.saturating_add(price.saturating_mul(Decimal::from(item.quantity)));
     }
     Ok(total)
 }

@@ -50,10 +50,14 @@ pub enum Refusal {
     SeveralItems(SubscriptionId),
     #[error("quantity must be at least 1 (to stop, cancel the subscription)")]
     ZeroQuantity,
+    #[error("{0}")]
+    OverLimit(String),
     #[error("subscription {sub} is already on {target}")]
     SameState { sub: SubscriptionId, target: Target },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Overflow(#[from] super::money::AmountOverflow),
     #[error("policy {policy} has no rule for {kind}")]
     NotAllowed { policy: String, kind: ChangeKind },
     #[error("{kind} refused: {message}")]
@@ -206,6 +210,9 @@ pub fn plan_change(
     super::billing::apply_target(&mut new_items, &mut cycle_tmp, target);
     for item in &new_items {
         catalog.price(&item.plan, cur, &new_cycle)?;
+        let per_seat = catalog.plan(&item.plan)?.per_seat;
+        super::limits::check_quantity(&item.plan, per_seat, item.quantity)
+            .map_err(Refusal::OverLimit)?;
     }
     let old_amount = items_amount(catalog, cur, &sub.items, &sub.cycle)?;
     let new_amount = items_amount(catalog, cur, &new_items, &new_cycle)?;
@@ -420,7 +427,7 @@ pub fn plan_change(
                 }
                 new_period_builder(&mut b)?;
                 if !b.is_empty() {
-                    docs.push(finish(b, "invoice", at, new_period));
+                    docs.push(finish(b, "invoice", at, new_period)?);
                 }
             }
             Settle::Balance => {
@@ -444,7 +451,7 @@ pub fn plan_change(
                     new_period_builder(&mut charge)?;
                 }
                 if !credit.is_empty() {
-                    docs.push(finish(credit, "credit", at, None));
+                    docs.push(finish(credit, "credit", at, None)?);
                 }
                 if !charge.is_empty() {
                     docs.push(finish(
@@ -452,12 +459,12 @@ pub fn plan_change(
                         "charge",
                         at,
                         if backdated { new_period } else { None },
-                    ));
+                    )?);
                 }
                 if !backdated && new_period.is_some() {
                     let mut b = DocumentBuilder::new(cur);
                     new_period_builder(&mut b)?;
-                    docs.push(finish(b, "period", at, new_period));
+                    docs.push(finish(b, "period", at, new_period)?);
                 }
             }
             Settle::NextInvoice => {
@@ -493,7 +500,7 @@ pub fn plan_change(
                             p.discountable,
                         );
                     }
-                    let mut doc = finish(b, "period", at, new_period);
+                    let mut doc = finish(b, "period", at, new_period)?;
                     doc.consumes_pending = sub.pending.iter().map(|p| p.id).collect();
                     docs.push(doc);
                     after.pending.clear();
@@ -512,7 +519,7 @@ pub fn plan_change(
         }
         let mut balance = state.balance;
         for doc in &mut docs {
-            balance = apply_balance(doc, balance);
+            balance = apply_balance(doc, balance)?;
         }
         outcome.documents = docs;
         outcome.balance_after = balance;

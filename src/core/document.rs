@@ -8,7 +8,7 @@
 //! (`credit_applied`) and `amount_due = total − credit_applied`.
 
 use super::domain::{AccountId, Discount, DiscountValue, SubscriptionId, TaxRate};
-use super::money::Currency;
+use super::money::{self, AmountOverflow, Currency};
 use super::period::Period;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -177,20 +177,21 @@ impl DocumentBuilder {
         period: Option<Period>,
         discount: Option<&Discount>,
         taxes: &[TaxRate],
-    ) -> DraftDocument {
+    ) -> Result<DraftDocument, AmountOverflow> {
         let cur = self.currency;
         let mut lines = self.lines;
-        let subtotal: Decimal = lines.iter().map(|l| l.amount).sum();
-        let discountable: Decimal = lines
-            .iter()
-            .filter(|l| l.discountable)
-            .map(|l| l.amount)
-            .sum();
+        let subtotal = money::sum(lines.iter().map(|l| l.amount), "document subtotal")?;
+        let discountable = money::sum(
+            lines.iter().filter(|l| l.discountable).map(|l| l.amount),
+            "discountable amount",
+        )?;
 
         let mut discount_total = cur.zero();
         if let Some(d) = discount {
             let exact = match d.value {
-                DiscountValue::Percent(p) => discountable * p / Decimal::ONE_HUNDRED,
+                DiscountValue::Percent(p) => {
+                    money::mul(discountable, p, "discount")? / Decimal::ONE_HUNDRED
+                }
                 // A fixed discount never turns the discountable part negative, and never
                 // grows a credit.
                 DiscountValue::Amount(a) => a.min(discountable.max(Decimal::ZERO)),
@@ -207,26 +208,27 @@ impl DocumentBuilder {
             }
         }
 
-        let taxable = subtotal + discount_total;
+        let taxable = money::add(subtotal, discount_total, "taxable amount")?;
         let mut tax_total = cur.zero();
         for rate in taxes {
-            let amount = cur.round(taxable * rate.percent / Decimal::ONE_HUNDRED);
+            let amount =
+                cur.round(money::mul(taxable, rate.percent, "tax")? / Decimal::ONE_HUNDRED);
             lines.push(Line {
                 kind: LineKind::Tax,
                 description: format!("{} {}%", rate.name, rate.percent.normalize()),
                 amount,
                 discountable: false,
             });
-            tax_total += amount;
+            tax_total = money::add(tax_total, amount, "tax total")?;
         }
 
-        let total = cur.round(subtotal + discount_total + tax_total);
+        let total = cur.round(money::add(taxable, tax_total, "document total")?);
         let kind = if total.is_sign_negative() && !total.is_zero() {
             DocumentKind::CreditNote
         } else {
             DocumentKind::Invoice
         };
-        DraftDocument {
+        Ok(DraftDocument {
             key,
             kind,
             account,
@@ -247,24 +249,26 @@ impl DocumentBuilder {
                 cur.zero()
             },
             consumes_pending: Vec::new(),
-        }
+        })
     }
 }
 
 /// Apply the account balance to a document in issue order and return the balance after it:
 /// an invoice consumes up to its total, a credit note adds its amount.
-pub fn apply_balance(doc: &mut DraftDocument, balance: Decimal) -> Decimal {
+pub fn apply_balance(doc: &mut DraftDocument, balance: Decimal) -> Result<Decimal, AmountOverflow> {
     match doc.kind {
         DocumentKind::Invoice => {
             let applied = balance.max(Decimal::ZERO).min(doc.total);
             doc.credit_applied = doc.currency.round(applied);
-            doc.amount_due = doc.currency.round(doc.total - applied);
-            balance - applied
+            doc.amount_due = doc
+                .currency
+                .round(money::sub(doc.total, applied, "amount due")?);
+            money::sub(balance, applied, "balance")
         }
         DocumentKind::CreditNote => {
             doc.credit_applied = doc.currency.zero();
             doc.amount_due = doc.currency.zero();
-            balance - doc.total
+            money::sub(balance, doc.total, "balance")
         }
     }
 }
@@ -288,16 +292,18 @@ mod tests {
             TaxRate::new("QST", dec("9.975")).unwrap(),
         ];
         let day: NaiveDate = "2026-01-31".parse().unwrap();
-        let mut doc = b.finish(
-            "k".into(),
-            AccountId::new("a").unwrap(),
-            None,
-            day,
-            day,
-            None,
-            Some(&disc),
-            &taxes,
-        );
+        let mut doc = b
+            .finish(
+                "k".into(),
+                AccountId::new("a").unwrap(),
+                None,
+                day,
+                day,
+                None,
+                Some(&disc),
+                &taxes,
+            )
+            .unwrap();
         let amounts: Vec<String> = doc.lines.iter().map(|l| l.amount.to_string()).collect();
         assert_eq!(amounts, ["49.99", "-5.00", "2.25", "4.49"]);
         assert_eq!(doc.total.to_string(), "51.73");
@@ -305,7 +311,7 @@ mod tests {
             doc.total,
             doc.lines.iter().map(|l| l.amount).sum::<Decimal>()
         );
-        let left = apply_balance(&mut doc, dec("20.00"));
+        let left = apply_balance(&mut doc, dec("20.00")).unwrap();
         assert_eq!(
             (
                 doc.credit_applied.to_string(),
@@ -322,17 +328,22 @@ mod tests {
         let mut b = DocumentBuilder::new(usd);
         b.line(LineKind::Proration, "Unused", dec("-49"), true);
         let day: NaiveDate = "2026-03-01".parse().unwrap();
-        let mut doc = b.finish(
-            "k".into(),
-            AccountId::new("a").unwrap(),
-            None,
-            day,
-            day,
-            None,
-            None,
-            &[],
-        );
+        let mut doc = b
+            .finish(
+                "k".into(),
+                AccountId::new("a").unwrap(),
+                None,
+                day,
+                day,
+                None,
+                None,
+                &[],
+            )
+            .unwrap();
         assert_eq!(doc.kind, DocumentKind::CreditNote);
-        assert_eq!(apply_balance(&mut doc, Decimal::ZERO).to_string(), "49.00");
+        assert_eq!(
+            apply_balance(&mut doc, Decimal::ZERO).unwrap().to_string(),
+            "49.00"
+        );
     }
 }

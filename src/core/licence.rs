@@ -151,6 +151,20 @@ pub fn plan_licence_op(
             if *quantity == 0 {
                 return Err(Refusal::ZeroQuantity);
             }
+            let owned = sub
+                .items
+                .iter()
+                .find(|i| i.plan == *plan)
+                .map_or(0, |i| i.quantity);
+            if owned == 0 && sub.items.len() >= super::limits::MAX_ITEMS_PER_SUBSCRIPTION {
+                return Err(Refusal::OverLimit(format!(
+                    "subscription {} already has {} items, the limit",
+                    sub.id,
+                    sub.items.len()
+                )));
+            }
+            let after = owned.saturating_add(*quantity);
+            super::limits::check_quantity(plan, true, after).map_err(Refusal::OverLimit)?;
             let price = catalog.price(plan, cur, &sub.cycle)?;
             let name = &catalog.plan(plan)?.name;
             lines.push((
@@ -261,11 +275,11 @@ pub fn plan_licence_op(
             None,
             discount,
             &account.taxes,
-        ));
+        )?);
     }
     let mut balance = state.balance;
     for doc in &mut documents {
-        balance = apply_balance(doc, balance);
+        balance = apply_balance(doc, balance)?;
     }
     let items_changed = items != sub.items;
     let mut after = sub.clone();

@@ -7,6 +7,7 @@ pub mod change;
 pub mod document;
 pub mod domain;
 pub mod licence;
+pub mod limits;
 pub mod money;
 pub mod period;
 pub mod policy;

@@ -116,6 +116,101 @@ pub fn parse_amount(s: &str) -> Result<Decimal, String> {
 
 const MAX_AMOUNT_DIGITS_LIMIT: i64 = 1_000_000_000_000_000;
 
+/// A computation whose result `Decimal` cannot hold (about 7.9 × 10^28). Inputs are capped
+/// (`core::limits`) so one document never gets there; sums over many documents are checked
+/// and end in this error instead of a panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("amounts too large to compute ({0})")]
+pub struct AmountOverflow(pub &'static str);
+
+/// `a + b`, or an overflow naming `what` was being computed.
+pub fn add(a: Decimal, b: Decimal, what: &'static str) -> Result<Decimal, AmountOverflow> {
+    a.checked_add(b).ok_or(AmountOverflow(what))
+}
+
+/// `a − b`, checked.
+pub fn sub(a: Decimal, b: Decimal, what: &'static str) -> Result<Decimal, AmountOverflow> {
+    a.checked_sub(b).ok_or(AmountOverflow(what))
+}
+
+/// `a × b`, checked.
+pub fn mul(a: Decimal, b: Decimal, what: &'static str) -> Result<Decimal, AmountOverflow> {
+    a.checked_mul(b).ok_or(AmountOverflow(what))
+}
+
+/// The sum of `amounts`, checked.
+pub fn sum(
+    amounts: impl IntoIterator<Item = Decimal>,
+    what: &'static str,
+) -> Result<Decimal, AmountOverflow> {
+    amounts
+        .into_iter()
+        .try_fold(Decimal::ZERO, |acc, x| add(acc, x, what))
+}
+
+/// A running total of rounded amounts in one currency, for reports over many documents (a
+/// run's summary, a finance batch): kept in minor units in an `i128`, so it holds any number
+/// of documents `Decimal` can hold one of. Prints like an amount (`1234.50`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Total {
+    minor: i128,
+    scale: u32,
+}
+
+impl Total {
+    pub fn new(currency: Currency) -> Total {
+        Total {
+            minor: 0,
+            scale: currency.minor_unit_scale(),
+        }
+    }
+
+    /// Add an amount (rounded to the currency's minor unit first, as every stored amount is).
+    pub fn add(&mut self, amount: Decimal) {
+        let a = amount.round_dp_with_strategy(self.scale, RoundingStrategy::MidpointAwayFromZero);
+        // Near Decimal's limit an amount may have fewer decimals than the currency (no room
+        // for the cents): scale its mantissa up in i128 instead.
+        let minor = 10i128
+            .checked_pow(self.scale.saturating_sub(a.scale()))
+            .and_then(|f| a.mantissa().checked_mul(f))
+            .unwrap_or(if a.is_sign_negative() {
+                i128::MIN
+            } else {
+                i128::MAX
+            });
+        // Decimal's mantissa is 96 bits; i128 saturates only after ~10^10 maximal amounts.
+        self.minor = self.minor.saturating_add(minor);
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.minor == 0
+    }
+}
+
+impl fmt::Display for Total {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.minor < 0 { "-" } else { "" };
+        let abs = self.minor.unsigned_abs();
+        if self.scale == 0 {
+            return write!(f, "{sign}{abs}");
+        }
+        let unit = 10u128.pow(self.scale);
+        write!(
+            f,
+            "{sign}{}.{:0width$}",
+            abs / unit,
+            abs % unit,
+            width = self.scale as usize
+        )
+    }
+}
+
+impl Serialize for Total {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +240,26 @@ mod tests {
             Currency::new("KWD").unwrap().round(d("1.2345")).to_string(),
             "1.235"
         );
+    }
+
+    #[test]
+    fn totals_hold_what_decimal_cannot() {
+        let usd = Currency::new("USD").unwrap();
+        let big = d("79000000000000000000000000.00");
+        let mut t = Total::new(usd);
+        for _ in 0..2000 {
+            t.add(big);
+        }
+        assert_eq!(t.to_string(), "158000000000000000000000000000.00");
+        assert!(sum([big; 2000], "test").is_err());
+        let mut t = Total::new(usd);
+        t.add(d("-1.5"));
+        t.add(d("0.25"));
+        assert_eq!(t.to_string(), "-1.25");
+        let mut t = Total::new(Currency::new("JPY").unwrap());
+        t.add(d("100"));
+        assert_eq!(t.to_string(), "100");
+        assert_eq!(Total::new(usd).to_string(), "0.00");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   when that one exists and is above zero. When the two invoices cover periods of
 //!   different cycles (a monthly subscription moved to annual: lengths more than 25% apart),
 //!   their daily rates are compared, so a change of cycle is not mistaken for a price jump;
+//! - an invoice above an absolute bound in its currency (`max_invoice`): the only bound a
+//!   subscription's first invoice meets, since the increase needs a previous one;
 //! - a balance that would go negative (the core never produces one; this is the belt to its
 //!   braces). That one is an invariant, not a plausibility bound: it holds even for an
 //!   account an operator released.
@@ -26,12 +28,50 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// The limits, from configuration. Zero disables a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SanityBounds {
     /// At most this many documents for one subscription in one close (0: no limit).
     pub max_documents_per_subscription: u32,
     /// An invoice at most this many times the subscription's previous one (0: no limit).
     pub max_increase: Decimal,
+    /// An invoice's total at most this, in its currency's units.
+    pub max_invoice: MaxInvoice,
+}
+
+/// The absolute bound on one invoice: one per currency, and a default for the others. Zero
+/// disables it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaxInvoice {
+    pub default: Decimal,
+    pub per_currency: BTreeMap<Currency, Decimal>,
+}
+
+impl MaxInvoice {
+    /// Ten million of any currency's units unless configured: far above any plausible
+    /// subscription invoice in the currencies that have cents, and stops an absurd first
+    /// invoice (a quantity typed with four digits too many) from leaving unattended.
+    pub const DEFAULT: Decimal = Decimal::from_parts(10_000_000, 0, 0, false, 0);
+
+    pub const NONE: MaxInvoice = MaxInvoice {
+        default: Decimal::ZERO,
+        per_currency: BTreeMap::new(),
+    };
+
+    pub fn for_currency(&self, currency: Currency) -> Decimal {
+        self.per_currency
+            .get(&currency)
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+impl Default for MaxInvoice {
+    fn default() -> Self {
+        MaxInvoice {
+            default: Self::DEFAULT,
+            per_currency: BTreeMap::new(),
+        }
+    }
 }
 
 impl SanityBounds {
@@ -42,6 +82,7 @@ impl SanityBounds {
     pub const NONE: SanityBounds = SanityBounds {
         max_documents_per_subscription: 0,
         max_increase: Decimal::ZERO,
+        max_invoice: MaxInvoice::NONE,
     };
 }
 
@@ -50,6 +91,7 @@ impl Default for SanityBounds {
         SanityBounds {
             max_documents_per_subscription: Self::DEFAULT_MAX_DOCUMENTS,
             max_increase: Self::DEFAULT_MAX_INCREASE,
+            max_invoice: MaxInvoice::default(),
         }
     }
 }
@@ -78,6 +120,12 @@ pub enum ParkReason {
         /// rates then).
         days: Option<(i64, i64)>,
         factor: Decimal,
+        limit: Decimal,
+    },
+    TooLargeInvoice {
+        subscription: Option<SubscriptionId>,
+        currency: Currency,
+        total: Decimal,
         limit: Decimal,
     },
     NegativeBalance {
@@ -132,6 +180,21 @@ impl fmt::Display for ParkReason {
                     "invoice of {subscription} would be {total} {currency} for {new_days} days, {}× the daily rate of its previous {previous} for {previous_days} days (limit {}×)",
                     shown(*factor),
                     limit.normalize()
+                ),
+            },
+            ParkReason::TooLargeInvoice {
+                subscription,
+                currency,
+                total,
+                limit,
+            } => match subscription {
+                Some(sub) => write!(
+                    f,
+                    "invoice of {sub} would be {total} {currency}, above the limit of {limit} {currency} for one invoice"
+                ),
+                None => write!(
+                    f,
+                    "an invoice would be {total} {currency}, above the limit of {limit} {currency} for one invoice"
                 ),
             },
             ParkReason::NegativeBalance { balance, currency } => {
@@ -255,6 +318,22 @@ pub fn check(
         }
     }
 
+    let max_invoice = bounds.max_invoice.for_currency(currency);
+    if max_invoice > Decimal::ZERO
+        && let Some(doc) = close
+            .documents
+            .iter()
+            .filter(|d| d.kind == DocumentKind::Invoice)
+            .find(|d| d.total > max_invoice)
+    {
+        reasons.push(ParkReason::TooLargeInvoice {
+            subscription: doc.subscription.clone(),
+            currency,
+            total: doc.total,
+            limit: max_invoice,
+        });
+    }
+
     if close.balance_after < Decimal::ZERO {
         reasons.push(ParkReason::NegativeBalance {
             balance: close.balance_after,
@@ -306,6 +385,7 @@ mod tests {
             None,
             &[],
         )
+        .unwrap()
     }
 
     fn monthly(s: &str, total: &str, n: usize) -> Vec<DraftDocument> {
@@ -364,15 +444,41 @@ mod tests {
                 documents: vec![doc("S1", "100.00", JAN)],
                 balance_after: "0",
                 previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![],
+            },
+            Case {
+                name: "a first invoice above the absolute bound",
+                documents: vec![doc("S1", "373662154665.00", JAN)],
+                balance_after: "0",
+                previous: vec![],
+                bounds: defaults.clone(),
+                want: vec![
+                    "invoice of S1 would be 373662154665.00 USD, above the limit of 10000000 USD for one invoice",
+                ],
+            },
+            Case {
+                name: "the absolute bound per currency, and 0 disables it",
+                documents: vec![doc("S1", "600.00", JAN)],
+                balance_after: "0",
+                previous: vec![],
+                bounds: SanityBounds {
+                    max_invoice: MaxInvoice {
+                        default: Decimal::ZERO,
+                        per_currency: [(usd(), dec("500"))].into_iter().collect(),
+                    },
+                    ..defaults.clone()
+                },
+                want: vec![
+                    "invoice of S1 would be 600.00 USD, above the limit of 500 USD for one invoice",
+                ],
             },
             Case {
                 name: "a first invoice has nothing to compare with",
                 documents: vec![doc("S1", "99999.00", JAN)],
                 balance_after: "0",
                 previous: vec![],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![],
             },
             Case {
@@ -380,7 +486,7 @@ mod tests {
                 documents: vec![doc("S1", "1000.00", JAN)],
                 balance_after: "0",
                 previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![],
             },
             Case {
@@ -388,7 +494,7 @@ mod tests {
                 documents: vec![doc("S1", "1500.00", JAN)],
                 balance_after: "0",
                 previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![
                     "invoice of S1 would be 1500.00 USD, 15× its previous 100.00 (limit 10×)",
                 ],
@@ -398,7 +504,7 @@ mod tests {
                 documents: vec![doc("S1", "1000.01", JAN)],
                 balance_after: "0",
                 previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![
                     "invoice of S1 would be 1000.01 USD, 10.01× its previous 100.00 (limit 10×)",
                 ],
@@ -408,7 +514,7 @@ mod tests {
                 documents: vec![doc("S1", "1500.00", JAN)],
                 balance_after: "0",
                 previous: vec![("S1", prev("0.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![],
             },
             Case {
@@ -418,7 +524,7 @@ mod tests {
                 previous: vec![("S1", prev("100.00", DEC))],
                 bounds: SanityBounds {
                     max_increase: Decimal::ZERO,
-                    ..defaults
+                    ..defaults.clone()
                 },
                 want: vec![],
             },
@@ -429,7 +535,7 @@ mod tests {
                 previous: vec![("S1", prev("100.00", DEC))],
                 bounds: SanityBounds {
                     max_increase: dec("2.5"),
-                    ..defaults
+                    ..defaults.clone()
                 },
                 want: vec![
                     "invoice of S1 would be 300.00 USD, 3× its previous 100.00 (limit 2.5×)",
@@ -440,7 +546,7 @@ mod tests {
                 documents: vec![doc("S1", "365.00", YEAR)],
                 balance_after: "0",
                 previous: vec![("S1", prev("31.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![],
             },
             Case {
@@ -448,7 +554,7 @@ mod tests {
                 documents: vec![doc("S1", "3700.00", YEAR)],
                 balance_after: "0",
                 previous: vec![("S1", prev("31.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![
                     "invoice of S1 would be 3700.00 USD for 365 days, 10.14× the daily rate of its previous 31.00 for 31 days (limit 10×)",
                 ],
@@ -458,7 +564,7 @@ mod tests {
                 documents: vec![doc("S1", "100.00", JAN), doc("S1", "2000.00", FEB)],
                 balance_after: "0",
                 previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![
                     "invoice of S1 would be 2000.00 USD, 20× its previous 100.00 (limit 10×)",
                 ],
@@ -472,7 +578,7 @@ mod tests {
                 ],
                 balance_after: "0",
                 previous: vec![("S1", prev("100.00", DEC)), ("S2", prev("50.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![
                     "invoice of S1 would be 2000.00 USD, 20× its previous 100.00 (limit 10×)",
                 ],
@@ -482,7 +588,7 @@ mod tests {
                 documents: vec![doc("S1", "5000.00", None)],
                 balance_after: "0",
                 previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![
                     "invoice of S1 would be 5000.00 USD, 50× its previous 100.00 (limit 10×)",
                 ],
@@ -492,7 +598,7 @@ mod tests {
                 documents: vec![doc("S1", "-5000.00", None)],
                 balance_after: "5000.00",
                 previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![],
             },
             Case {
@@ -500,7 +606,7 @@ mod tests {
                 documents: monthly("S1", "10.00", 12),
                 balance_after: "0",
                 previous: vec![],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![],
             },
             Case {
@@ -508,7 +614,7 @@ mod tests {
                 documents: monthly("S1", "10.00", 14),
                 balance_after: "0",
                 previous: vec![],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec!["subscription S1 would get 14 documents in one run (limit 12)"],
             },
             Case {
@@ -518,7 +624,7 @@ mod tests {
                 previous: vec![],
                 bounds: SanityBounds {
                     max_documents_per_subscription: 0,
-                    ..defaults
+                    ..defaults.clone()
                 },
                 want: vec![],
             },
@@ -527,7 +633,7 @@ mod tests {
                 documents: vec![doc("S1", "10.00", JAN)],
                 balance_after: "-3.00",
                 previous: vec![],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec!["balance would go negative (-3.00 USD)"],
             },
             Case {
@@ -546,7 +652,7 @@ mod tests {
                     .collect(),
                 balance_after: "-1.00",
                 previous: vec![("S2", prev("10.00", DEC))],
-                bounds: defaults,
+                bounds: defaults.clone(),
                 want: vec![
                     "subscription S1 would get 13 documents in one run (limit 12)",
                     "invoice of S2 would be 500.00 USD, 50× its previous 10.00 (limit 10×)",

@@ -429,19 +429,21 @@ mod tests {
             );
         }
         let day: chrono::NaiveDate = "2026-02-01".parse().unwrap();
-        let draft = b.finish(
-            "k".into(),
-            AccountId::new("a1").unwrap(),
-            Some(SubscriptionId::new("s1").unwrap()),
-            day,
-            day,
-            Some(Period {
-                start: day,
-                end: "2026-03-01".parse().unwrap(),
-            }),
-            None,
-            &[],
-        );
+        let draft = b
+            .finish(
+                "k".into(),
+                AccountId::new("a1").unwrap(),
+                Some(SubscriptionId::new("s1").unwrap()),
+                day,
+                day,
+                Some(Period {
+                    start: day,
+                    end: "2026-03-01".parse().unwrap(),
+                }),
+                None,
+                &[],
+            )
+            .unwrap();
         Document {
             number: "INV-2026-000042".into(),
             draft,

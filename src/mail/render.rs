@@ -5,12 +5,12 @@
 use super::{MailError, document_subject, message_id};
 use crate::core::document::{Document, DocumentKind};
 use crate::core::domain::Account;
+use crate::core::money::Total;
 use crate::store::{BatchExtras, StoredDocument};
 use chrono::{DateTime, Utc};
 use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -235,8 +235,9 @@ pub fn finance_csv(docs: &[StoredDocument]) -> Result<String, MailError> {
     String::from_utf8(bytes).map_err(|e| MailError::Build(e.to_string()))
 }
 
-/// Totals per currency: (documents, invoiced, credited, credit applied, amount due).
-type CurrencyTotals = (u64, Decimal, Decimal, Decimal, Decimal);
+/// Totals per currency: (documents, invoiced, credited, credit applied, amount due), as
+/// [`Total`]s: a batch may hold more than `Decimal` can sum.
+type CurrencyTotals = (u64, Total, Total, Total, Total);
 
 /// The finance batch: a summary per currency and the CSV.
 pub fn finance_batch_email(
@@ -251,14 +252,23 @@ pub fn finance_batch_email(
     let mut totals: BTreeMap<String, CurrencyTotals> = BTreeMap::new();
     for s in docs {
         let d = &s.document.draft;
-        let t = totals.entry(d.currency.to_string()).or_default();
+        let cur = d.currency;
+        let t = totals.entry(cur.to_string()).or_insert_with(|| {
+            (
+                0,
+                Total::new(cur),
+                Total::new(cur),
+                Total::new(cur),
+                Total::new(cur),
+            )
+        });
         t.0 += 1;
         match d.kind {
-            DocumentKind::Invoice => t.1 += d.total,
-            DocumentKind::CreditNote => t.2 += -d.total,
+            DocumentKind::Invoice => t.1.add(d.total),
+            DocumentKind::CreditNote => t.2.add(-d.total),
         }
-        t.3 += d.credit_applied;
-        t.4 += d.amount_due;
+        t.3.add(d.credit_applied);
+        t.4.add(d.amount_due);
     }
     let mut text = format!("{subject}\n\n");
     for (cur, (n, invoiced, credited, applied, due)) in &totals {

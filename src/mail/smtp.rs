@@ -92,6 +92,7 @@ fn read_password_file(path: &str) -> Result<Secret, MailError> {
         .map_err(|e| MailError::Config(format!("smtp_password_file {path}: {e}")))?;
     // Only the line ending an editor or `echo` adds: a password may end in a space.
     let password = text.trim_end_matches(['\n', '\r']);
+    crate::register_secret(password);
     if password.is_empty() {
         return Err(MailError::Config(format!(
             "smtp_password_file {path} is empty"
@@ -124,7 +125,7 @@ impl fmt::Debug for SmtpTransport {
 
 impl SmtpTransport {
     pub fn new(settings: &SmtpSettings) -> Result<Self, MailError> {
-        let endpoint = crate::redact(&settings.url);
+        let endpoint = crate::display_url(&settings.url);
         let url = UrlParts::parse(&settings.url).ok_or_else(|| {
             MailError::Config(format!(
                 "smtp_url {endpoint:?} must look like smtp://host:port, smtp://host:port?tls=required or smtps://host:port"
@@ -567,7 +568,7 @@ mod tests {
         .unwrap();
         let e = t.send("INV-2", &message()).await.unwrap_err().to_string();
         assert!(!e.contains("url-secret-77"), "{e}");
-        assert!(e.contains("billing:***@127.0.0.1"), "{e}");
+        assert!(e.contains("smtp://billing@127.0.0.1"), "{e}");
     }
 
     #[tokio::test]

@@ -89,6 +89,19 @@ pub struct OutboxEntry {
     pub sent: bool,
 }
 
+/// Messages not sent and not sendable right now, for honest summaries: those waiting out
+/// their backoff after a failure, and those another worker (or a dead one, until its lease
+/// ends) has claimed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxWaiting {
+    pub in_backoff: u64,
+    /// The earliest next attempt among them.
+    pub next_attempt: Option<DateTime<Utc>>,
+    pub claimed: u64,
+    /// When the last of those claims ends, if its worker never finishes.
+    pub claimed_until: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct LedgerEntry {
     pub at: NaiveDate,
@@ -365,6 +378,9 @@ pub trait Store: Send + Sync {
         Pipelining::ReadNext
     }
 
+    /// Unsent messages that a send at `now` cannot take: in backoff, or claimed.
+    async fn outbox_waiting(&self, now: DateTime<Utc>) -> Result<OutboxWaiting, StoreError>;
+
     /// Messages not yet sent (for the outbox-depth metric).
     async fn outbox_depth(&self) -> Result<u64, StoreError> {
         let far = DateTime::<Utc>::MAX_UTC;
@@ -475,7 +491,7 @@ pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     } else {
         Err(StoreError::Connect(format!(
             "database URL {:?} must start with sqlite:// or postgres://",
-            crate::redact(url)
+            crate::display_url(url)
         )))
     }
 }

@@ -2055,6 +2055,31 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn outbox_waiting(&self, now: DateTime<Utc>) -> Result<OutboxWaiting, StoreError> {
+        let (in_backoff, next_attempt, claimed, claimed_until): (
+            i64,
+            Option<DateTime<Utc>>,
+            i64,
+            Option<DateTime<Utc>>,
+        ) = sqlx::query_as(
+            "SELECT \
+               COUNT(*) FILTER (WHERE next_attempt_at > $1 AND (claimed_until IS NULL OR claimed_until <= $1)), \
+               MIN(next_attempt_at) FILTER (WHERE next_attempt_at > $1 AND (claimed_until IS NULL OR claimed_until <= $1)), \
+               COUNT(*) FILTER (WHERE claimed_until > $1), \
+               MAX(claimed_until) FILTER (WHERE claimed_until > $1) \
+             FROM outbox WHERE status = 'pending'",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxWaiting {
+            in_backoff: in_backoff as u64,
+            next_attempt,
+            claimed: claimed as u64,
+            claimed_until,
+        })
+    }
+
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         self.fetch_outbox(None).await
     }

@@ -389,6 +389,44 @@ fn json_rows<'a, T: serde::Deserialize<'a>>(
     serde_json::from_str(json).map_err(|e| corrupt(what)(e.to_string()))
 }
 
+/// Create the database file readable by its owner only (0600, whatever the umask) if it
+/// does not exist: it holds names, addresses and amounts. SQLite gives its `-wal` and `-shm`
+/// files the database file's mode. The folder must exist: a typo in the path should be an
+/// error, not a new tree of folders.
+fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.is_dir()
+    {
+        return Err(StoreError::Connect(format!(
+            "folder {} of the SQLite database does not exist; create it first",
+            dir.display()
+        )));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(file) => {
+            // The mode given to open() is masked by the umask; set it exactly.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| StoreError::Connect(format!("{}: {e}", path.display())))?;
+            }
+            drop(file);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Connect(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 impl SqliteStore {
     /// `sqlite::memory:` opens a private in-memory database (one connection, kept open);
     /// `sqlite://PATH` or `sqlite:PATH` a file, created if missing.
@@ -412,17 +450,15 @@ impl SqliteStore {
                 .strip_prefix("sqlite://")
                 .or_else(|| url.strip_prefix("sqlite:"))
                 .unwrap_or(url);
-            let path = path.split('?').next().unwrap_or(path);
+            if let Some((_, query)) = path.split_once('?') {
+                return Err(StoreError::Connect(format!(
+                    "SQLite URL parameters are not supported (?{query}): billrun always opens its database read-write"
+                )));
+            }
             if path.is_empty() {
                 return Err(StoreError::Connect("the sqlite URL names no file".into()));
             }
-            if let Some(dir) = std::path::Path::new(path).parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Connect(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+            create_private_file(std::path::Path::new(path))?;
             let opts = SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)
@@ -2211,6 +2247,29 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|e| e.id);
         Ok(out)
+    }
+
+    async fn outbox_waiting(&self, now: DateTime<Utc>) -> Result<OutboxWaiting, StoreError> {
+        let now = ts(now);
+        let (in_backoff, next, claimed, until): (i64, Option<String>, i64, Option<String>) =
+            sqlx::query_as(
+                "SELECT \
+                   COUNT(*) FILTER (WHERE next_attempt_at > $1 AND NOT (claimed_until > $1)), \
+                   MIN(next_attempt_at) FILTER (WHERE next_attempt_at > $1 AND NOT (claimed_until > $1)), \
+                   COUNT(*) FILTER (WHERE claimed_until > $1), \
+                   MAX(claimed_until) FILTER (WHERE claimed_until > $1) \
+                 FROM (SELECT next_attempt_at, COALESCE(claimed_until, '') AS claimed_until \
+                       FROM outbox WHERE status = 'pending')",
+            )
+            .bind(&now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(OutboxWaiting {
+            in_backoff: in_backoff as u64,
+            next_attempt: next.as_deref().map(timestamp).transpose()?,
+            claimed: claimed as u64,
+            claimed_until: until.as_deref().map(timestamp).transpose()?,
+        })
     }
 
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
