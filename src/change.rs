@@ -2,7 +2,7 @@
 //! `change`, not `quote` — write it in one transaction and send its documents. The CLI, the
 //! simulator and (later) the daemon's API all go through [`request_change`].
 
-use crate::clock::Clock;
+use crate::clock::{Clock, today_in};
 use crate::close::{CloseSettings, deliver};
 use crate::core::catalog::Catalog;
 use crate::core::change::{ChangeOutcome, ChangeRequest, Refusal, plan_change};
@@ -26,18 +26,6 @@ impl From<Refusal> for ChangeError {
     fn from(r: Refusal) -> Self {
         ChangeError::Refused(r)
     }
-}
-
-/// Today in a billing timezone: the date a change made now is dated.
-pub fn today_in(clock: &dyn Clock, timezone: &str) -> NaiveDate {
-    today_at(clock.now(), timezone)
-}
-
-/// The date of an instant in a billing timezone (zones are validated when accounts are
-/// imported; an unknown one would read as UTC).
-pub fn today_at(t: chrono::DateTime<chrono::Utc>, timezone: &str) -> NaiveDate {
-    let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
-    t.with_timezone(&tz).date_naive()
 }
 
 /// Price a change and, when `apply`, make it. Returns the outcome and the documents issued.

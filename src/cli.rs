@@ -265,7 +265,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 settings: close_settings(&config),
                 transport,
                 clock: std::sync::Arc::new(SystemClock),
-                schedule: crate::daemon::Schedule::parse(&config.schedule, &config.timezone)
+                schedule: crate::schedule::Schedule::parse(&config.schedule, &config.timezone)
                     .map_err(anyhow::Error::msg)?,
                 http_addr: config.http_addr.parse()?,
                 outbox_interval: std::time::Duration::from_secs(30),

@@ -39,3 +39,15 @@ impl Clock for ManualClock {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Today in a billing timezone: the date a change made now is dated.
+pub fn today_in(clock: &dyn Clock, timezone: &str) -> NaiveDate {
+    today_at(clock.now(), timezone)
+}
+
+/// The date of an instant in a billing timezone (zones are validated when accounts are
+/// imported; an unknown one would read as UTC).
+pub fn today_at(t: DateTime<Utc>, timezone: &str) -> NaiveDate {
+    let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+    t.with_timezone(&tz).date_naive()
+}

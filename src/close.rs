@@ -376,7 +376,7 @@ impl ChunkInputs<'_> {
                 tokio::task::yield_now().await;
             }
             let account_as_of = match self.options.instant {
-                Some(t) => crate::change::today_at(t, &state.account.timezone),
+                Some(t) => crate::clock::today_at(t, &state.account.timezone),
                 None => self.as_of,
             };
             match billing::close_account(state, self.catalog, self.settings.terms, account_as_of) {

@@ -137,42 +137,8 @@ fn factor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
     d.deserialize_any(Visitor)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModuleTable {
-    pub table: String,
-    pub account_column: String,
-}
-
-/// billrun's own tables: never module data, whatever the configuration says.
-const OWN_TABLES: &[&str] = &[
-    "accounts",
-    "subscriptions",
-    "subscription_items",
-    "licences",
-    "scheduled_changes",
-    "pending_items",
-    "runs",
-    "number_series",
-    "finance_batches",
-    "documents",
-    "document_lines",
-    "balance_ledger",
-    "outbox",
-    "audit_log",
-    "close_claims",
-    "parked_accounts",
-    "parked_events",
-    "_sqlx_migrations",
-];
-
-/// A plain SQL identifier: letters, digits and `_`, not starting with a digit, at most 63.
-pub fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && s.len() <= 63
-}
+use crate::store::modules::OWN_TABLES;
+pub use crate::store::modules::{ModuleTable, is_identifier};
 
 /// Written by hand so that `{config:?}` can never print a password.
 impl std::fmt::Debug for Config {
@@ -518,7 +484,7 @@ impl Config {
                 }
             }
         }
-        match crate::daemon::Schedule::parse(&self.schedule, &self.timezone) {
+        match crate::schedule::Schedule::parse(&self.schedule, &self.timezone) {
             Err(e) => return bad("schedule", e),
             // Loading the configuration is the shell, not the billing core: it may read the
             // wall clock. Leap days fire every four years; eight covers every real schedule.

@@ -18,6 +18,7 @@ pub mod mail;
 pub mod output;
 mod redact;
 pub mod scenario;
+pub mod schedule;
 pub mod store;
 
 pub use redact::{RedactingStderr, display_url, redact, register_secret, register_url_secrets};

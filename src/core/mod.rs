@@ -8,6 +8,7 @@ pub mod document;
 pub mod domain;
 pub mod licence;
 pub mod limits;
+pub mod messages;
 pub mod money;
 pub mod period;
 pub mod policy;

@@ -17,9 +17,8 @@ pub use pdf::document_pdf;
 pub use render::{document_email, document_text, finance_batch_email, finance_csv};
 pub use smtp::{SmtpSettings, SmtpTransport};
 
-use crate::core::document::DocumentKind;
+pub use crate::core::messages::{document_subject, finance_batch_key, finance_batch_subject};
 use async_trait::async_trait;
-use chrono::NaiveDate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
@@ -48,18 +47,6 @@ pub fn transport_from_config(
         Some(settings) => Ok(Box::new(SmtpTransport::new(&settings)?)),
         None => Ok(Box::new(EmlDir::new(&config.mail_dir))),
     }
-}
-
-pub fn document_subject(kind: DocumentKind, number: &str) -> String {
-    format!("{} {number}", kind.title())
-}
-
-pub fn finance_batch_key(batch: i64) -> String {
-    format!("finance-batch-{batch:06}")
-}
-
-pub fn finance_batch_subject(batch: i64, as_of: NaiveDate, documents: u64) -> String {
-    format!("Billing run as of {as_of}: {documents} document(s) (batch {batch})")
 }
 
 /// Message-ID from the message key: the same document always carries the same id.

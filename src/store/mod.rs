@@ -7,6 +7,7 @@
 //! (`documents.doc_key`, `outbox.message_key`, `finance_batches.run_id`) and by guarded
 //! updates (`… WHERE next_bill_date = expected`), not by the caller's good behaviour.
 
+pub mod modules;
 pub mod postgres;
 pub mod sqlite;
 
@@ -152,7 +153,7 @@ pub enum Pipelining {
 
 /// Per module, the tables (and account-id column) holding its data. Identifiers are
 /// validated by the configuration; the store quotes them as well.
-pub type ModuleMap = std::collections::BTreeMap<String, Vec<crate::config::ModuleTable>>;
+pub type ModuleMap = std::collections::BTreeMap<String, Vec<modules::ModuleTable>>;
 
 /// What deleting an account removed.
 #[derive(Debug, Clone, Default, serde::Serialize)]

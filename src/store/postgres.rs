@@ -1184,10 +1184,10 @@ impl PgStore {
             "INSERT INTO outbox (message_key, kind, finance_batch_id, recipient, subject, next_attempt_at, created_at) \
              VALUES ($1, 'finance_batch', $2, $3, $4, $5, $5)",
         )
-        .bind(crate::mail::finance_batch_key(batch))
+        .bind(crate::core::messages::finance_batch_key(batch))
         .bind(batch)
         .bind(recipient)
-        .bind(crate::mail::finance_batch_subject(batch, as_of, count as u64))
+        .bind(crate::core::messages::finance_batch_subject(batch, as_of, count as u64))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -1472,7 +1472,7 @@ async fn insert_documents(
     .bind(
         docs.iter()
             .zip(&numbers)
-            .map(|(d, n)| crate::mail::document_subject(d.kind, n))
+            .map(|(d, n)| crate::core::messages::document_subject(d.kind, n))
             .collect::<Vec<_>>(),
     )
     .bind(docs.iter().map(|d| d.account.as_str()).collect::<Vec<_>>())
@@ -1529,10 +1529,11 @@ async fn update_balances(
 /// identifiers when the configuration was loaded, and are quoted here as well.
 async fn purge_table(
     conn: &mut PgConnection,
-    t: &crate::config::ModuleTable,
+    t: &super::modules::ModuleTable,
     account: &str,
 ) -> Result<u64, Fail> {
-    if !crate::config::is_identifier(&t.table) || !crate::config::is_identifier(&t.account_column) {
+    if !super::modules::is_identifier(&t.table) || !super::modules::is_identifier(&t.account_column)
+    {
         return Err(StoreError::Rejected(format!(
             "module table {:?} is not a plain identifier",
             t.table

@@ -919,7 +919,7 @@ async fn insert_documents(
             .row()
             .cell(number)
             .cell(*id)
-            .cell(crate::mail::document_subject(doc.kind, number))
+            .cell(crate::core::messages::document_subject(doc.kind, number))
             .cell(doc.account.as_str());
     }
     let done = sqlx::query(
@@ -974,10 +974,11 @@ fn outbox_from_row(r: &SqliteRow) -> Result<OutboxEntry, StoreError> {
 /// identifiers when the configuration was loaded, and are quoted here as well.
 async fn purge_table(
     tx: &mut Transaction<'static, Sqlite>,
-    t: &crate::config::ModuleTable,
+    t: &super::modules::ModuleTable,
     account: &str,
 ) -> Result<u64, StoreError> {
-    if !crate::config::is_identifier(&t.table) || !crate::config::is_identifier(&t.account_column) {
+    if !super::modules::is_identifier(&t.table) || !super::modules::is_identifier(&t.account_column)
+    {
         return Err(StoreError::Rejected(format!(
             "module table {:?} is not a plain identifier",
             t.table
@@ -2197,10 +2198,10 @@ impl Store for SqliteStore {
             "INSERT INTO outbox (message_key, kind, finance_batch_id, recipient, subject, next_attempt_at, created_at) \
              VALUES (?, 'finance_batch', ?, ?, ?, ?, ?)",
         )
-        .bind(crate::mail::finance_batch_key(batch))
+        .bind(crate::core::messages::finance_batch_key(batch))
         .bind(batch)
         .bind(recipient)
-        .bind(crate::mail::finance_batch_subject(batch, as_of, count as u64))
+        .bind(crate::core::messages::finance_batch_subject(batch, as_of, count as u64))
         .bind(&created)
         .bind(&created)
         .execute(&mut *tx)
