@@ -9,7 +9,8 @@
 //! billing loop works, measured in the same run so the speed-up is a ratio.
 
 use crate::clock::ManualClock;
-use crate::close::{CloseOptions, CloseSettings, close};
+use crate::close::{CloseOptions, CloseSettings};
+use crate::context::Billing;
 use crate::core::catalog::Catalog;
 use crate::core::document::DocumentKind;
 use crate::core::domain::{
@@ -573,16 +574,14 @@ async fn one_close(
             .expect("a valid instant"),
     );
     let t = Instant::now();
-    let report = close(
-        store.as_ref(),
-        &catalog,
+    let billing = Billing {
+        store: store.as_ref(),
+        catalog: &catalog,
         settings,
-        &clock,
-        None,
-        as_of(),
-        &CloseOptions::default(),
-    )
-    .await?;
+        clock: &clock,
+        transport: None,
+    };
+    let report = billing.close(as_of(), &CloseOptions::default()).await?;
     let close_seconds = t.elapsed().as_secs_f64();
     tracing::debug!(peak_rss = peak_rss_bytes(), "closed");
     Ok((close_seconds, report, made, seed_seconds, store))

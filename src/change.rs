@@ -1,13 +1,12 @@
-//! Plan changes, the shell: load the account, let the core price the change, and — for
-//! `change`, not `quote` — write it in one transaction and send its documents. The CLI, the
-//! simulator and (later) the daemon's API all go through [`request_change`].
+//! Plan changes, licence operations and cancellations, the shell: load the account, let the
+//! core price the request and — for `change`, not `quote` — write it in one transaction and
+//! send its documents. The CLI and the simulator both go through these [`Billing`] methods.
 
-use crate::clock::{Clock, today_in};
-use crate::close::{CloseSettings, deliver};
-use crate::core::catalog::Catalog;
+use crate::clock::today_in;
+use crate::context::Billing;
 use crate::core::change::{ChangeOutcome, ChangeRequest, Refusal, plan_change};
 use crate::core::domain::{SubscriptionId, Target};
-use crate::mail::Transport;
+use crate::core::licence::{LicenceOp, LicenceOutcome, plan_licence_op};
 use crate::output::DocumentJson;
 use crate::store::{Store, StoreError, StoredDocument};
 use chrono::NaiveDate;
@@ -28,46 +27,154 @@ impl From<Refusal> for ChangeError {
     }
 }
 
-/// Price a change and, when `apply`, make it. Returns the outcome and the documents issued.
-#[allow(clippy::too_many_arguments)]
-pub async fn request_change(
-    store: &dyn Store,
-    catalog: &Catalog,
-    settings: &CloseSettings,
-    clock: &dyn Clock,
-    transport: Option<&dyn Transport>,
-    subscription: &str,
-    target: Target,
-    at: Option<NaiveDate>,
-    apply: bool,
-) -> Result<(ChangeOutcome, Vec<StoredDocument>), ChangeError> {
-    let sub_id = SubscriptionId::new(subscription)
-        .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
-    let (account, state) = load(store, subscription).await?;
-    let at = at.unwrap_or_else(|| today_in(clock, &state.account.timezone));
-    let request = ChangeRequest {
-        subscription: sub_id,
-        target,
-        at,
-    };
-    let outcome = plan_change(&state, catalog, settings.terms, &request)?;
-    if !apply {
-        return Ok((outcome, Vec::new()));
+impl Billing<'_> {
+    /// Price a change of plan, cycle or quantity; write nothing.
+    pub async fn quote_change(
+        &self,
+        subscription: &str,
+        target: Target,
+        at: Option<NaiveDate>,
+    ) -> Result<ChangeOutcome, ChangeError> {
+        Ok(self.plan_change(subscription, target, at).await?.0)
     }
-    let issued = store
-        .apply_change(
-            &outcome,
-            &account,
-            &settings.numbering,
-            &settings.modules,
-            clock.now(),
-        )
-        .await?;
-    tracing::info!(subscription, kind = %outcome.kind, documents = issued.len(), "change applied");
-    if let Some(transport) = transport {
-        deliver(store, transport, clock, settings).await?;
+
+    /// Make a change (or queue it, as its policy says): written in one transaction, its
+    /// documents sent. Returns the outcome and the documents issued.
+    pub async fn change(
+        &self,
+        subscription: &str,
+        target: Target,
+        at: Option<NaiveDate>,
+    ) -> Result<(ChangeOutcome, Vec<StoredDocument>), ChangeError> {
+        let (outcome, account) = self.plan_change(subscription, target, at).await?;
+        let s = self.settings;
+        let issued = self
+            .store
+            .apply_change(
+                &outcome,
+                &account,
+                &s.numbering,
+                &s.modules,
+                self.clock.now(),
+            )
+            .await?;
+        tracing::info!(subscription, kind = %outcome.kind, documents = issued.len(), "change applied");
+        self.deliver_due().await?;
+        Ok((outcome, issued))
     }
-    Ok((outcome, issued))
+
+    async fn plan_change(
+        &self,
+        subscription: &str,
+        target: Target,
+        at: Option<NaiveDate>,
+    ) -> Result<(ChangeOutcome, crate::core::domain::AccountId), ChangeError> {
+        let sub_id = SubscriptionId::new(subscription)
+            .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
+        let (account, state) = load(self.store, subscription).await?;
+        let at = at.unwrap_or_else(|| today_in(self.clock, &state.account.timezone));
+        let request = ChangeRequest {
+            subscription: sub_id,
+            target,
+            at,
+        };
+        let outcome = plan_change(&state, self.catalog, self.settings.terms, &request)?;
+        Ok((outcome, account))
+    }
+
+    /// Price a licence operation; write nothing.
+    pub async fn quote_licence_op(
+        &self,
+        subscription: &str,
+        op: LicenceOp,
+        at: Option<NaiveDate>,
+    ) -> Result<LicenceOutcome, ChangeError> {
+        Ok(self.plan_licence_op(subscription, op, at).await?.0)
+    }
+
+    /// Make a licence operation: written in one transaction, its documents sent.
+    pub async fn licence_op(
+        &self,
+        subscription: &str,
+        op: LicenceOp,
+        at: Option<NaiveDate>,
+    ) -> Result<(LicenceOutcome, Vec<StoredDocument>), ChangeError> {
+        let (outcome, account) = self.plan_licence_op(subscription, op, at).await?;
+        let issued = self
+            .store
+            .apply_licence_op(
+                &outcome,
+                &account,
+                &self.settings.numbering,
+                self.clock.now(),
+            )
+            .await?;
+        tracing::info!(
+            subscription,
+            documents = issued.len(),
+            "licence operation applied"
+        );
+        self.deliver_due().await?;
+        Ok((outcome, issued))
+    }
+
+    async fn plan_licence_op(
+        &self,
+        subscription: &str,
+        op: LicenceOp,
+        at: Option<NaiveDate>,
+    ) -> Result<(LicenceOutcome, crate::core::domain::AccountId), ChangeError> {
+        let (account, state) = load(self.store, subscription).await?;
+        let at = at.unwrap_or_else(|| today_in(self.clock, &state.account.timezone));
+        let id = SubscriptionId::new(subscription)
+            .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
+        let licences = self.store.licences(subscription).await?;
+        let outcome = plan_licence_op(
+            &state,
+            &licences,
+            self.catalog,
+            self.settings.terms,
+            &id,
+            &op,
+            at,
+        )?;
+        Ok((outcome, account))
+    }
+
+    /// Cancel a subscription at the end of its period.
+    pub async fn cancel(
+        &self,
+        subscription: &str,
+        at: Option<NaiveDate>,
+    ) -> Result<crate::core::change::CancelOutcome, ChangeError> {
+        self.set_cancel(subscription, at, false).await
+    }
+
+    /// Withdraw a cancellation that has not taken effect.
+    pub async fn undo_cancel(
+        &self,
+        subscription: &str,
+    ) -> Result<crate::core::change::CancelOutcome, ChangeError> {
+        self.set_cancel(subscription, None, true).await
+    }
+
+    async fn set_cancel(
+        &self,
+        subscription: &str,
+        at: Option<NaiveDate>,
+        undo: bool,
+    ) -> Result<crate::core::change::CancelOutcome, ChangeError> {
+        let (account, state) = load(self.store, subscription).await?;
+        let at = at.unwrap_or_else(|| today_in(self.clock, &state.account.timezone));
+        let id = SubscriptionId::new(subscription)
+            .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
+        let outcome = crate::core::change::plan_cancel(&state, &id, at, undo)?;
+        self.store
+            .set_cancel(&outcome, &account, self.clock.now())
+            .await?;
+        tracing::info!(subscription, undo, "cancellation recorded");
+        Ok(outcome)
+    }
 }
 
 /// What `quote --json` and `change --json` print.
@@ -178,24 +285,6 @@ impl ChangeJson {
     }
 }
 
-/// Cancel a subscription at the end of its period, or undo a cancellation not yet in effect.
-pub async fn request_cancel(
-    store: &dyn Store,
-    clock: &dyn Clock,
-    subscription: &str,
-    at: Option<NaiveDate>,
-    undo: bool,
-) -> Result<crate::core::change::CancelOutcome, ChangeError> {
-    let (account, state) = load(store, subscription).await?;
-    let at = at.unwrap_or_else(|| today_in(clock, &state.account.timezone));
-    let id = SubscriptionId::new(subscription)
-        .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
-    let outcome = crate::core::change::plan_cancel(&state, &id, at, undo)?;
-    store.set_cancel(&outcome, &account, clock.now()).await?;
-    tracing::info!(subscription, undo, "cancellation recorded");
-    Ok(outcome)
-}
-
 async fn load(
     store: &dyn Store,
     subscription: &str,
@@ -217,48 +306,4 @@ async fn load(
         .pop()
         .ok_or_else(unknown)?;
     Ok((account, state))
-}
-
-/// Price a licence operation and, when `apply`, make it.
-#[allow(clippy::too_many_arguments)]
-pub async fn request_licence_op(
-    store: &dyn Store,
-    catalog: &Catalog,
-    settings: &CloseSettings,
-    clock: &dyn Clock,
-    transport: Option<&dyn Transport>,
-    subscription: &str,
-    op: crate::core::licence::LicenceOp,
-    at: Option<NaiveDate>,
-    apply: bool,
-) -> Result<(crate::core::licence::LicenceOutcome, Vec<StoredDocument>), ChangeError> {
-    let (account, state) = load(store, subscription).await?;
-    let at = at.unwrap_or_else(|| today_in(clock, &state.account.timezone));
-    let id = SubscriptionId::new(subscription)
-        .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
-    let licences = store.licences(subscription).await?;
-    let outcome = crate::core::licence::plan_licence_op(
-        &state,
-        &licences,
-        catalog,
-        settings.terms,
-        &id,
-        &op,
-        at,
-    )?;
-    if !apply {
-        return Ok((outcome, Vec::new()));
-    }
-    let issued = store
-        .apply_licence_op(&outcome, &account, &settings.numbering, clock.now())
-        .await?;
-    tracing::info!(
-        subscription,
-        documents = issued.len(),
-        "licence operation applied"
-    );
-    if let Some(transport) = transport {
-        deliver(store, transport, clock, settings).await?;
-    }
-    Ok((outcome, issued))
 }

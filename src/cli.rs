@@ -2,18 +2,18 @@
 //! need, call the library, and print; errors travel up to `main` as `anyhow` errors with one
 //! clear sentence.
 
-use crate::change::{ChangeJson, request_cancel, request_change, request_licence_op};
+use crate::change::ChangeJson;
 use crate::clock::{Clock, SystemClock};
-use crate::close::{CloseOptions, CloseReport, CloseSettings, close, deliver_due};
+use crate::close::{CloseOptions, CloseReport, CloseSettings};
 use crate::config::Config;
-use crate::core::billing::Terms;
+use crate::context::Billing;
 use crate::core::catalog::Catalog;
 use crate::core::domain::Target;
 use crate::core::licence::LicenceOp;
 use crate::input::{self, ImportFile};
 use crate::output::{DocumentJson, document_header, document_row};
 use crate::scenario::{Scenario, simulate};
-use crate::store::{self, Numbering, Store};
+use crate::store::{self, Store};
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
@@ -262,7 +262,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let daemon = crate::daemon::Daemon {
                 store,
                 catalog,
-                settings: close_settings(&config),
+                settings: CloseSettings::from_config(&config),
                 transport,
                 clock: std::sync::Arc::new(SystemClock),
                 schedule: crate::schedule::Schedule::parse(&config.schedule, &config.timezone)
@@ -285,7 +285,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             if let Some(url) = &database_url {
                 crate::register_url_secrets(url);
             }
-            let mut settings = close_settings(&config);
+            let mut settings = CloseSettings::from_config(&config);
             if let Some(n) = chunk_size {
                 settings.chunk_size = n;
             }
@@ -380,23 +380,24 @@ pub async fn run(cli: Cli) -> Result<i32> {
         } => {
             let catalog = load_catalog(Path::new(&config.catalog))?;
             let store = open_store(&config).await?;
-            let settings = close_settings(&config);
+            let settings = CloseSettings::from_config(&config);
             let transport = crate::mail::transport_from_config(&config)?;
             let options = CloseOptions {
-                dry_run,
                 keep_documents: json || dry_run,
                 ..Default::default()
             };
-            let report = close(
-                store.as_ref(),
-                &catalog,
-                &settings,
-                &clock,
-                Some(transport.as_ref()),
-                as_of,
-                &options,
-            )
-            .await?;
+            let billing = Billing {
+                store: store.as_ref(),
+                catalog: &catalog,
+                settings: &settings,
+                clock: &clock,
+                transport: Some(transport.as_ref()),
+            };
+            let report = if dry_run {
+                billing.dry_run(as_of, &options).await?
+            } else {
+                billing.close(as_of, &options).await?
+            };
             if json {
                 print_json(&CloseJson::from(&report))?;
             } else {
@@ -470,7 +471,20 @@ pub async fn run(cli: Cli) -> Result<i32> {
             undo,
         } => {
             let store = open_store(&config).await?;
-            let outcome = request_cancel(store.as_ref(), &clock, &subscription, at, undo).await?;
+            let settings = CloseSettings::from_config(&config);
+            let catalog = Catalog::empty();
+            let billing = Billing {
+                store: store.as_ref(),
+                catalog: &catalog,
+                settings: &settings,
+                clock: &clock,
+                transport: None,
+            };
+            let outcome = if undo {
+                billing.undo_cancel(&subscription).await?
+            } else {
+                billing.cancel(&subscription, at).await?
+            };
             match outcome.cancel_at {
                 Some(end) => println!(
                     "Subscription {subscription} is canceled; it ends on {end} (undo before then with --undo)."
@@ -490,14 +504,20 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Send { retry_now } => {
             let store = open_store(&config).await?;
             let transport = crate::mail::transport_from_config(&config)?;
-            let delivery = deliver_due(
-                store.as_ref(),
-                transport.as_ref(),
-                &clock,
-                &close_settings(&config),
-                retry_now,
-            )
-            .await?;
+            let settings = CloseSettings::from_config(&config);
+            let catalog = Catalog::empty();
+            let billing = Billing {
+                store: store.as_ref(),
+                catalog: &catalog,
+                settings: &settings,
+                clock: &clock,
+                transport: Some(transport.as_ref()),
+            };
+            let delivery = if retry_now {
+                billing.deliver_all().await?
+            } else {
+                billing.deliver_due().await?
+            };
             println!(
                 "Sent {} message(s); {} failed and stay queued for a retry.",
                 delivery.sent, delivery.failed
@@ -617,19 +637,24 @@ async fn change_command(
     let catalog = load_catalog(Path::new(&config.catalog))?;
     let store = open_store(config).await?;
     let transport = crate::mail::transport_from_config(config)?;
-    let settings = close_settings(config);
-    let (outcome, issued) = request_change(
-        store.as_ref(),
-        &catalog,
-        &settings,
+    let settings = CloseSettings::from_config(config);
+    let billing = Billing {
+        store: store.as_ref(),
+        catalog: &catalog,
+        settings: &settings,
         clock,
-        Some(transport.as_ref()),
-        subscription,
-        target.target(),
-        target.at,
-        apply,
-    )
-    .await?;
+        transport: Some(transport.as_ref()),
+    };
+    let (outcome, issued) = if apply {
+        billing
+            .change(subscription, target.target(), target.at)
+            .await?
+    } else {
+        let quote = billing
+            .quote_change(subscription, target.target(), target.at)
+            .await?;
+        (quote, Vec::new())
+    };
     let view = ChangeJson::new(&outcome, &issued);
     if json {
         print_json(&view)?;
@@ -685,19 +710,22 @@ async fn licence_command(
     };
     let catalog = load_catalog(Path::new(&config.catalog))?;
     let transport = crate::mail::transport_from_config(config)?;
-    let settings = close_settings(config);
-    let (outcome, issued) = request_licence_op(
-        store.as_ref(),
-        &catalog,
-        &settings,
+    let settings = CloseSettings::from_config(config);
+    let billing = Billing {
+        store: store.as_ref(),
+        catalog: &catalog,
+        settings: &settings,
         clock,
-        Some(transport.as_ref()),
-        subscription,
-        op,
-        at,
-        !quote,
-    )
-    .await?;
+        transport: Some(transport.as_ref()),
+    };
+    let (outcome, issued) = if quote {
+        (
+            billing.quote_licence_op(subscription, op, at).await?,
+            Vec::new(),
+        )
+    } else {
+        billing.licence_op(subscription, op, at).await?
+    };
     let cur = outcome.currency.to_string();
     let view = serde_json::json!({
         "subscription": subscription,
@@ -762,38 +790,6 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
-    }
-}
-
-/// This process in work claims: host and process id.
-pub fn worker_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    format!(
-        "{}:{}",
-        if host.is_empty() { "billrun" } else { &host },
-        std::process::id()
-    )
-}
-
-pub fn close_settings(config: &Config) -> CloseSettings {
-    CloseSettings {
-        terms: Terms {
-            payment_terms_days: config.payment_terms_days,
-        },
-        numbering: Numbering {
-            invoice_prefix: config.invoice_prefix.clone(),
-            credit_note_prefix: config.credit_note_prefix.clone(),
-        },
-        chunk_size: config.chunk_size,
-        finance_to: config.finance_to.clone(),
-        mail_from: config.mail_from.clone(),
-        retention_days: config.retention_days,
-        modules: config.modules.clone(),
-        worker: worker_name(),
-        lease_seconds: config.lease_seconds,
-        sanity: config.sanity_bounds(),
     }
 }
 

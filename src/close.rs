@@ -10,48 +10,25 @@
 //! sent if a transport is given.
 
 use crate::clock::Clock;
-use crate::core::billing::{self, Terms};
+use crate::context::Billing;
+pub use crate::context::CloseSettings;
+use crate::core::billing;
 use crate::core::catalog::Catalog;
 use crate::core::document::{DocumentKind, DraftDocument};
 use crate::core::domain::{AccountId, SubscriptionId};
 use crate::core::money::{Currency, Total};
 use crate::core::sanity::{self, SanityBounds};
-use crate::mail::{MailError, Transport};
+use crate::panics::catch_panic;
 use crate::store::{
-    ChunkContext, ModuleMap, Numbering, OutboxEntry, OutboxKind, OutboxWaiting, ParkStatus,
-    ParkedAccount, Pipelining, Store, StoreError, StoredDocument,
+    ChunkContext, OutboxWaiting, ParkStatus, ParkedAccount, Pipelining, Store, StoreError,
+    StoredDocument,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::future::Future;
-
-/// What the run needs besides the store and the catalog.
-#[derive(Debug, Clone)]
-pub struct CloseSettings {
-    pub terms: Terms,
-    pub numbering: Numbering,
-    pub chunk_size: u32,
-    pub finance_to: String,
-    pub mail_from: String,
-    /// Days after an account is canceled before its data is deleted.
-    pub retention_days: u32,
-    /// Module data tables, purged when an account is deleted or a module is downgraded away.
-    pub modules: ModuleMap,
-    /// This process's name in work claims (host:pid).
-    pub worker: String,
-    /// How long a claim on a chunk of accounts lasts; a worker that dies holding one is
-    /// replaced after this.
-    pub lease_seconds: u32,
-    /// Bounds a close must stay within to be issued unattended; an account whose close
-    /// exceeds one is parked (see `core::sanity`).
-    pub sanity: SanityBounds,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct CloseOptions {
-    /// Compute everything, write nothing.
-    pub dry_run: bool,
     /// Keep every document in the report (for `--json` and the simulator); off for big runs.
     pub keep_documents: bool,
     /// Set to true to stop: the run finishes the chunk in flight and returns (the daemon's
@@ -130,36 +107,6 @@ pub enum CloseError {
     Panicked(String),
 }
 
-/// Run `fut`, turning a panic inside it into `Err(message)`.
-pub async fn catch_panic<T>(fut: impl Future<Output = T> + Send) -> Result<T, String> {
-    CatchPanic(Box::pin(fut)).await
-}
-
-struct CatchPanic<'a, T>(std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>);
-
-impl<T> Future for CatchPanic<'_, T> {
-    type Output = Result<T, String>;
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let fut = self.0.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Err(panic) => std::task::Poll::Ready(Err(panic_message(panic.as_ref()))),
-        }
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
-}
-
 impl CloseReport {
     fn record(&mut self, number: Option<String>, doc: &DraftDocument, keep: bool) {
         let cur = doc.currency;
@@ -195,19 +142,43 @@ impl CloseReport {
     }
 }
 
-/// Close every period due at `as_of`; send the outbox through `transport` if one is given.
-pub async fn close(
-    store: &dyn Store,
-    catalog: &Catalog,
-    settings: &CloseSettings,
-    clock: &dyn Clock,
-    transport: Option<&dyn Transport>,
+impl Billing<'_> {
+    /// Close every period due at `as_of`, writing each chunk; then delete what retention
+    /// allows, seal the finance batch and send the outbox (when there is a transport).
+    pub async fn close(
+        &self,
+        as_of: NaiveDate,
+        options: &CloseOptions,
+    ) -> Result<CloseReport, CloseError> {
+        run(self, as_of, options, false).await
+    }
+
+    /// Compute the same close and write nothing: no numbers, no claims, no mail.
+    pub async fn dry_run(
+        &self,
+        as_of: NaiveDate,
+        options: &CloseOptions,
+    ) -> Result<CloseReport, CloseError> {
+        run(self, as_of, options, true).await
+    }
+}
+
+async fn run(
+    billing: &Billing<'_>,
     as_of: NaiveDate,
     options: &CloseOptions,
+    dry_run: bool,
 ) -> Result<CloseReport, CloseError> {
+    let &Billing {
+        store,
+        catalog,
+        settings,
+        clock,
+        ..
+    } = billing;
     let mut report = CloseReport {
         as_of,
-        dry_run: options.dry_run,
+        dry_run,
         run: None,
         invoices: 0,
         credit_notes: 0,
@@ -227,13 +198,13 @@ pub async fn close(
     if !settings.modules.is_empty() {
         store.check_module_tables(&settings.modules).await?;
     }
-    let run = if options.dry_run {
+    let run = if dry_run {
         None
     } else {
         Some(store.begin_run(as_of, clock.now()).await?)
     };
     report.run = run;
-    tracing::info!(%as_of, dry_run = options.dry_run, run, "close started");
+    tracing::info!(%as_of, dry_run, run, "close started");
 
     let inputs = ChunkInputs {
         store,
@@ -314,8 +285,8 @@ pub async fn close(
         report.finance_batch = store
             .create_finance_batch(run, as_of, &settings.finance_to, clock.now())
             .await?;
-        if let Some(transport) = transport {
-            let delivery = deliver_due(store, transport, clock, settings, false).await?;
+        if billing.transport.is_some() {
+            let delivery = billing.deliver_due().await?;
             report.emails_sent = delivery.sent;
             report.emails_failed = delivery.failed;
             report.emails_waiting = delivery.waiting;
@@ -800,138 +771,5 @@ impl ChunkParks {
         store.consume_releases(&self.released, now).await?;
         self.report(report);
         Ok(())
-    }
-}
-
-/// What one pass over the outbox did, and what it left waiting.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Delivery {
-    pub sent: u64,
-    /// Failed in this pass; queued again with a backoff.
-    pub failed: u64,
-    /// Not taken by this pass: in backoff (from earlier failures) or claimed by another worker.
-    pub waiting: OutboxWaiting,
-}
-
-/// Send every due outbox message; failures are retried later with exponential backoff.
-/// Returns (sent, failed).
-pub async fn deliver(
-    store: &dyn Store,
-    transport: &dyn Transport,
-    clock: &dyn Clock,
-    settings: &CloseSettings,
-) -> Result<(u64, u64), StoreError> {
-    let d = deliver_due(store, transport, clock, settings, false).await?;
-    Ok((d.sent, d.failed))
-}
-
-/// Send outbox messages; `ignore_backoff` also sends those waiting for their next attempt
-/// (an operator's `billrun send --retry-now` once the mail server is back).
-pub async fn deliver_due(
-    store: &dyn Store,
-    transport: &dyn Transport,
-    clock: &dyn Clock,
-    settings: &CloseSettings,
-    ignore_backoff: bool,
-) -> Result<Delivery, StoreError> {
-    let from = settings.mail_from.as_str();
-    let (mut sent, mut failed) = (0, 0);
-    let mut seen = std::collections::HashSet::new();
-    loop {
-        let now = clock.now();
-        let horizon = if ignore_backoff {
-            now + Duration::days(36_500)
-        } else {
-            now
-        };
-        // Claimed, not just read: a message is sent by the one worker that claimed it, so
-        // several workers draining one outbox never send a message twice.
-        let lease = now + Duration::seconds(i64::from(settings.lease_seconds));
-        let due = store
-            .claim_outbox(&settings.worker, horizon, now, lease, 50)
-            .await?;
-        let due: Vec<_> = due.into_iter().filter(|e| seen.insert(e.id)).collect();
-        if due.is_empty() {
-            break;
-        }
-        for entry in due {
-            let outcome = match render(store, &entry, from, clock).await? {
-                Ok(message) => transport.send(&entry.key, &message).await,
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(()) => {
-                    store.mark_sent(entry.id, clock.now()).await?;
-                    sent += 1;
-                }
-                Err(e) => {
-                    let backoff =
-                        Duration::seconds(30 * 2_i64.pow(entry.attempts.clamp(0, 10) as u32));
-                    tracing::warn!(message = %entry.key, attempts = entry.attempts + 1, error = %e, "send failed; will retry");
-                    store
-                        .mark_failed(entry.id, &e.to_string(), clock.now() + backoff)
-                        .await?;
-                    failed += 1;
-                }
-            }
-        }
-    }
-    let waiting = store.outbox_waiting(clock.now()).await?;
-    Ok(Delivery {
-        sent,
-        failed,
-        waiting,
-    })
-}
-
-async fn render(
-    store: &dyn Store,
-    entry: &OutboxEntry,
-    from: &str,
-    clock: &dyn Clock,
-) -> Result<Result<lettre::Message, MailError>, StoreError> {
-    let recipient = &entry.recipient;
-    match &entry.kind {
-        OutboxKind::Document(id) => {
-            let Some(doc) = store.document_by_id(*id).await? else {
-                return Err(StoreError::Corrupt(format!(
-                    "outbox names missing document {id}"
-                )));
-            };
-            let mut account = store
-                .accounts(&[doc.document.draft.account.to_string()])
-                .await?
-                .pop()
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("document {} has no account", doc.document.number))
-                })?;
-            // The address captured when the document was issued.
-            account.email = recipient.to_string();
-            let unassigned = match &doc.document.draft.subscription {
-                Some(sub) => store.licence_counts(sub.as_str()).await?.1,
-                None => 0,
-            };
-            Ok(crate::mail::document_email(
-                &doc.document,
-                &account,
-                unassigned,
-                from,
-                clock.now(),
-            ))
-        }
-        OutboxKind::FinanceBatch(batch) => {
-            let docs = store.batch_documents(*batch).await?;
-            let mut extras = store.batch_extras(*batch).await?;
-            extras.parked = store.batch_parked(*batch).await?;
-            Ok(crate::mail::finance_batch_email(
-                *batch,
-                &entry.subject,
-                &docs,
-                &extras,
-                from,
-                recipient,
-                clock.now(),
-            ))
-        }
     }
 }

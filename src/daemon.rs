@@ -9,7 +9,8 @@
 //! loop, so two closes never overlap: ticks that arrive during a long run collapse into one.
 
 use crate::clock::Clock;
-use crate::close::{CloseOptions, CloseSettings, close, deliver};
+use crate::close::{CloseOptions, CloseSettings};
+use crate::context::Billing;
 use crate::core::catalog::Catalog;
 use crate::mail::Transport;
 use crate::store::Store;
@@ -216,6 +217,16 @@ impl Daemon {
         Ok(())
     }
 
+    fn billing(&self) -> Billing<'_> {
+        Billing {
+            store: self.store.as_ref(),
+            catalog: &self.catalog,
+            settings: &self.settings,
+            clock: self.clock.as_ref(),
+            transport: Some(self.transport.as_ref()),
+        }
+    }
+
     async fn schedule_next(
         &self,
         scheduler: &tokio_cron_scheduler::JobScheduler,
@@ -254,17 +265,9 @@ impl Daemon {
             ..Default::default()
         };
         let started = Instant::now();
-        let result = crate::close::catch_panic(close(
-            self.store.as_ref(),
-            &self.catalog,
-            &self.settings,
-            self.clock.as_ref(),
-            Some(self.transport.as_ref()),
-            as_of,
-            &options,
-        ))
-        .await
-        .unwrap_or_else(|panic| Err(crate::close::CloseError::Panicked(panic)));
+        let result = crate::catch_panic(self.billing().close(as_of, &options))
+            .await
+            .unwrap_or_else(|panic| Err(crate::close::CloseError::Panicked(panic)));
         let m = &shared.metrics;
         m.close_runs.inc();
         m.close_duration.observe(started.elapsed().as_secs_f64());
@@ -305,17 +308,11 @@ impl Daemon {
     }
 
     async fn drain_outbox(&self, shared: &Shared) {
-        let pass = crate::close::catch_panic(deliver(
-            self.store.as_ref(),
-            self.transport.as_ref(),
-            self.clock.as_ref(),
-            &self.settings,
-        ))
-        .await;
+        let pass = crate::catch_panic(self.billing().deliver_due()).await;
         match pass {
-            Ok(Ok((sent, failed))) => {
-                shared.metrics.emails_sent.inc_by(sent);
-                shared.metrics.email_send_failures.inc_by(failed);
+            Ok(Ok(d)) => {
+                shared.metrics.emails_sent.inc_by(d.sent);
+                shared.metrics.email_send_failures.inc_by(d.failed);
             }
             Ok(Err(e)) => tracing::error!(error = %e, "outbox pass failed"),
             // A bug, not a reason to stop billing: the next pass tries again.

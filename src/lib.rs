@@ -11,14 +11,18 @@ pub mod cli;
 pub mod clock;
 pub mod close;
 pub mod config;
+pub mod context;
 pub mod core;
 pub mod daemon;
+pub mod delivery;
 pub mod input;
 pub mod mail;
 pub mod output;
+mod panics;
 mod redact;
 pub mod scenario;
 pub mod schedule;
 pub mod store;
 
+pub use panics::catch_panic;
 pub use redact::{RedactingStderr, display_url, redact, register_secret, register_url_secrets};

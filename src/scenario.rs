@@ -5,17 +5,17 @@
 //! actions dated that day, in file order. The whole scenario is validated before the clock
 //! starts: a bad file is one error and no simulation.
 
-use crate::change::{ChangeError, request_cancel, request_change, request_licence_op};
+use crate::change::ChangeError;
 use crate::clock::ManualClock;
-use crate::close::{CloseOptions, CloseSettings, close};
-use crate::core::billing::Terms;
+use crate::close::{CloseOptions, CloseSettings};
+use crate::context::Billing;
 use crate::core::catalog::{Catalog, RawCatalog, toml_error};
 use crate::core::domain::Target;
 use crate::core::licence::LicenceOp;
 use crate::input::{self, RawAccount, RawSubscription, parse_date};
 use crate::output::DocumentJson;
+use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Numbering, Store};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -196,41 +196,24 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
         .await
         .map_err(|e| run_err(&e))?;
 
-    let defaults = crate::config::Config::default();
-    let sanity = defaults.sanity_bounds();
-    let settings = CloseSettings {
-        terms: Terms {
-            payment_terms_days: defaults.payment_terms_days,
-        },
-        numbering: Numbering {
-            invoice_prefix: defaults.invoice_prefix,
-            credit_note_prefix: defaults.credit_note_prefix,
-        },
-        chunk_size: defaults.chunk_size,
-        finance_to: defaults.finance_to,
-        mail_from: defaults.mail_from,
-        retention_days: defaults.retention_days,
-        modules: defaults.modules,
-        worker: "simulator".into(),
-        lease_seconds: defaults.lease_seconds,
-        sanity,
+    let mut settings = CloseSettings::from_config(&crate::config::Config::default());
+    settings.worker = "simulator".into();
+    let billing = Billing {
+        store: &store,
+        catalog: &scenario.catalog,
+        settings: &settings,
+        clock: &clock,
+        transport: None,
     };
     let mut refused = Vec::new();
     let mut actions = scenario.actions.iter().peekable();
     let mut day = first;
     while day <= scenario.until {
         clock.set_date(day);
-        close(
-            &store,
-            &scenario.catalog,
-            &settings,
-            &clock,
-            None,
-            day,
-            &CloseOptions::default(),
-        )
-        .await
-        .map_err(|e| run_err(&e))?;
+        billing
+            .close(day, &CloseOptions::default())
+            .await
+            .map_err(|e| run_err(&e))?;
         while let Some(action) = actions.next_if(|a| a.at <= day) {
             // The subscription was checked when the scenario was parsed.
             let sub = action
@@ -242,40 +225,18 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
             let result = match action.kind {
                 "change" => {
                     let target = change_target(&action.body).map_err(ScenarioError::Invalid)?;
-                    request_change(
-                        &store,
-                        &scenario.catalog,
-                        &settings,
-                        &clock,
-                        None,
-                        sub,
-                        target,
-                        at,
-                        true,
-                    )
-                    .await
-                    .map(drop)
+                    billing.change(sub, target, at).await.map(drop)
                 }
                 "cancel" | "uncancel" => {
-                    request_cancel(&store, &clock, sub, at, action.kind == "uncancel")
-                        .await
-                        .map(drop)
+                    if action.kind == "uncancel" {
+                        billing.undo_cancel(sub).await.map(drop)
+                    } else {
+                        billing.cancel(sub, at).await.map(drop)
+                    }
                 }
                 _ => {
                     let op = licence_op(&action.body).map_err(ScenarioError::Invalid)?;
-                    request_licence_op(
-                        &store,
-                        &scenario.catalog,
-                        &settings,
-                        &clock,
-                        None,
-                        sub,
-                        op,
-                        at,
-                        true,
-                    )
-                    .await
-                    .map(drop)
+                    billing.licence_op(sub, op, at).await.map(drop)
                 }
             };
             // A refusal is part of the story; anything else stops the simulation.

@@ -155,7 +155,7 @@ fn daemon_closes_due_periods_serves_health_and_metrics_and_stops_on_sigterm() {
 /// February 28 there) has not — until the instant passes its own midnight.
 #[tokio::test]
 async fn each_account_is_closed_at_its_own_local_date() {
-    use billrun::close::{CloseOptions, close};
+    use billrun::close::CloseOptions;
     let dir = tempfile::tempdir().unwrap();
     let catalog = billrun::core::catalog::Catalog::from_toml_str(
         &std::fs::read_to_string(
@@ -186,7 +186,7 @@ async fn each_account_is_closed_at_its_own_local_date() {
         .unwrap();
     store.migrate().await.unwrap();
     store.import(&batch, chrono::Utc::now()).await.unwrap();
-    let settings = billrun::cli::close_settings(&billrun::config::Config::default());
+    let settings = billrun::close::CloseSettings::from_config(&billrun::config::Config::default());
     let periods = |account: &'static str| {
         let store = &store;
         async move {
@@ -210,15 +210,14 @@ async fn each_account_is_closed_at_its_own_local_date() {
             ..Default::default()
         };
         let as_of = t.date_naive();
-        close(
-            store.as_ref(),
-            &catalog,
-            &settings,
-            &clock,
-            None,
-            as_of,
-            &options,
-        )
+        billrun::context::Billing {
+            store: store.as_ref(),
+            catalog: &catalog,
+            settings: &settings,
+            clock: &clock,
+            transport: None,
+        }
+        .close(as_of, &options)
         .await
         .unwrap();
         assert_eq!(periods("utc").await.len(), utc_docs, "utc at {instant}");

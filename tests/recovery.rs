@@ -5,8 +5,9 @@
 mod common;
 
 use billrun::clock::ManualClock;
-use billrun::close::{CloseOptions, close, deliver};
+use billrun::close::CloseOptions;
 use billrun::config::Config;
+use billrun::context::Billing;
 use billrun::core::catalog::Catalog;
 use billrun::input::{self, ImportFile};
 use billrun::mail::EmlDir;
@@ -65,21 +66,20 @@ async fn crashed_close_resumes(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let as_of = NaiveDate::from_ymd_opt(2026, 4, 15).unwrap();
     let clock = ManualClock::at_date(as_of);
-    let mut settings = billrun::cli::close_settings(&Config::default());
+    let mut settings = billrun::close::CloseSettings::from_config(&Config::default());
     settings.chunk_size = 1; // one account per transaction, so the crash falls between chunks
 
     // Reference: an uninterrupted close.
     let clean_db = TestDb::new(backend, dir.path(), "clean");
     let (clean, catalog) = setup(&clean_db).await;
-    close(
-        clean.as_ref(),
-        &catalog,
-        &settings,
-        &clock,
-        None,
-        as_of,
-        &CloseOptions::default(),
-    )
+    Billing {
+        store: clean.as_ref(),
+        catalog: &catalog,
+        settings: &settings,
+        clock: &clock,
+        transport: None,
+    }
+    .close(as_of, &CloseOptions::default())
     .await
     .unwrap();
     let want = documents(clean.as_ref()).await;
@@ -93,9 +93,16 @@ async fn crashed_close_resumes(backend: Backend) {
         fail_after_chunks: Some(1),
         ..Default::default()
     };
-    let err = close(store, &catalog, &settings, &clock, None, as_of, &crash)
-        .await
-        .unwrap_err();
+    let err = Billing {
+        store,
+        catalog: &catalog,
+        settings: &settings,
+        clock: &clock,
+        transport: None,
+    }
+    .close(as_of, &crash)
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("injected failure"), "{err}");
     let partial = documents(store).await;
     assert_eq!(partial.len(), 4, "the first account's chunk was committed");
@@ -108,15 +115,14 @@ async fn crashed_close_resumes(backend: Backend) {
     let mail = dir.path().join("mail");
     let transport = EmlDir::new(&mail);
     for _ in 0..2 {
-        close(
+        Billing {
             store,
-            &catalog,
-            &settings,
-            &clock,
-            Some(&transport),
-            as_of,
-            &CloseOptions::default(),
-        )
+            catalog: &catalog,
+            settings: &settings,
+            clock: &clock,
+            transport: Some(&transport),
+        }
+        .close(as_of, &CloseOptions::default())
         .await
         .unwrap();
     }
@@ -140,7 +146,17 @@ async fn crashed_close_resumes(backend: Backend) {
         0
     );
     assert_eq!(std::fs::read_dir(&mail).unwrap().count(), 13);
-    let (sent, failed) = deliver(store, &transport, &clock, &settings).await.unwrap();
+    let d = Billing {
+        store,
+        catalog: &catalog,
+        settings: &settings,
+        clock: &clock,
+        transport: Some(&transport),
+    }
+    .deliver_due()
+    .await
+    .unwrap();
+    let (sent, failed) = (d.sent, d.failed);
     assert_eq!((sent, failed), (0, 0), "nothing is sent twice");
 
     // The ledger and the cached balances agree.
@@ -225,16 +241,15 @@ async fn dead_worker_claim(backend: Backend) {
     })
     .await;
     let clock = TickingClock(std::sync::Mutex::new(start));
-    let settings = billrun::cli::close_settings(&Config::default());
-    let report = close(
+    let settings = billrun::close::CloseSettings::from_config(&Config::default());
+    let report = Billing {
         store,
-        &catalog,
-        &settings,
-        &clock,
-        None,
-        as_of,
-        &CloseOptions::default(),
-    )
+        catalog: &catalog,
+        settings: &settings,
+        clock: &clock,
+        transport: None,
+    }
+    .close(as_of, &CloseOptions::default())
     .await
     .unwrap();
     assert_eq!(

@@ -37,6 +37,18 @@ pub struct Catalog {
     pub policies: BTreeMap<String, Policy>,
 }
 
+impl Catalog {
+    /// A catalog with nothing in it, for work that prices nothing (sending mail, recording a
+    /// cancellation): such commands do not depend on the catalog file being readable.
+    pub fn empty() -> Catalog {
+        Catalog {
+            cycles: BTreeMap::new(),
+            plans: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CatalogError {
     #[error("{0}")]
