@@ -256,7 +256,7 @@ async fn run(
     }
     let would_delete = result?;
 
-    // Step 3: delete the data of canceled accounts whose retention has passed.
+    // Then delete the data of canceled accounts whose retention has passed.
     let mut due = store.deletable_accounts(as_of).await?;
     if let Some(run) = run {
         for account in due {
@@ -333,11 +333,11 @@ impl ChunkInputs<'_> {
         &self,
         ids: Vec<AccountId>,
         kept_here: &mut std::collections::HashSet<AccountId>,
-        spent: &mut [std::time::Duration; 4],
+        times: &mut PhaseTimes,
     ) -> Result<PreparedChunk, StoreError> {
         let t = std::time::Instant::now();
         let states = self.store.load_accounts(&ids).await?;
-        spent[1] += t.elapsed();
+        times.load += t.elapsed();
         let t = std::time::Instant::now();
         let mut closes = Vec::with_capacity(states.len());
         let mut failed = Vec::new();
@@ -379,7 +379,7 @@ impl ChunkInputs<'_> {
                 }
             }
         }
-        spent[2] += t.elapsed();
+        times.compute += t.elapsed();
         // Sanity bounds: implausible closes leave `closes` and are parked (core::sanity).
         let mut parks = sanity_check(
             self.store,
@@ -495,82 +495,157 @@ impl PreparedChunk {
     }
 }
 
+/// Where a run's time goes, for the log at its end. Load and compute of the next chunk
+/// overlap the commit of the current one, so the four do not add up to the run's time.
+#[derive(Debug, Default, Clone, Copy)]
+struct PhaseTimes {
+    claim: std::time::Duration,
+    load: std::time::Duration,
+    compute: std::time::Duration,
+    commit: std::time::Duration,
+}
+
+impl PhaseTimes {
+    fn log(&self, chunks: usize) {
+        tracing::debug!(
+            chunks,
+            claim_ms = self.claim.as_millis() as u64,
+            load_ms = self.load.as_millis() as u64,
+            compute_ms = self.compute.as_millis() as u64,
+            commit_ms = self.commit.as_millis() as u64,
+            "close phases (load and compute overlap the commit)"
+        );
+    }
+}
+
+/// The chunk pipeline's state across one run.
+struct Pipeline<'i, 'a> {
+    inputs: &'i ChunkInputs<'a>,
+    /// The latest local date anywhere (UTC+14) bounds which accounts may be due.
+    query_date: NaiveDate,
+    /// Accounts this run looked at but left due: they failed, or (closing as of an instant)
+    /// their local date has not reached their boundary yet. They stay claimed until the run
+    /// ends, so the run neither loops on them nor waits for them.
+    kept_here: std::collections::HashSet<AccountId>,
+    /// The next chunk, claimed, read and billed while the previous one was being written.
+    prepared_next: Option<PreparedChunk>,
+    times: PhaseTimes,
+}
+
 async fn close_chunks(
     inputs: &ChunkInputs<'_>,
     report: &mut CloseReport,
 ) -> Result<Vec<AccountId>, CloseError> {
     let &ChunkInputs {
-        store,
         settings,
-        clock,
         as_of,
         options,
         run,
         ..
     } = inputs;
+    let mut pipeline = Pipeline {
+        inputs,
+        query_date: options
+            .instant
+            .map_or(as_of, |t| (t + Duration::hours(14)).date_naive().max(as_of)),
+        kept_here: std::collections::HashSet::new(),
+        prepared_next: None,
+        times: PhaseTimes::default(),
+    };
     // In a dry run, the accounts this close would cancel and whose retention is already over.
     let mut would_delete = Vec::new();
     let mut after: Option<AccountId> = None;
     let mut chunks = 0;
-    // Accounts this run looked at but left due: they failed, or (closing as of an instant)
-    // their local date has not reached their boundary yet. They stay claimed until the run
-    // ends, so the run neither loops on them nor waits for them.
-    let mut kept_here: std::collections::HashSet<AccountId> = std::collections::HashSet::new();
-    // Where the run's time goes, for the log at its end: claim, load, compute, commit.
-    let mut spent = [std::time::Duration::ZERO; 4];
-    // The latest local date anywhere (UTC+14) bounds which accounts may be due.
-    let query_date = options
-        .instant
-        .map_or(as_of, |t| (t + Duration::hours(14)).date_naive().max(as_of));
-    // The next chunk, claimed, read and billed while the previous one was being written.
-    let mut prepared_next: Option<PreparedChunk> = None;
     loop {
         if options.stop.as_ref().is_some_and(|s| *s.borrow()) {
             report.stopped = true;
             break;
         }
-        let mut chunk = match prepared_next.take() {
-            Some(chunk) => chunk,
-            None => {
-                let t = std::time::Instant::now();
-                let ids = inputs.next_ids(query_date, after.as_ref()).await?;
-                if ids.is_empty() && run.is_some() {
-                    // Nothing left to claim. Anything still due is held by another worker (or
-                    // by one that died): wait until it is closed or its lease runs out, so a
-                    // run never ends with due accounts silently left behind.
-                    let due = store
-                        .due_accounts(query_date, None, kept_here.len() as u32 + 1)
-                        .await?;
-                    if due.iter().any(|a| !kept_here.contains(a)) {
-                        tracing::info!("waiting for accounts claimed by another worker");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                        continue;
-                    }
-                }
-                spent[0] += t.elapsed();
-                if ids.is_empty() {
-                    break;
-                }
-                inputs.prepare(ids, &mut kept_here, &mut spent).await?
-            }
+        let Some(mut chunk) = pipeline.next_chunk(after.as_ref()).await? else {
+            break;
         };
         let Some(last) = chunk.ids.last().cloned() else {
             break;
         };
-        let Some(run) = run else {
-            for c in &chunk.closes {
-                if let Some(d) = c.canceled_at
-                    && d + chrono::Days::new(u64::from(settings.retention_days)) <= as_of
-                {
-                    would_delete.push(c.account.clone());
+        match run {
+            None => {
+                for c in &chunk.closes {
+                    if let Some(d) = c.canceled_at
+                        && d + chrono::Days::new(u64::from(settings.retention_days)) <= as_of
+                    {
+                        would_delete.push(c.account.clone());
+                    }
+                }
+                chunk.record(None, report, options.keep_documents);
+                chunk.parks.report(report);
+            }
+            Some(run) => pipeline.commit(chunk, run, &last, report).await?,
+        }
+        chunks += 1;
+        if run.is_some() && options.fail_after_chunks == Some(chunks) {
+            return Err(CloseError::Injected(chunks));
+        }
+        after = Some(last);
+    }
+    pipeline.times.log(chunks);
+    Ok(would_delete)
+}
+
+impl Pipeline<'_, '_> {
+    /// The next chunk to write: the one prepared during the last commit, or one claimed (read,
+    /// in a dry run) after `after`. `None` when nothing is left — a real run first waits for
+    /// accounts another worker holds, so it never ends with due accounts silently left behind.
+    async fn next_chunk(
+        &mut self,
+        after: Option<&AccountId>,
+    ) -> Result<Option<PreparedChunk>, CloseError> {
+        if let Some(chunk) = self.prepared_next.take() {
+            return Ok(Some(chunk));
+        }
+        let inputs = self.inputs;
+        loop {
+            let t = std::time::Instant::now();
+            let ids = inputs.next_ids(self.query_date, after).await?;
+            if ids.is_empty() && inputs.run.is_some() {
+                let due = inputs
+                    .store
+                    .due_accounts(self.query_date, None, self.kept_here.len() as u32 + 1)
+                    .await?;
+                if due.iter().any(|a| !self.kept_here.contains(a)) {
+                    tracing::info!("waiting for accounts claimed by another worker");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
                 }
             }
-            chunk.record(None, report, options.keep_documents);
-            chunk.parks.report(report);
-            chunks += 1;
-            after = Some(last);
-            continue;
-        };
+            self.times.claim += t.elapsed();
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            let chunk = inputs
+                .prepare(ids, &mut self.kept_here, &mut self.times)
+                .await?;
+            return Ok(Some(chunk));
+        }
+    }
+
+    /// Write one chunk, preparing the next beside it; on a conflict with another writer, read
+    /// and bill the chunk again (the accounts the other finished are no longer due) and retry,
+    /// three times at most.
+    async fn commit(
+        &mut self,
+        mut chunk: PreparedChunk,
+        run: i64,
+        last: &AccountId,
+        report: &mut CloseReport,
+    ) -> Result<(), CloseError> {
+        let inputs = self.inputs;
+        let &ChunkInputs {
+            store,
+            settings,
+            clock,
+            options,
+            ..
+        } = inputs;
         let mut attempts = 0;
         loop {
             let ctx = ChunkContext {
@@ -583,19 +658,21 @@ async fn close_chunks(
             // Claim, read and bill the next chunk while this one is written, on another
             // connection. Claims keep the two apart; a conflict retries this chunk alone.
             let pipelining = store.pipelining();
-            let prefetch = attempts == 0 && prepared_next.is_none();
+            let prefetch = attempts == 0 && self.prepared_next.is_none();
             let claimed_next = if prefetch && pipelining == Pipelining::ReadNext {
                 // One writer (SQLite): the claim, a write, goes before this chunk's.
-                inputs.claim(query_date, Some(&last)).await?
+                inputs.claim(self.query_date, Some(last)).await?
             } else {
                 Vec::new()
             };
-            let mut next_spent = [std::time::Duration::ZERO; 4];
+            let mut next_times = PhaseTimes::default();
+            let query_date = self.query_date;
+            let kept_here = &mut self.kept_here;
             let (committed, next) = tokio::join!(store.commit_chunk(&ctx, &chunk.closes), async {
                 let next = if !claimed_next.is_empty() {
                     claimed_next
                 } else if prefetch && pipelining == Pipelining::ClaimAndReadNext {
-                    inputs.claim(query_date, Some(&last)).await?
+                    inputs.claim(query_date, Some(last)).await?
                 } else {
                     Vec::new()
                 };
@@ -603,49 +680,33 @@ async fn close_chunks(
                     return Ok(None);
                 }
                 inputs
-                    .prepare(next, &mut kept_here, &mut next_spent)
+                    .prepare(next, kept_here, &mut next_times)
                     .await
                     .map(Some)
             });
             if let Some(next) = next? {
-                prepared_next = Some(next);
+                self.prepared_next = Some(next);
             }
-            spent[3] += t.elapsed();
-            spent[1] += next_spent[1];
-            spent[2] += next_spent[2];
+            self.times.commit += t.elapsed();
+            self.times.load += next_times.load;
+            self.times.compute += next_times.compute;
             match committed {
                 Ok(issued) => {
                     chunk.record(Some(issued), report, options.keep_documents);
                     chunk.parks.commit(store, run, clock, report).await?;
-                    break;
+                    return Ok(());
                 }
-                // Another writer moved these accounts on since we read them: read again. The
-                // accounts it finished are no longer due, so the retry only bills the rest.
                 Err(StoreError::Conflict(what)) if attempts < 3 => {
                     attempts += 1;
                     tracing::warn!(%what, attempts, "chunk conflicted with another writer; retrying");
                     chunk = inputs
-                        .prepare(chunk.ids, &mut kept_here, &mut spent)
+                        .prepare(chunk.ids, &mut self.kept_here, &mut self.times)
                         .await?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        chunks += 1;
-        if options.fail_after_chunks == Some(chunks) {
-            return Err(CloseError::Injected(chunks));
-        }
-        after = Some(last);
     }
-    tracing::debug!(
-        chunks,
-        claim_ms = spent[0].as_millis() as u64,
-        load_ms = spent[1].as_millis() as u64,
-        compute_ms = spent[2].as_millis() as u64,
-        commit_ms = spent[3].as_millis() as u64,
-        "close phases (load and compute overlap the commit)"
-    );
-    Ok(would_delete)
 }
 
 /// What the sanity check made of one chunk.

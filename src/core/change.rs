@@ -17,7 +17,7 @@ use super::domain::{
 };
 use super::money::Currency;
 use super::period::{CycleLength, Period};
-use super::policy::{ChangeKind, Method, Settle, Timing};
+use super::policy::{ChangeKind, Method, Rule, Settle, Timing};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -165,15 +165,144 @@ impl Unit {
     }
 }
 
-/// Compute a change. Pure: the caller writes the outcome (or, for a quote, doesn't).
+/// What a change asks for, classified: its kind, and the subscription's items, cycle and
+/// period price before and after.
+struct Classified {
+    kind: ChangeKind,
+    new_items: Vec<Item>,
+    new_cycle: String,
+    old_len: CycleLength,
+    new_len: CycleLength,
+    old_amount: Decimal,
+    new_amount: Decimal,
+}
+
+/// Compute a change. Pure: the caller writes the outcome (or, for a quote, doesn't). The steps:
+/// validate the request, classify it, find the policy's rule, price the change (proration
+/// units), settle it (documents or pending lines) and preview the next renewal.
 pub fn plan_change(
     state: &AccountState,
     catalog: &Catalog,
     terms: Terms,
     req: &ChangeRequest,
 ) -> Result<ChangeOutcome, Refusal> {
-    let account = &state.account;
-    let cur = account.currency;
+    let (sub, period) = validate(state, req)?;
+    let c = classify(state, catalog, sub, &req.target)?;
+    let policy = catalog.policy(&sub.policy)?;
+    let rule = policy
+        .rule(c.kind, &sub.cycle, c.old_len)
+        .ok_or_else(|| Refusal::NotAllowed {
+            policy: policy.name.clone(),
+            kind: c.kind,
+        })?;
+    if let Some(message) = &rule.forbidden {
+        return Err(Refusal::Forbidden {
+            kind: c.kind,
+            message: message.clone(),
+        });
+    }
+    let at = req.at;
+    let mut outcome = ChangeOutcome {
+        subscription: sub.id.clone(),
+        currency: state.account.currency,
+        kind: c.kind,
+        timing: rule.timing,
+        method: rule.method,
+        settle: rule.settle,
+        at,
+        target: req.target.clone(),
+        documents: Vec::new(),
+        pending: Vec::new(),
+        changed: None,
+        queued_for: None,
+        expected_version: sub.version,
+        balance_before: state.balance,
+        balance_after: state.balance,
+        next_renewal: None,
+        purge_modules: Vec::new(),
+    };
+    if c.kind == ChangeKind::TierDowngrade
+        && policy.purge_modules_on_downgrade
+        && rule.timing == Timing::Immediate
+    {
+        let kept = &catalog.plan(&c.new_items[0].plan)?.modules;
+        outcome.purge_modules = catalog
+            .plan(&sub.items[0].plan)?
+            .modules
+            .iter()
+            .filter(|m| !kept.contains(m))
+            .cloned()
+            .collect();
+    }
+
+    let mut after = sub.clone();
+    if rule.timing == Timing::EndOfPeriod {
+        outcome.queued_for = Some(period.end);
+        after.queued = vec![QueuedChange {
+            id: -1,
+            effective_at: period.end,
+            kind: c.kind.as_str().into(),
+            target: req.target.clone(),
+        }];
+    } else {
+        let (units, new_period) = price(catalog, sub, &c, rule, period, at)?;
+        let docs = settle(
+            state,
+            catalog,
+            terms,
+            sub,
+            &c,
+            rule,
+            &units,
+            new_period,
+            at,
+            &mut outcome,
+            &mut after,
+        )?;
+        let mut balance = state.balance;
+        let mut docs = docs;
+        for doc in &mut docs {
+            balance = apply_balance(doc, balance)?;
+        }
+        outcome.documents = docs;
+        outcome.balance_after = balance;
+
+        let changed = match new_period {
+            Some(p) => ChangedSubscription {
+                items: c.new_items.clone(),
+                cycle: c.new_cycle.clone(),
+                anchor: p.start,
+                current_period: p,
+                next_bill_date: p.end,
+                periods_billed: sub.periods_billed + 1,
+            },
+            None => ChangedSubscription {
+                items: c.new_items.clone(),
+                cycle: c.new_cycle.clone(),
+                anchor: sub.anchor,
+                current_period: period,
+                next_bill_date: sub.next_bill_date,
+                periods_billed: sub.periods_billed,
+            },
+        };
+        after.items = changed.items.clone();
+        after.cycle = changed.cycle.clone();
+        after.anchor = changed.anchor;
+        after.current_period = Some(changed.current_period);
+        after.next_bill_date = changed.next_bill_date;
+        after.periods_billed = changed.periods_billed;
+        outcome.changed = Some(changed);
+    }
+
+    outcome.next_renewal = preview_renewal(state, catalog, terms, after, outcome.balance_after);
+    Ok(outcome)
+}
+
+/// The subscription a request names, and its current period, if the request can apply.
+fn validate<'a>(
+    state: &'a AccountState,
+    req: &ChangeRequest,
+) -> Result<(&'a Subscription, Period), Refusal> {
     let sub = state
         .subscriptions
         .iter()
@@ -202,6 +331,17 @@ pub fn plan_change(
     if (target.plan.is_some() || target.quantity.is_some()) && sub.items.len() != 1 {
         return Err(Refusal::SeveralItems(sub.id.clone()));
     }
+    Ok((sub, period))
+}
+
+/// The kind of a change and the subscription before and after it.
+fn classify(
+    state: &AccountState,
+    catalog: &Catalog,
+    sub: &Subscription,
+    target: &Target,
+) -> Result<Classified, Refusal> {
+    let cur = state.account.currency;
     let new_cycle = target.cycle.clone().unwrap_or_else(|| sub.cycle.clone());
     let old_len = catalog.cycle(&sub.cycle)?.length;
     let new_len = catalog.cycle(&new_cycle)?.length;
@@ -247,312 +387,277 @@ pub fn plan_change(
         });
     };
 
-    let policy = catalog.policy(&sub.policy)?;
-    let rule = policy
-        .rule(kind, &sub.cycle, old_len)
-        .ok_or_else(|| Refusal::NotAllowed {
-            policy: policy.name.clone(),
-            kind,
-        })?;
-    if let Some(message) = &rule.forbidden {
-        return Err(Refusal::Forbidden {
-            kind,
-            message: message.clone(),
-        });
-    }
-
-    let key = format!("change/{}/v{}", sub.id, sub.version);
-    let mut outcome = ChangeOutcome {
-        subscription: sub.id.clone(),
-        currency: cur,
+    Ok(Classified {
         kind,
-        timing: rule.timing,
-        method: rule.method,
-        settle: rule.settle,
-        at,
-        target: target.clone(),
-        documents: Vec::new(),
-        pending: Vec::new(),
-        changed: None,
-        queued_for: None,
-        expected_version: sub.version,
-        balance_before: state.balance,
-        balance_after: state.balance,
-        next_renewal: None,
-        purge_modules: Vec::new(),
-    };
-    if kind == ChangeKind::TierDowngrade
-        && policy.purge_modules_on_downgrade
-        && rule.timing == Timing::Immediate
-    {
-        let kept = &catalog.plan(&new_items[0].plan)?.modules;
-        outcome.purge_modules = catalog
-            .plan(&sub.items[0].plan)?
-            .modules
-            .iter()
-            .filter(|m| !kept.contains(m))
-            .cloned()
-            .collect();
-    }
+        new_items,
+        new_cycle,
+        old_len,
+        new_len,
+        old_amount,
+        new_amount,
+    })
+}
 
-    let mut after = sub.clone();
-    if rule.timing == Timing::EndOfPeriod {
-        outcome.queued_for = Some(period.end);
-        after.queued = vec![QueuedChange {
-            id: -1,
-            effective_at: period.end,
-            kind: kind.as_str().into(),
-            target: target.clone(),
-        }];
+/// Price an immediate change: the proration units its method gives, and the new period it
+/// starts, if any.
+fn price(
+    catalog: &Catalog,
+    sub: &Subscription,
+    c: &Classified,
+    rule: &Rule,
+    period: Period,
+    at: NaiveDate,
+) -> Result<(Vec<Unit>, Option<Period>), Refusal> {
+    let Classified {
+        kind,
+        new_items,
+        new_cycle,
+        new_len,
+        old_amount,
+        new_amount,
+        ..
+    } = c;
+    let (kind, new_len, old_amount, new_amount) = (*kind, *new_len, *old_amount, *new_amount);
+    let share = period.remaining_share(at);
+    let pct = rule.credit_percent(share.elapsed);
+    let pct_note = if pct == Decimal::ONE_HUNDRED {
+        String::new()
     } else {
-        let share = period.remaining_share(at);
-        let pct = rule.credit_percent(share.elapsed);
-        let pct_note = if pct == Decimal::ONE_HUNDRED {
-            String::new()
-        } else {
-            format!(", credited at {}%", pct.normalize())
-        };
-        let days = format!("{}/{} days", share.remaining, share.total);
-        let describe = |items: &[Item]| -> Result<String, CatalogError> {
-            let mut names = Vec::new();
-            for i in items {
-                let plan = catalog.plan(&i.plan)?;
-                names.push(if i.quantity == 1 {
-                    plan.name.clone()
-                } else {
-                    format!("{} × {}", plan.name, i.quantity)
-                });
-            }
-            Ok(names.join(", "))
-        };
-        let (old_desc, new_desc) = (describe(&sub.items)?, describe(&new_items)?);
-        let mut units: Vec<Unit> = Vec::new();
-        let mut new_period: Option<Period> = None;
-        match rule.method {
-            Method::Prorate => {
+        format!(", credited at {}%", pct.normalize())
+    };
+    let days = format!("{}/{} days", share.remaining, share.total);
+    let describe = |items: &[Item]| -> Result<String, CatalogError> {
+        let mut names = Vec::new();
+        for i in items {
+            let plan = catalog.plan(&i.plan)?;
+            names.push(if i.quantity == 1 {
+                plan.name.clone()
+            } else {
+                format!("{} × {}", plan.name, i.quantity)
+            });
+        }
+        Ok(names.join(", "))
+    };
+    let (old_desc, new_desc) = (describe(&sub.items)?, describe(new_items)?);
+    let mut units: Vec<Unit> = Vec::new();
+    let mut new_period: Option<Period> = None;
+    match rule.method {
+        Method::Prorate => {
+            units.push(Unit {
+                lines: vec![(
+                    LineKind::Proration,
+                    format!(
+                        "Unused {old_desc}, {at} to {} ({days}){pct_note}",
+                        period.end
+                    ),
+                    -share.of_remaining(old_amount) * pct / Decimal::ONE_HUNDRED,
+                )],
+            });
+            if kind.is_cycle_change() {
+                new_period = Some(new_len.period_from(at, at));
+            } else {
                 units.push(Unit {
                     lines: vec![(
                         LineKind::Proration,
-                        format!(
-                            "Unused {old_desc}, {at} to {} ({days}){pct_note}",
-                            period.end
-                        ),
-                        -share.of_remaining(old_amount) * pct / Decimal::ONE_HUNDRED,
+                        format!("{new_desc}, {at} to {} ({days})", period.end),
+                        share.of_remaining(new_amount),
                     )],
                 });
-                if kind.is_cycle_change() {
-                    new_period = Some(new_len.period_from(at, at));
-                } else {
-                    units.push(Unit {
-                        lines: vec![(
-                            LineKind::Proration,
-                            format!("{new_desc}, {at} to {} ({days})", period.end),
-                            share.of_remaining(new_amount),
-                        )],
-                    });
-                }
             }
-            Method::RerateUsed => {
-                let (whole, partial_start) = new_len.whole_periods_between(period.start, at);
-                let mut lines = vec![(
-                    LineKind::Adjustment,
-                    format!("{old_desc} billed for {period}"),
-                    -old_amount,
-                )];
-                if whole > 0 {
-                    lines.push((
+        }
+        Method::RerateUsed => {
+            let (whole, partial_start) = new_len.whole_periods_between(period.start, at);
+            let mut lines = vec![(
+                LineKind::Adjustment,
+                format!("{old_desc} billed for {period}"),
+                -old_amount,
+            )];
+            if whole > 0 {
+                lines.push((
                         LineKind::Adjustment,
                         format!("Used {period_start} to {partial_start}: {whole} × {new_cycle} at {new_amount}", period_start = period.start),
                         new_amount * Decimal::from(whole),
                     ));
+            }
+            if partial_start < at {
+                let p = new_len.period_from(partial_start, partial_start);
+                let used = Period {
+                    start: partial_start,
+                    end: p.end,
                 }
-                if partial_start < at {
-                    let p = new_len.period_from(partial_start, partial_start);
-                    let used = Period {
-                        start: partial_start,
-                        end: p.end,
-                    }
-                    .remaining_share(at);
-                    lines.push((
-                        LineKind::Adjustment,
-                        format!("Used {partial_start} to {at}: {}/{} days of {new_cycle} at {new_amount}", used.elapsed, used.total),
-                        used.of_elapsed(new_amount),
-                    ));
-                }
-                units.push(Unit { lines });
+                .remaining_share(at);
+                lines.push((
+                    LineKind::Adjustment,
+                    format!(
+                        "Used {partial_start} to {at}: {}/{} days of {new_cycle} at {new_amount}",
+                        used.elapsed, used.total
+                    ),
+                    used.of_elapsed(new_amount),
+                ));
+            }
+            units.push(Unit { lines });
+            new_period = Some(new_len.period_from(at, at));
+        }
+        Method::Backdate => {
+            units.push(Unit {
+                lines: vec![(
+                    LineKind::Adjustment,
+                    format!("{old_desc} billed for {period}, replaced"),
+                    -old_amount,
+                )],
+            });
+            new_period = Some(new_len.period_from(period.start, period.start));
+        }
+        Method::None => {
+            if kind.is_cycle_change() {
                 new_period = Some(new_len.period_from(at, at));
             }
-            Method::Backdate => {
-                units.push(Unit {
-                    lines: vec![(
-                        LineKind::Adjustment,
-                        format!("{old_desc} billed for {period}, replaced"),
-                        -old_amount,
-                    )],
-                });
-                new_period = Some(new_len.period_from(period.start, period.start));
-            }
-            Method::None => {
-                if kind.is_cycle_change() {
-                    new_period = Some(new_len.period_from(at, at));
-                }
-            }
         }
-
-        let discount = sub.discount_on(account, at, sub.periods_billed.saturating_sub(1));
-        let finish = |b: DocumentBuilder, suffix: &str, issued: NaiveDate, p: Option<Period>| {
-            b.finish(
-                format!("{key}/{suffix}"),
-                account.id.clone(),
-                Some(sub.id.clone()),
-                issued,
-                terms.due(issued),
-                p,
-                discount,
-                &account.taxes,
-            )
-        };
-        let new_period_builder = |b: &mut DocumentBuilder| -> Result<(), CatalogError> {
-            if let Some(p) = new_period {
-                period_lines(b, catalog, cur, &new_items, &new_cycle, p)?;
-            }
-            Ok(())
-        };
-        let mut docs = Vec::new();
-        match rule.settle {
-            Settle::InvoiceNow => {
-                let mut b = DocumentBuilder::new(cur);
-                for (k, d, a) in units.iter().flat_map(|u| &u.lines) {
-                    b.line(*k, d.clone(), *a, true);
-                }
-                new_period_builder(&mut b)?;
-                if !b.is_empty() {
-                    docs.push(finish(b, "invoice", at, new_period)?);
-                }
-            }
-            Settle::Balance => {
-                let backdated = rule.method == Method::Backdate;
-                let mut credit = DocumentBuilder::new(cur);
-                let mut charge = DocumentBuilder::new(cur);
-                for u in &units {
-                    let net = u.net();
-                    let b = if net.is_sign_negative() {
-                        &mut credit
-                    } else {
-                        &mut charge
-                    };
-                    if !net.is_zero() {
-                        for (k, d, a) in &u.lines {
-                            b.line(*k, d.clone(), *a, true);
-                        }
-                    }
-                }
-                if backdated {
-                    new_period_builder(&mut charge)?;
-                }
-                if !credit.is_empty() {
-                    docs.push(finish(credit, "credit", at, None)?);
-                }
-                if !charge.is_empty() {
-                    docs.push(finish(
-                        charge,
-                        "charge",
-                        at,
-                        if backdated { new_period } else { None },
-                    )?);
-                }
-                if !backdated && new_period.is_some() {
-                    let mut b = DocumentBuilder::new(cur);
-                    new_period_builder(&mut b)?;
-                    docs.push(finish(b, "period", at, new_period)?);
-                }
-            }
-            Settle::NextInvoice => {
-                let new_pending: Vec<NewPending> = units
-                    .iter()
-                    .flat_map(|u| &u.lines)
-                    .enumerate()
-                    .filter(|(_, l)| !cur.round(l.2).is_zero())
-                    .map(|(i, (_, d, a))| NewPending {
-                        key: format!("{key}/pending/{i}"),
-                        description: d.clone(),
-                        amount: cur.round(*a),
-                        discountable: true,
-                    })
-                    .collect();
-                if new_period.is_some() {
-                    // The new period's invoice is the next invoice: it carries the proration.
-                    let mut b = DocumentBuilder::new(cur);
-                    new_period_builder(&mut b)?;
-                    for p in &sub.pending {
-                        b.line(
-                            LineKind::Proration,
-                            p.description.clone(),
-                            p.amount,
-                            p.discountable,
-                        );
-                    }
-                    for p in &new_pending {
-                        b.line(
-                            LineKind::Proration,
-                            p.description.clone(),
-                            p.amount,
-                            p.discountable,
-                        );
-                    }
-                    let mut doc = finish(b, "period", at, new_period)?;
-                    doc.consumes_pending = sub.pending.iter().map(|p| p.id).collect();
-                    docs.push(doc);
-                    after.pending.clear();
-                } else {
-                    after
-                        .pending
-                        .extend(new_pending.iter().enumerate().map(|(i, p)| PendingItem {
-                            id: -1 - i as i64,
-                            description: p.description.clone(),
-                            amount: p.amount,
-                            discountable: p.discountable,
-                        }));
-                    outcome.pending = new_pending;
-                }
-            }
-        }
-        let mut balance = state.balance;
-        for doc in &mut docs {
-            balance = apply_balance(doc, balance)?;
-        }
-        outcome.documents = docs;
-        outcome.balance_after = balance;
-
-        let changed = match new_period {
-            Some(p) => ChangedSubscription {
-                items: new_items.clone(),
-                cycle: new_cycle.clone(),
-                anchor: p.start,
-                current_period: p,
-                next_bill_date: p.end,
-                periods_billed: sub.periods_billed + 1,
-            },
-            None => ChangedSubscription {
-                items: new_items.clone(),
-                cycle: new_cycle.clone(),
-                anchor: sub.anchor,
-                current_period: period,
-                next_bill_date: sub.next_bill_date,
-                periods_billed: sub.periods_billed,
-            },
-        };
-        after.items = changed.items.clone();
-        after.cycle = changed.cycle.clone();
-        after.anchor = changed.anchor;
-        after.current_period = Some(changed.current_period);
-        after.next_bill_date = changed.next_bill_date;
-        after.periods_billed = changed.periods_billed;
-        outcome.changed = Some(changed);
     }
 
-    outcome.next_renewal = preview_renewal(state, catalog, terms, after, outcome.balance_after);
-    Ok(outcome)
+    Ok((units, new_period))
+}
+
+/// Settle an immediate change as its rule says: documents now (an invoice, or a credit note
+/// and a charge against the balance), or lines pending for the next invoice (`after` and
+/// `outcome` carry those).
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    state: &AccountState,
+    catalog: &Catalog,
+    terms: Terms,
+    sub: &Subscription,
+    c: &Classified,
+    rule: &Rule,
+    units: &[Unit],
+    new_period: Option<Period>,
+    at: NaiveDate,
+    outcome: &mut ChangeOutcome,
+    after: &mut Subscription,
+) -> Result<Vec<DraftDocument>, Refusal> {
+    let account = &state.account;
+    let cur = account.currency;
+    let (new_items, new_cycle) = (&c.new_items, &c.new_cycle);
+    let key = format!("change/{}/v{}", sub.id, sub.version);
+    let discount = sub.discount_on(account, at, sub.periods_billed.saturating_sub(1));
+    let finish = |b: DocumentBuilder, suffix: &str, issued: NaiveDate, p: Option<Period>| {
+        b.finish(
+            format!("{key}/{suffix}"),
+            account.id.clone(),
+            Some(sub.id.clone()),
+            issued,
+            terms.due(issued),
+            p,
+            discount,
+            &account.taxes,
+        )
+    };
+    let new_period_builder = |b: &mut DocumentBuilder| -> Result<(), CatalogError> {
+        if let Some(p) = new_period {
+            period_lines(b, catalog, cur, new_items, new_cycle, p)?;
+        }
+        Ok(())
+    };
+    let mut docs = Vec::new();
+    match rule.settle {
+        Settle::InvoiceNow => {
+            let mut b = DocumentBuilder::new(cur);
+            for (k, d, a) in units.iter().flat_map(|u| &u.lines) {
+                b.line(*k, d.clone(), *a, true);
+            }
+            new_period_builder(&mut b)?;
+            if !b.is_empty() {
+                docs.push(finish(b, "invoice", at, new_period)?);
+            }
+        }
+        Settle::Balance => {
+            let backdated = rule.method == Method::Backdate;
+            let mut credit = DocumentBuilder::new(cur);
+            let mut charge = DocumentBuilder::new(cur);
+            for u in units {
+                let net = u.net();
+                let b = if net.is_sign_negative() {
+                    &mut credit
+                } else {
+                    &mut charge
+                };
+                if !net.is_zero() {
+                    for (k, d, a) in &u.lines {
+                        b.line(*k, d.clone(), *a, true);
+                    }
+                }
+            }
+            if backdated {
+                new_period_builder(&mut charge)?;
+            }
+            if !credit.is_empty() {
+                docs.push(finish(credit, "credit", at, None)?);
+            }
+            if !charge.is_empty() {
+                docs.push(finish(
+                    charge,
+                    "charge",
+                    at,
+                    if backdated { new_period } else { None },
+                )?);
+            }
+            if !backdated && new_period.is_some() {
+                let mut b = DocumentBuilder::new(cur);
+                new_period_builder(&mut b)?;
+                docs.push(finish(b, "period", at, new_period)?);
+            }
+        }
+        Settle::NextInvoice => {
+            let new_pending: Vec<NewPending> = units
+                .iter()
+                .flat_map(|u| &u.lines)
+                .enumerate()
+                .filter(|(_, l)| !cur.round(l.2).is_zero())
+                .map(|(i, (_, d, a))| NewPending {
+                    key: format!("{key}/pending/{i}"),
+                    description: d.clone(),
+                    amount: cur.round(*a),
+                    discountable: true,
+                })
+                .collect();
+            if new_period.is_some() {
+                // The new period's invoice is the next invoice: it carries the proration.
+                let mut b = DocumentBuilder::new(cur);
+                new_period_builder(&mut b)?;
+                for p in &sub.pending {
+                    b.line(
+                        LineKind::Proration,
+                        p.description.clone(),
+                        p.amount,
+                        p.discountable,
+                    );
+                }
+                for p in &new_pending {
+                    b.line(
+                        LineKind::Proration,
+                        p.description.clone(),
+                        p.amount,
+                        p.discountable,
+                    );
+                }
+                let mut doc = finish(b, "period", at, new_period)?;
+                doc.consumes_pending = sub.pending.iter().map(|p| p.id).collect();
+                docs.push(doc);
+                after.pending.clear();
+            } else {
+                after
+                    .pending
+                    .extend(new_pending.iter().enumerate().map(|(i, p)| PendingItem {
+                        id: -1 - i as i64,
+                        description: p.description.clone(),
+                        amount: p.amount,
+                        discountable: p.discountable,
+                    }));
+                outcome.pending = new_pending;
+            }
+        }
+    }
+    Ok(docs)
 }
 
 /// Checks every dated operation makes: the subscription is active, billed, and `at` lies in
