@@ -2,7 +2,8 @@
 //! supported) run through the simulator and are compared with their `.expected.json`:
 //! documents as `[issue date, kind, total, amount due]`, final balances, how many actions were
 //! refused, deleted accounts, and optionally how many emails were queued. A new case is a new
-//! pair of files.
+//! pair of files. With `UPDATE_EXPECT=1` a differing `.expected.json` is rewritten from what
+//! the simulator produced instead (an intended change: review the diff).
 
 use billrun::scenario::{Scenario, simulate};
 use rust_decimal::Decimal;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 struct Expected {
     documents: Vec<(String, String, String, Option<String>)>,
     #[serde(default)]
@@ -19,7 +20,13 @@ struct Expected {
     refused: usize,
     #[serde(default)]
     deleted: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     emails: Option<usize>,
+}
+
+/// Whether differing expected files are rewritten rather than reported.
+fn updating() -> bool {
+    std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1")
 }
 
 fn dec(s: &str) -> Decimal {
@@ -101,6 +108,36 @@ async fn check(path: &Path) -> Vec<String> {
         && out.emails.len() != n
     {
         problems.push(format!("emails: want {n}, got {}", out.emails.len()));
+    }
+    if !problems.is_empty() && updating() {
+        let actual = Expected {
+            documents: out
+                .documents
+                .iter()
+                .map(|d| {
+                    (
+                        d.issued_at.clone(),
+                        d.kind.to_string(),
+                        d.total.clone(),
+                        (d.kind.to_string() == "invoice").then(|| d.amount_due.clone()),
+                    )
+                })
+                .collect(),
+            // The accounts the file named, or every account if it named none.
+            balances: out
+                .balances
+                .iter()
+                .filter(|(a, _)| expected.balances.is_empty() || expected.balances.contains_key(*a))
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect(),
+            refused: out.refused.len(),
+            deleted: out.deleted_accounts.clone(),
+            emails: expected.emails.map(|_| out.emails.len()),
+        };
+        let path = path.with_extension("expected.json");
+        std::fs::write(&path, serde_json::to_string(&actual).unwrap() + "\n").unwrap();
+        eprintln!("rewrote {}", path.display());
+        return Vec::new();
     }
     problems
 }

@@ -3,10 +3,8 @@
 //! them killed holding claims is replaced after its lease.
 //! PostgreSQL only (SQLite serialises writers; the point here is concurrent ones).
 
-mod common;
-
-use common::books::check_finished;
-use common::{Sandbox, count};
+use crate::common::books::check_finished;
+use crate::common::{Sandbox, count};
 use sqlx::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -32,7 +30,7 @@ fn import_file() -> String {
 
 #[tokio::test]
 async fn two_workers_close_2000_accounts_once_each_with_gapless_numbers_postgres() {
-    let Some(backend) = common::postgres() else {
+    let Some(backend) = crate::common::postgres() else {
         return;
     };
     let sb = Sandbox::new(backend);
@@ -179,7 +177,7 @@ fn signal(pid: u32, sig: &str) {
 /// had died: each due period billed once, numbers gapless, one message per document, sent once.
 #[tokio::test]
 async fn a_worker_killed_holding_claims_is_replaced_and_nothing_is_billed_twice_postgres() {
-    let Some(backend) = common::postgres() else {
+    let Some(backend) = crate::common::postgres() else {
         return;
     };
     let sb = Sandbox::new(backend);

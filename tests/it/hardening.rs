@@ -2,9 +2,7 @@
 //! every form a URL can carry them, an endless configuration file, and personal data left
 //! readable by other local users.
 
-mod common;
-
-use common::{Backend, Sandbox, count, fixtures};
+use crate::common::{Backend, Sandbox, count, fixtures};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;

@@ -3,9 +3,7 @@
 //! nothing issued for it, every other account billed, the close, `billrun parked` and the
 //! finance batch name it and why — until `billrun unpark` releases it for exactly one close.
 
-mod common;
-
-use common::{Backend, Sandbox, count, snapshot};
+use crate::common::{Backend, Sandbox, count, snapshot};
 use serde_json::Value;
 
 const FIRST: &str = r#"{

@@ -10,8 +10,6 @@
 //! Each property runs `PROPTEST_CASES` cases (default 64 here); run longer with
 //! `PROPTEST_CASES=100000 cargo test --release --test fuzz`.
 
-mod common;
-
 use billrun::config::Config;
 use billrun::core::billing::{AccountState, Terms, close_account, items_amount};
 use billrun::core::catalog::Catalog;
@@ -58,7 +56,7 @@ fn one_clear_error(what: &str, input: &str, msg: &str) -> Result<(), TestCaseErr
 }
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(common::fixtures().join(name)).unwrap()
+    std::fs::read_to_string(crate::common::fixtures().join(name)).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -665,7 +663,7 @@ proptest! {
 
 fn scenario_source() -> String {
     std::fs::read_to_string(
-        common::repo().join("tests/scenarios/discount_tax_credit_catch_up.toml"),
+        crate::common::repo().join("tests/scenarios/discount_tax_credit_catch_up.toml"),
     )
     .unwrap()
         + "[[actions]]\nat = \"2026-03-10\"\nchange = { subscription = \"qc-1\", quantity = 2 }\n\

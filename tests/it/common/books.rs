@@ -146,8 +146,6 @@ pub struct OutboxRow {
     pub finance_batch: Option<String>,
     pub status: String,
     pub attempts: i64,
-    pub next_attempt_at: String,
-    pub last_error: Option<String>,
 }
 
 /// What the invariant check read, for the caller's own comparisons.
@@ -206,7 +204,7 @@ pub async fn check_books(db: &TestDb, ctx: &str) -> Books {
             "SELECT id, CAST(balance AS TEXT) FROM accounts",
             "SELECT account_id, CAST(amount AS TEXT), reason, CAST(document_id AS TEXT) FROM balance_ledger",
             "SELECT message_key, kind, CAST(document_id AS TEXT), CAST(finance_batch_id AS TEXT), \
-             status, CAST(attempts AS TEXT), CAST(next_attempt_at AS TEXT), last_error FROM outbox",
+             status, CAST(attempts AS TEXT) FROM outbox",
             "SELECT CAST(id AS TEXT) FROM finance_batches",
         ],
     )
@@ -339,8 +337,6 @@ pub async fn check_books(db: &TestDb, ctx: &str) -> Books {
             finance_batch: r[3].clone(),
             status: text(&r[4]),
             attempts: text(&r[5]).parse().unwrap(),
-            next_attempt_at: text(&r[6]),
-            last_error: r[7].clone(),
         })
         .collect();
     let mut per_document: BTreeMap<String, usize> = BTreeMap::new();

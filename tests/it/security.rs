@@ -2,12 +2,10 @@
 //! validated before anything runs; the deletion path refuses anything not canceled and past
 //! its date, inside the store.
 
-mod common;
-
+use crate::common::{Backend, Sandbox, count, fixtures, snapshot};
 use billrun::config::{Config, ModuleTable};
 use billrun::core::domain::AccountId;
 use billrun::store::{ModuleMap, StoreError};
-use common::{Backend, Sandbox, count, fixtures, snapshot};
 use std::process::Output;
 
 const DB_SECRET: &str = "S3cretPw";

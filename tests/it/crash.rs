@@ -16,13 +16,11 @@
 //!
 //! `tests/crash-at-scale.sh` runs it at 30,000 subscriptions against a release binary.
 
-mod common;
-
-use chrono::{Months, NaiveDate};
-use common::books::{
+use crate::common::books::{
     Books, Rng, check_books, check_finished, env_number, number, seed_from_env, text_rows,
 };
-use common::{Backend, Sandbox};
+use crate::common::{Backend, Sandbox};
+use chrono::{Months, NaiveDate};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::Stdio;
@@ -440,7 +438,7 @@ async fn the_book_checks_catch_a_gap_a_wrong_balance_a_lost_message_and_a_double
         let sb = Sandbox::new(Backend::Sqlite);
         sb.ok(&[
             "import",
-            common::fixtures()
+            crate::common::fixtures()
                 .join("three_monthly.json")
                 .to_str()
                 .unwrap(),

@@ -6,7 +6,6 @@
 //! test gets its own `billrun_test_*` database, dropped when the test ends. Without a server
 //! the PostgreSQL variants pass without running and one line says so on stderr — unless
 //! `BILLRUN_REQUIRE_POSTGRES=1`, which turns the missing server into a failure.
-#![allow(dead_code)]
 
 pub mod books;
 

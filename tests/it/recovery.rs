@@ -2,8 +2,7 @@
 //! issues: same documents, same numbers, none twice, one email each. Runs on each backend
 //! through the library, with the failure injected after a committed chunk.
 
-mod common;
-
+use crate::common::{Backend, TestDb, count, fixtures};
 use billrun::clock::ManualClock;
 use billrun::close::CloseOptions;
 use billrun::config::Config;
@@ -13,7 +12,6 @@ use billrun::input::{self, ImportFile};
 use billrun::mail::EmlDir;
 use billrun::store::Store;
 use chrono::NaiveDate;
-use common::{Backend, TestDb, count, fixtures};
 use std::collections::BTreeMap;
 
 async fn setup(db: &TestDb) -> (Box<dyn Store>, Catalog) {

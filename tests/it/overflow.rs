@@ -4,9 +4,7 @@
 //! older version, a hand-edited database) park their account with the reason instead of
 //! panicking; the run finishes; the daemon keeps running.
 
-mod common;
-
-use common::{Backend, Sandbox, TestDb, count};
+use crate::common::{Backend, Sandbox, TestDb, count};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;

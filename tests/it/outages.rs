@@ -7,10 +7,8 @@
 //! made read-only, which the tests' root user writes anyway. So SQLite is covered only for a
 //! database that cannot be opened at start.
 
-mod common;
-
-use common::books::{check_books, check_finished, number};
-use common::{Backend, Sandbox};
+use crate::common::books::{check_books, check_finished, number};
+use crate::common::{Backend, Sandbox};
 use sqlx::Connection;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -152,7 +150,7 @@ async fn terminate_connections(conn: &mut sqlx::PgConnection) -> i64 {
 
 #[tokio::test]
 async fn connections_cut_mid_close_fail_the_run_cleanly_and_a_rerun_completes_postgres() {
-    let Some(backend) = common::postgres() else {
+    let Some(backend) = crate::common::postgres() else {
         return;
     };
     let sb = Sandbox::new(backend);

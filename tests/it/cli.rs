@@ -1,9 +1,7 @@
 //! The `billrun` binary end to end on each backend (a SQLite file, a PostgreSQL database):
 //! close, dry run, idempotency, emails, and bad input.
 
-mod common;
-
-use common::{Backend, Sandbox, count, fixtures, snapshot};
+use crate::common::{Backend, Sandbox, count, fixtures, snapshot};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

@@ -2,9 +2,7 @@
 //! deleted (personal data, licence assignments, module data), what stays (documents), and
 //! what is never touched (active accounts, accounts canceled but not yet due).
 
-mod common;
-
-use common::{Backend, Sandbox, count, fixtures, snapshot};
+use crate::common::{Backend, Sandbox, count, fixtures, snapshot};
 
 /// A sandbox whose database also holds a module data table, configured for the `reports`
 /// module, with rows for every account.
