@@ -119,7 +119,7 @@ async fn check(path: &Path) -> Vec<String> {
                         d.issued_at.clone(),
                         d.kind.to_string(),
                         d.total.clone(),
-                        (d.kind.to_string() == "invoice").then(|| d.amount_due.clone()),
+                        (d.kind == "invoice").then(|| d.amount_due.clone()),
                     )
                 })
                 .collect(),
