@@ -19,11 +19,9 @@ use crate::core::domain::Account;
 use crate::store::{BatchExtras, StoredDocument};
 use chrono::{DateTime, Utc};
 use lettre::Message;
-use lettre::message::header::ContentTransferEncoding;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use rust_decimal::Decimal;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -34,7 +32,7 @@ fn mailbox(addr: &str, what: &str) -> Result<Mailbox, MailError> {
 
 /// `s` without control characters (see the module header): line breaks and tabs become a
 /// space, the rest U+FFFD.
-fn clean(s: &str) -> Cow<'_, str> {
+fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     let unfit = |c: char| {
         c.is_control()
             || matches!(
@@ -43,7 +41,7 @@ fn clean(s: &str) -> Cow<'_, str> {
             )
     };
     if !s.chars().any(unfit) {
-        return Cow::Borrowed(s);
+        return std::borrow::Cow::Borrowed(s);
     }
     s.chars()
         .map(|c| match c {
@@ -81,7 +79,7 @@ pub fn document_text(doc: &Document) -> String {
         let _ = writeln!(text, "Period: {p}.");
     }
     text.push('\n');
-    let descriptions: Vec<Cow<str>> = d.lines.iter().map(|l| clean(&l.description)).collect();
+    let descriptions: Vec<_> = d.lines.iter().map(|l| clean(&l.description)).collect();
     let width = descriptions
         .iter()
         .map(|s| s.chars().count())
@@ -363,6 +361,8 @@ mod tests {
     use crate::core::domain::{AccountId, AccountStatus, SubscriptionId};
     use crate::core::money::Currency;
     use crate::core::period::Period;
+    use rust_decimal::Decimal;
+    use std::borrow::Cow;
 
     /// A name as an attacker would write it: NUL, a terminal escape, a header injection,
     /// DEL, NEL, a right-to-left override, and a real non-ASCII letter.
