@@ -30,6 +30,8 @@ pub struct Config {
     /// A file holding the SMTP password (its trailing newline ignored): for secrets mounted
     /// as files. Not together with `smtp_password`.
     pub smtp_password_file: Option<String>,
+    /// A PEM file of CA certificates trusted for SMTP's TLS besides the built-in roots.
+    pub smtp_ca_file: Option<String>,
     pub mail_from: String,
     pub finance_to: String,
     pub invoice_prefix: String,
@@ -152,6 +154,7 @@ impl std::fmt::Debug for Config {
             .field("smtp_user", &self.smtp_user)
             .field("smtp_password", &self.smtp_password.as_ref().map(|_| "***"))
             .field("smtp_password_file", &self.smtp_password_file)
+            .field("smtp_ca_file", &self.smtp_ca_file)
             .field("mail_from", &self.mail_from)
             .field("finance_to", &self.finance_to)
             .field("schedule", &self.schedule)
@@ -177,6 +180,7 @@ impl Default for Config {
             smtp_user: None,
             smtp_password: None,
             smtp_password_file: None,
+            smtp_ca_file: None,
             mail_from: "billing@billrun.invalid".into(),
             finance_to: "finance@billrun.invalid".into(),
             invoice_prefix: "INV".into(),
@@ -208,6 +212,7 @@ const KEYS: &[&str] = &[
     "smtp_user",
     "smtp_password",
     "smtp_password_file",
+    "smtp_ca_file",
     "mail_from",
     "finance_to",
     "invoice_prefix",
@@ -382,6 +387,7 @@ impl Config {
             "smtp_user" => self.smtp_user = Some(value.into()),
             "smtp_password" => self.smtp_password = Some(value.into()),
             "smtp_password_file" => self.smtp_password_file = Some(value.into()),
+            "smtp_ca_file" => self.smtp_ca_file = Some(value.into()),
             "mail_from" => self.mail_from = value.into(),
             "finance_to" => self.finance_to = value.into(),
             "invoice_prefix" => self.invoice_prefix = value.into(),
@@ -429,6 +435,11 @@ impl Config {
                     crate::display_url(url)
                 ),
             );
+        }
+        if let Some(path) = &self.smtp_ca_file
+            && let Err(e) = crate::mail::smtp::ca_certificates(path)
+        {
+            return bad("smtp_ca_file", e);
         }
         if let Err(e) = crate::input::check_timezone(&self.timezone) {
             return bad("timezone", e);

@@ -7,6 +7,17 @@
 //! here, in the billing timezone, with croner and chrono-tz ([`Schedule::next_after`]), and
 //! handed to the scheduler as a one-shot job; each firing schedules the next. Ticks feed one
 //! loop, so two closes never overlap: ticks that arrive during a long run collapse into one.
+//!
+//! HTTP: an accept loop of its own (`serve_http`) instead of `axum::serve`, which keeps a
+//! connection open for as long as the client likes and, out of file descriptors, sleeps a
+//! second per failed accept: a few dozen idle connections then locked `/healthz` out. Here a
+//! client has [`HEADER_READ_TIMEOUT`] to send its request's headers (also the idle limit
+//! between requests on a kept-alive connection), no connection lives longer than
+//! [`CONNECTION_LIFETIME`] (a scrape takes milliseconds), at most [`MAX_CONNECTIONS`] are
+//! open (half the file limit if that is lower, leaving descriptors to the database and SMTP),
+//! and when that many are open or `accept` fails with EMFILE/ENFILE the oldest connection is
+//! closed and the accept retried at once: connections held open by a client can delay a fresh
+//! `/healthz` by milliseconds, never lock it out.
 
 use crate::clock::Clock;
 use crate::close::{CloseOptions, CloseSettings};
@@ -20,11 +31,28 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// How long a client has to send a request's headers, from the moment the connection is
+/// accepted or the previous response was written.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long any HTTP connection may stay open, whatever it does.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Most HTTP connections open at once (fewer under a low file limit: `connection_cap`).
+pub const MAX_CONNECTIONS: usize = 64;
+/// Connections the kernel may queue before `accept` takes them.
+const LISTEN_BACKLOG: u32 = 1024;
+/// Pause before retrying an `accept` that failed for want of anything to close.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+/// At shutdown, how long open connections get to finish their response.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -158,28 +186,15 @@ impl Daemon {
             let _ = stop_tx.send(true);
         });
 
-        let listener = tokio::net::TcpListener::bind(self.http_addr)
-            .await
-            .map_err(|e| DaemonError::Http {
-                addr: self.http_addr.to_string(),
-                error: e.to_string(),
-            })?;
+        let listener = listen(self.http_addr).map_err(|e| DaemonError::Http {
+            addr: self.http_addr.to_string(),
+            error: e.to_string(),
+        })?;
         let app = axum::Router::new()
             .route("/healthz", axum::routing::get(healthz))
             .route("/metrics", axum::routing::get(metrics))
             .with_state(shared.clone());
-        let mut http_stop = stop_rx.clone();
-        let http = tokio::spawn(async move {
-            let graceful = async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(graceful)
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
+        let http = tokio::spawn(serve_http(listener, app, stop_rx.clone()));
         tracing::info!(addr = %self.http_addr, "serving /healthz and /metrics");
 
         let mut scheduler = tokio_cron_scheduler::JobScheduler::new()
@@ -325,6 +340,136 @@ impl Daemon {
         if let Ok(depth) = self.store.outbox_depth().await {
             shared.metrics.outbox_depth.set(depth as i64);
         }
+    }
+}
+
+/// A listening socket with a queue of [`LISTEN_BACKLOG`]: `TcpListener::bind` asks for 128,
+/// and a burst of connections overflowed it; a connection the kernel drops there waits a
+/// second for its retransmission, even while `serve_http` has room.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restart need not wait for old connections to time out.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// At most [`MAX_CONNECTIONS`], and at most half the soft limit on open files.
+fn connection_cap() -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only the struct it is handed.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            let half = usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX);
+            return half.clamp(1, MAX_CONNECTIONS);
+        }
+    }
+    MAX_CONNECTIONS
+}
+
+/// Serve `app` on `listener` until `stop` turns true (see the module header for the rules).
+async fn serve_http(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
+    let cap = connection_cap();
+    // Open connections, oldest first.
+    let mut open: VecDeque<JoinHandle<()>> = VecDeque::new();
+    let mut warned: Option<Instant> = None;
+    let mut warn_full = |why: &str| {
+        if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            warned = Some(Instant::now());
+            tracing::warn!(
+                cap,
+                "HTTP: {why}; closing the oldest connections to make room (logged once a minute)"
+            );
+        }
+    };
+    loop {
+        open.retain(|c| !c.is_finished());
+        if open.len() >= cap {
+            warn_full("connection limit reached");
+            close_oldest(&mut open).await;
+        }
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                open.push_back(tokio::spawn(serve_connection(
+                    stream,
+                    app.clone(),
+                    stop.clone(),
+                )));
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                warn_full("out of file descriptors");
+                if !close_oldest(&mut open).await {
+                    // Nothing of ours to close: the descriptors are held elsewhere.
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+            }
+            // A connection that failed before it was accepted (reset, aborted) or a passing
+            // shortage of memory: retry soon, without spinning.
+            Err(e) => {
+                tracing::debug!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+            }
+        }
+    }
+    drop(listener);
+    // Every connection saw `stop` too and is finishing its response; then they close.
+    let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+    let mut grace = std::pin::pin!(grace);
+    for mut connection in open {
+        tokio::select! {
+            _ = &mut connection => {}
+            _ = &mut grace => connection.abort(),
+        }
+    }
+}
+
+/// Close the oldest open connection; false if none is open. Returns once its socket is
+/// closed, so the descriptor is free for the next `accept`.
+async fn close_oldest(open: &mut VecDeque<JoinHandle<()>>) -> bool {
+    while let Some(oldest) = open.pop_front() {
+        if oldest.is_finished() {
+            continue;
+        }
+        oldest.abort();
+        // An aborted task's future (and the socket it owns) is dropped before this resolves.
+        let _ = tokio::time::timeout(Duration::from_millis(100), oldest).await;
+        return true;
+    }
+    false
+}
+
+/// One HTTP/1.1 connection, with the header timeout, the lifetime and graceful shutdown.
+async fn serve_connection(stream: TcpStream, app: axum::Router, mut stop: watch::Receiver<bool>) {
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(app),
+        );
+    let mut connection = std::pin::pin!(connection);
+    let lifetime = tokio::time::sleep(CONNECTION_LIFETIME);
+    let mut lifetime = std::pin::pin!(lifetime);
+    // Errors (a client that went away, a header timeout) concern that client only.
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = &mut lifetime => return,
+        _ = stop.wait_for(|s| *s) => connection.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = &mut lifetime => {}
     }
 }
 

@@ -1,7 +1,9 @@
 //! The SMTP transport: lettre's pooled async client, configured from `smtp_url` with lettre's
 //! URL rules (`smtp://host:port` plain, `smtp://host:port?tls=required` STARTTLS,
 //! `smtps://host:port` implicit TLS) and credentials from `smtp_user` with `smtp_password`
-//! (environment) or `smtp_password_file`.
+//! (environment) or `smtp_password_file`. TLS checks the server's certificate against the
+//! built-in Mozilla roots (webpki-roots) plus the CA certificates of `smtp_ca_file`, if set
+//! (a relay with a private CA); there is no way to turn the check off.
 //!
 //! Owns three promises: the password never leaves in an error or a log line (lettre's error
 //! text includes the server's replies, and a server may echo what it was sent); a send never
@@ -11,6 +13,7 @@
 use super::{MailError, Transport};
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::{AsyncSmtpTransport, AsyncSmtpTransportBuilder};
 use lettre::{AsyncTransport, Tokio1Executor};
 use std::fmt;
@@ -47,6 +50,8 @@ pub struct SmtpSettings {
     pub url: String,
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// PEM file of CA certificates trusted besides the built-in roots (`smtp_ca_file`).
+    pub ca_file: Option<String>,
     pub timeout: Duration,
 }
 
@@ -56,6 +61,7 @@ impl fmt::Debug for SmtpSettings {
             .field("url", &crate::redact(&self.url))
             .field("user", &self.user)
             .field("password", &self.password)
+            .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -82,6 +88,7 @@ impl SmtpSettings {
             url: url.clone(),
             user: config.smtp_user.clone(),
             password,
+            ca_file: config.smtp_ca_file.clone(),
             timeout: SEND_TIMEOUT,
         }))
     }
@@ -99,6 +106,25 @@ fn read_password_file(path: &str) -> Result<Secret, MailError> {
         )));
     }
     Ok(Secret::new(password))
+}
+
+/// The CA certificates of `path` (`smtp_ca_file`): readable, at least one PEM certificate,
+/// each usable as a trust anchor. The error names the file and what is wrong with it.
+pub fn ca_certificates(path: &str) -> Result<Certificate, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    let certificate = Certificate::from_pem(&pem)
+        .map_err(|e| format!("{path} is not a valid PEM certificate file: {e}"))?;
+    // Adding them to a root store is where each one is parsed.
+    TlsParameters::builder("localhost".into())
+        .add_root_certificate(certificate.clone())
+        .build()
+        .map_err(|e| format!("{path}: a certificate cannot be used as a CA: {e}"))?;
+    Ok(certificate)
 }
 
 pub struct SmtpTransport {
@@ -177,6 +203,26 @@ impl SmtpTransport {
             .timeout(Some(settings.timeout));
         if let Some((user, password)) = credentials {
             builder = builder.credentials(Credentials::new(user, password));
+        }
+        if let Some(path) = &settings.ca_file {
+            // The same TLS mode lettre read from the URL, with the extra roots.
+            let certificate = ca_certificates(path)
+                .map_err(|e| MailError::Config(format!("smtp_ca_file: {e}")))?;
+            let parameters = TlsParameters::builder(url.host.clone())
+                .add_root_certificate(certificate)
+                .build()
+                .map_err(|e| MailError::Config(format!("smtp_ca_file {path}: {e}")))?;
+            builder = builder.tls(match url.tls {
+                UrlTls::Wrapper => Tls::Wrapper(parameters),
+                UrlTls::Required => Tls::Required(parameters),
+                UrlTls::Opportunistic => Tls::Opportunistic(parameters),
+                UrlTls::None => {
+                    return Err(MailError::Config(format!(
+                        "smtp_ca_file is set but smtp_url {endpoint:?} uses no TLS: \
+                         use smtps:// or smtp://…?tls=required"
+                    )));
+                }
+            });
         }
         Ok(SmtpTransport {
             builder,
@@ -266,10 +312,27 @@ fn scrub(secrets: &[String], text: &str) -> String {
     crate::redact(&out)
 }
 
+/// The TLS mode of an SMTP URL, as lettre reads it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum UrlTls {
+    /// `smtp://` without `tls=`.
+    #[default]
+    None,
+    /// `smtp://…?tls=opportunistic`: STARTTLS if offered.
+    Opportunistic,
+    /// `smtp://…?tls=required`: STARTTLS or nothing.
+    Required,
+    /// `smtps://`: TLS from the first byte.
+    Wrapper,
+}
+
 /// What billrun needs to know of an SMTP URL before lettre reads it.
 #[derive(Debug, Default)]
 struct UrlParts {
     encrypted: bool,
+    tls: UrlTls,
+    /// The host name or address (an IPv6 one without brackets): what the certificate names.
+    host: String,
     loopback: bool,
     user: Option<String>,
     password: Option<String>,
@@ -293,11 +356,14 @@ impl UrlParts {
             .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
             .find(|(k, _)| *k == "tls")
             .map(|(_, v)| v);
-        let encrypted = match scheme {
-            "smtps" => true,
-            "smtp" => tls == Some("required"),
+        let tls = match (scheme, tls) {
+            ("smtps", _) => UrlTls::Wrapper,
+            ("smtp", Some("required")) => UrlTls::Required,
+            ("smtp", Some("opportunistic")) => UrlTls::Opportunistic,
+            ("smtp", _) => UrlTls::None,
             _ => return None,
         };
+        let encrypted = matches!(tls, UrlTls::Wrapper | UrlTls::Required);
         let (userinfo, hostport) = match authority.rfind('@') {
             Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
             None => (None, authority),
@@ -322,6 +388,8 @@ impl UrlParts {
         };
         Some(UrlParts {
             encrypted,
+            tls,
+            host: host.to_ascii_lowercase(),
             loopback,
             user: user.map(percent_decode),
             password: raw_password.map(percent_decode),
@@ -388,6 +456,7 @@ mod tests {
             url: url.into(),
             user: user.map(Into::into),
             password: password.map(Secret::new),
+            ca_file: None,
             timeout: Duration::from_secs(5),
         }
     }
@@ -410,12 +479,17 @@ mod tests {
 
     #[test]
     fn reads_the_url_like_lettre() {
-        let p = UrlParts::parse("smtps://mail.example.com:465").unwrap();
+        let p = UrlParts::parse("smtps://Mail.Example.com:465").unwrap();
         assert!(p.encrypted && !p.loopback);
+        assert_eq!(
+            (p.tls, p.host.as_str()),
+            (UrlTls::Wrapper, "mail.example.com")
+        );
         let p = UrlParts::parse("smtp://mail.example.com:587?tls=required").unwrap();
         assert!(p.encrypted);
         let p = UrlParts::parse("smtp://mail.example.com:587?tls=opportunistic").unwrap();
         assert!(!p.encrypted);
+        assert_eq!(p.tls, UrlTls::Opportunistic);
         let p = UrlParts::parse("smtp://u%40x:p%2Fw@127.0.0.1:25").unwrap();
         assert!(!p.encrypted && p.loopback);
         assert_eq!(p.user.as_deref(), Some("u@x"));
@@ -424,7 +498,9 @@ mod tests {
         assert!(UrlParts::parse("[::1]:25").is_none());
         assert!(UrlParts::parse("http://mail.example.com").is_none());
         assert!(UrlParts::parse("smtp://").is_none());
-        assert!(UrlParts::parse("smtp://[::1]:25").unwrap().loopback);
+        let p = UrlParts::parse("smtp://[::1]:25").unwrap();
+        assert!(p.loopback);
+        assert_eq!((p.tls, p.host.as_str()), (UrlTls::None, "::1"));
     }
 
     #[test]
@@ -503,6 +579,81 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.smtp_password_file.as_deref(), Some("/run/secrets/smtp"));
+    }
+
+    /// A self-signed CA (P-256, valid until 2126), only ever parsed here.
+    const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBpDCCAUugAwIBAgIUamnCxyPgiXjxQtAF67CR0uTIJi8wCgYIKoZIzj0EAwIw\n\
+HzEdMBsGA1UEAwwUYmlsbHJ1biB1bml0LXRlc3QgQ0EwIBcNMjYxMjAyMDUzOTUy\n\
+WhgPMjEyNjExMDgwNTM5NTJaMB8xHTAbBgNVBAMMFGJpbGxydW4gdW5pdC10ZXN0\n\
+IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEMcUx9BskyMPkk0jq1XpYRLr6\n\
+quHuNmePvZFJvo84ODisv2KU6nTrRzchEzgyTxWdkuvmjjSsXZ0Z43tsLwX78KNj\n\
+MGEwHQYDVR0OBBYEFEcSj6dVhZp1gLIlpiclFGqC6v9JMB8GA1UdIwQYMBaAFEcS\n\
+j6dVhZp1gLIlpiclFGqC6v9JMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQD\n\
+AgEGMAoGCCqGSM49BAMCA0cAMEQCIGSHcQmOKDFcsD3DeDmyYzkm9UshwNYZTcK1\n\
+8P7p1DgoAiBq7+7gC5FPLO4M4DCbusNKiyKeU4quRM+PItroOlWJmA==\n\
+-----END CERTIFICATE-----\n\
+";
+
+    #[test]
+    fn smtp_ca_file_must_hold_a_usable_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |ca: &std::path::Path| {
+            crate::config::Config::load(Some(&dir.path().join("billrun.toml")), |k| {
+                (k == "BILLRUN_SMTP_CA_FILE").then(|| ca.display().to_string())
+            })
+            .map_err(|e| e.to_string())
+        };
+        std::fs::write(dir.path().join("billrun.toml"), "").unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, format!("# the relay's CA\n{TEST_CA}")).unwrap();
+        let c = load(&good).unwrap();
+        assert_eq!(c.smtp_ca_file, Some(good.display().to_string()));
+
+        for (name, content, why) in [
+            ("missing.pem", None, "cannot read"),
+            ("empty.pem", Some(""), "holds no PEM certificate"),
+            (
+                "key.pem",
+                Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+                "holds no PEM certificate",
+            ),
+            (
+                "garbled.pem",
+                Some("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"),
+                "not a valid PEM",
+            ),
+            (
+                "not-der.pem",
+                Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+                "cannot be used as a CA",
+            ),
+        ] {
+            let path = dir.path().join(name);
+            if let Some(content) = content {
+                std::fs::write(&path, content).unwrap();
+            }
+            let e = load(&path).unwrap_err();
+            assert!(
+                e.contains("smtp_ca_file") && e.contains(name) && e.contains(why),
+                "{name}: {e}"
+            );
+        }
+
+        // Used for both TLS modes; refused where there is no TLS to use it for.
+        let with_ca = |url: &str| {
+            let mut s = settings(url, Some("billing"), Some("pw-ca-1"));
+            s.ca_file = Some(good.display().to_string());
+            SmtpTransport::new(&s)
+        };
+        with_ca("smtps://mail.example.com:465").unwrap();
+        with_ca("smtp://mail.example.com:587?tls=required").unwrap();
+        let e = with_ca("smtp://127.0.0.1:25").unwrap_err().to_string();
+        assert!(
+            e.contains("smtp_ca_file") && e.contains("no TLS") && !e.contains("pw-ca-1"),
+            "{e}"
+        );
     }
 
     /// A server that offers AUTH, then answers every AUTH line by echoing it in a refusal, as

@@ -1,5 +1,7 @@
 //! `billrun run` end to end on a real SQLite file: the catch-up close at start, /healthz and
-//! /metrics over HTTP, and a clean exit within 10 seconds of SIGTERM.
+//! /metrics over HTTP, and a clean exit within 10 seconds of SIGTERM. Its HTTP endpoint under
+//! abuse: idle connections by the hundred under a file limit of 64 never lock `/healthz` out,
+//! and a client that sends nothing is disconnected after the header timeout.
 
 use chrono::Datelike;
 use std::io::{Read, Write};
@@ -17,8 +19,16 @@ fn free_port() -> u16 {
 }
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    http_get_within(port, path, Duration::from_secs(5))
+}
+
+/// A GET on a fresh connection; None if the whole answer did not come within `limit`.
+fn http_get_within(port: u16, path: &str, limit: Duration) -> Option<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + limit;
+    let mut s = TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(deadline.checked_duration_since(Instant::now())?))
+        .ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -228,4 +238,216 @@ async fn each_account_is_closed_at_its_own_local_date() {
             periods("la").await
         );
     }
+}
+
+/// A daemon on a fresh SQLite file (three monthly accounts imported), its catch-up close
+/// finished; `nofile` caps its open files (RLIMIT_NOFILE, soft and hard).
+fn start_daemon(dir: &Path, nofile: Option<u64>) -> (Daemon, u16) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let port = free_port();
+    let config = dir.join("billrun.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"sqlite://{}\"\ncatalog = \"{}\"\nmail_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{port}\"\n\
+             mail_from = \"billing@billrun.test\"\n",
+            dir.join("billrun.db").display(),
+            fixtures.join("catalog.toml").display(),
+            dir.join("mail").display()
+        ),
+    )
+    .unwrap();
+    let import = billrun(&config)
+        .arg("import")
+        .arg(fixtures.join("three_monthly.json"))
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let mut command = billrun(&config);
+    command
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap());
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut daemon = Daemon(command.spawn().unwrap());
+    let began = Instant::now();
+    loop {
+        if let Some((200, body)) = http_get(port, "/healthz") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if !v["last_close"]["finished_at"].is_null() {
+                break;
+            }
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "daemon never reported a finished close; log:\n{}",
+            std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+        );
+        assert!(
+            daemon.0.try_wait().unwrap().is_none(),
+            "daemon exited early; log:\n{}",
+            std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (daemon, port)
+}
+
+/// SIGTERM, then insist on a clean exit within 10 s.
+fn stop_daemon(mut daemon: Daemon, dir: &Path) {
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "daemon did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+}
+
+/// Files the process has open.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Hold 200 connections that never send a byte; meanwhile a fresh `/healthz` must answer
+/// within 1 s, three times over. Then the daemon must still stop cleanly with them held.
+/// Returns the daemon's log.
+fn healthz_answers_under_idle_connections(daemon: Daemon, port: u16, dir: &Path) -> String {
+    let before = open_files(daemon.0.id());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let idle: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
+        .collect();
+    assert!(idle.len() >= 150, "only {} connected", idle.len());
+    for attempt in 0..3 {
+        let started = Instant::now();
+
+        let answer = http_get_within(port, "/healthz", Duration::from_secs(1));
+        let took = started.elapsed();
+        assert!(
+            matches!(answer, Some((200, _))) && took < Duration::from_secs(1),
+            "attempt {attempt}: /healthz gave {answer:?} after {took:?} with {} idle connections \
+             held (the daemon had {before} files open before them)",
+            idle.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop_daemon(daemon, dir);
+    drop(idle);
+    std::fs::read_to_string(dir.join("daemon.log")).unwrap()
+}
+
+#[test]
+fn idle_connections_cannot_lock_out_healthz_under_a_low_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // A limit of 64 files: at most 32 HTTP connections, the oldest closed to make room.
+    let (daemon, port) = start_daemon(dir.path(), Some(64));
+    let log = healthz_answers_under_idle_connections(daemon, port, dir.path());
+    assert!(log.contains("connection limit reached"), "{log}");
+}
+
+#[test]
+fn idle_connections_cannot_lock_out_healthz_when_file_descriptors_run_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port) = start_daemon(dir.path(), Some(64));
+    // Lower the running daemon's limit to 8 files more than it has open: `accept` fails
+    // with EMFILE long before the 32 connections it allows itself.
+    let pid = daemon.0.id();
+    let room = (open_files(pid) + 8) as libc::rlim_t;
+    let limit = libc::rlimit {
+        rlim_cur: room,
+        rlim_max: room,
+    };
+    // SAFETY: prlimit reads the struct it is given and writes nothing (old limit: null).
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let log = healthz_answers_under_idle_connections(daemon, port, dir.path());
+    assert!(log.contains("out of file descriptors"), "{log}");
+}
+
+#[test]
+fn a_client_that_sends_no_request_is_disconnected_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port) = start_daemon(dir.path(), None);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Nothing at all; half a request's headers; a whole request, then silence on the
+    // kept-alive connection.
+    let sends: [&[u8]; 3] = [
+        b"",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ];
+    let clients: Vec<_> = sends
+        .into_iter()
+        .map(|send| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let started = Instant::now();
+                s.write_all(send).unwrap();
+                let mut got = Vec::new();
+                // EOF (or a reset): the server closed the connection.
+                let _ = s.read_to_end(&mut got);
+                (
+                    started.elapsed(),
+                    String::from_utf8_lossy(&got).into_owned(),
+                )
+            })
+        })
+        .collect();
+    for (client, send) in clients.into_iter().zip(sends) {
+        let (took, got) = client.join().unwrap();
+        let send = String::from_utf8_lossy(send);
+        // The header timeout is 5 s; well before the 30 s lifetime and the 20 s read timeout.
+        assert!(
+            took >= Duration::from_secs(3) && took < Duration::from_secs(12),
+            "{send:?}: closed after {took:?}"
+        );
+        if send.ends_with("\r\n\r\n") {
+            assert!(got.starts_with("HTTP/1.1 200"), "{send:?}: {got:?}");
+        } else {
+            assert!(!got.contains(" 200 "), "{send:?}: {got:?}");
+        }
+    }
+    stop_daemon(daemon, dir.path());
 }

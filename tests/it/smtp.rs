@@ -3,7 +3,8 @@
 //! sandbox, configuration and the real `billrun` binary.
 //!
 //! Without aiosmtpd the tests skip with one line on stderr, unless `BILLRUN_REQUIRE_SMTP=1`
-//! (CI), where that is a failure.
+//! (CI), where that is a failure. The TLS tests also need the `openssl` command, which makes
+//! a throwaway CA and server certificate for each test, under the same rule.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -78,16 +79,57 @@ impl Smtpd {
             child,
             maildir: maildir.to_path_buf(),
         };
+        server.wait_until_listening(port, &log);
+        server
+    }
+
+    /// aiosmtpd speaking TLS with `pki`'s server certificate, from the first byte
+    /// (`Implicit`) or after a STARTTLS it insists on (`StartTls`), and accepting AUTH only as
+    /// `TLS_USER` / `TLS_PASSWORD` (after STARTTLS, in that mode). Each AUTH attempt is a
+    /// line in `auth_log()`.
+    fn start_tls(mode: TlsMode, port: u16, maildir: &Path, pki: &TestPki) -> Smtpd {
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(maildir.join(sub)).unwrap();
+        }
+        let script = maildir.with_extension("py");
+        std::fs::write(&script, TLS_SMTPD).unwrap();
+        let log = maildir.with_extension("log");
+        let child = Command::new("python3")
+            .arg(&script)
+            .arg(match mode {
+                TlsMode::Implicit => "implicit",
+                TlsMode::StartTls => "starttls",
+            })
+            .arg(port.to_string())
+            .arg(&pki.server_cert)
+            .arg(&pki.server_key)
+            .arg(maildir)
+            .arg(maildir.with_extension("auth"))
+            .args([TLS_USER, TLS_PASSWORD])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start python3 tls_smtpd.py");
+        let mut server = Smtpd {
+            child,
+            maildir: maildir.to_path_buf(),
+        };
+        server.wait_until_listening(port, &log);
+        server
+    }
+
+    fn wait_until_listening(&mut self, port: u16, log: &Path) {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return server;
+                return;
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "aiosmtpd exited ({status}): {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
+                    std::fs::read_to_string(log).unwrap_or_default()
                 );
             }
             assert!(
@@ -96,6 +138,15 @@ impl Smtpd {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The AUTH attempts a TLS server saw (`AUTH ok PLAIN`, `AUTH refused LOGIN`, …).
+    fn auth_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.maildir.with_extension("auth"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Every message in the Maildir, as received.
@@ -142,6 +193,11 @@ impl Sandbox {
     }
 
     fn run(&self, args: &[&str], smtp_port: u16) -> Output {
+        self.run_with(args, &format!("smtp://127.0.0.1:{smtp_port}"), &[])
+    }
+
+    /// With `smtp_url` and more `BILLRUN_*` variables of the caller's choosing.
+    fn run_with(&self, args: &[&str], smtp_url: &str, env: &[(&str, String)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_billrun"));
         cmd.arg("--config")
             .arg(self.path("billrun.toml"))
@@ -152,7 +208,10 @@ impl Sandbox {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("BILLRUN_SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"));
+        cmd.env("BILLRUN_SMTP_URL", smtp_url);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.output().unwrap()
     }
 
@@ -856,4 +915,363 @@ fn a_server_that_never_answers_times_out_and_nothing_is_lost() {
     drop(hole);
     let smtpd = Smtpd::start(port, &sandbox.path("maildir"));
     assert_retry_now_delivers_each_once(&sandbox, port, &smtpd);
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS: implicit (smtps://) and STARTTLS (?tls=required) against a server with a certificate
+// from a throwaway CA, trusted through smtp_ca_file.
+
+const TLS_USER: &str = "billing";
+const TLS_PASSWORD: &str = "Tls-S3cret-pw";
+
+#[derive(Debug, Clone, Copy)]
+enum TlsMode {
+    Implicit,
+    StartTls,
+}
+
+/// aiosmtpd with an SSL context: argv = mode port cert key maildir auth-log user password.
+const TLS_SMTPD: &str = r#"
+import ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+mode, port, cert, key, maildir, log, user, password = sys.argv[1:9]
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(cert, key)
+
+def authenticate(server, session, envelope, mechanism, auth_data):
+    ok = (isinstance(auth_data, LoginPassword)
+          and auth_data.login.decode() == user
+          and auth_data.password.decode() == password)
+    with open(log, "a") as f:
+        f.write(("AUTH ok " if ok else "AUTH refused ") + mechanism + "\n")
+    return AuthResult(success=ok)
+
+common = dict(hostname="127.0.0.1", port=int(port), authenticator=authenticate)
+if mode == "implicit":
+    # TLS from the first byte; aiosmtpd only knows STARTTLS as "TLS" for AUTH.
+    controller = Controller(Mailbox(maildir), ssl_context=context, auth_require_tls=False, **common)
+else:
+    controller = Controller(Mailbox(maildir), tls_context=context, require_starttls=True, **common)
+controller.start()
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+/// Whether the `openssl` command is there to make certificates; says why not, once.
+fn openssl_available(test: &str) -> bool {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var("BILLRUN_REQUIRE_SMTP").as_deref() == Ok("1") {
+        panic!(
+            "BILLRUN_REQUIRE_SMTP=1 but `openssl version` fails: the TLS tests need it to make \
+             their certificates (apt install openssl)"
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {test}: the openssl command is not installed (apt install openssl)"
+    );
+    false
+}
+
+/// Extensions for the test certificates; the system's openssl.cnf plays no part.
+const OPENSSL_CNF: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+";
+
+/// A throwaway PKI made with the openssl command, valid for two days: a CA, a server
+/// certificate it signed for 127.0.0.1 and localhost, and another CA that signed nothing.
+struct TestPki {
+    ca: PathBuf,
+    other_ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl TestPki {
+    fn new(dir: &Path) -> TestPki {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p256 = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (key, pem, subject) = (
+                format!("{ca}.key"),
+                format!("{ca}.pem"),
+                format!("/CN=billrun test {ca}"),
+            );
+            let mut args = vec![
+                "req",
+                "-x509",
+                "-config",
+                "openssl.cnf",
+                "-extensions",
+                "ca",
+            ];
+            args.extend(p256);
+            args.extend([
+                "-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject,
+            ]);
+            openssl(&args);
+        }
+        let mut args = vec!["req", "-new", "-config", "openssl.cnf"];
+        args.extend(p256);
+        args.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&args);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-extfile",
+            "openssl.cnf",
+            "-extensions",
+            "server",
+            "-out",
+            "server.pem",
+        ]);
+        TestPki {
+            ca: dir.join("ca.pem"),
+            other_ca: dir.join("other-ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
+}
+
+/// SMTP credentials, and `smtp_ca_file` when given.
+fn tls_env(ca: Option<&Path>) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("BILLRUN_SMTP_USER", TLS_USER.to_string()),
+        ("BILLRUN_SMTP_PASSWORD", TLS_PASSWORD.to_string()),
+    ];
+    if let Some(ca) = ca {
+        env.push(("BILLRUN_SMTP_CA_FILE", ca.display().to_string()));
+    }
+    env
+}
+
+/// Import and close over `url`; the report and everything the binary printed, which must
+/// not hold the password. With `all_sent`, `close` must succeed; without, mail is left
+/// waiting, which `close` may also report with exit status 4.
+fn close_over(
+    sandbox: &Sandbox,
+    url: &str,
+    env: &[(&str, String)],
+    all_sent: bool,
+) -> (Value, String) {
+    let data = fixtures().join("three_monthly.json");
+    let mut printed = String::new();
+    let mut report = Value::Null;
+    for args in [
+        &["import", data.to_str().unwrap()][..],
+        &["close", "--as-of", "2026-02-15", "--json"],
+    ] {
+        let out = sandbox.run_with(args, url, env);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let mail_waits = args[0] == "close" && !all_sent;
+        assert!(
+            out.status.success() || (mail_waits && out.status.code() == Some(4)),
+            "billrun {args:?} exited {}\n{stdout}\n{stderr}",
+            out.status
+        );
+        if args[0] == "close" {
+            report = serde_json::from_str(&stdout).unwrap();
+        }
+        printed.push_str(&format!("{stdout}\n{stderr}\n"));
+    }
+    assert!(!printed.contains(TLS_PASSWORD), "{printed}");
+    (report, printed)
+}
+
+fn assert_delivered_over_tls(mode: TlsMode, url: impl Fn(u16) -> String) {
+    let sandbox = Sandbox::new();
+    let pki = TestPki::new(&sandbox.path("pki"));
+    let port = free_port();
+    let smtpd = Smtpd::start_tls(mode, port, &sandbox.path("maildir"), &pki);
+    let (report, printed) = close_over(&sandbox, &url(port), &tls_env(Some(&pki.ca)), true);
+    assert_eq!(
+        (
+            report["emails_sent"].as_u64(),
+            report["emails_failed"].as_u64()
+        ),
+        (Some(7), Some(0)),
+        "{mode:?}: {printed}"
+    );
+    let messages: Vec<Part> = smtpd.messages().iter().map(|m| Part::parse(m)).collect();
+    assert_eq!(
+        messages.len(),
+        7,
+        "{mode:?}: 6 invoices and the finance batch"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.header("subject") == Some("Invoice INV-2026-000001")),
+        "{mode:?}: the first invoice arrived"
+    );
+    finance_message(&messages);
+    let auth = smtpd.auth_log();
+    assert!(
+        !auth.is_empty() && auth.iter().all(|a| a.starts_with("AUTH ok")),
+        "{mode:?}: logged in over TLS: {auth:?}"
+    );
+    assert!(
+        sandbox.outbox().iter().all(|(s, _, _)| s == "sent"),
+        "{:?}",
+        sandbox.outbox()
+    );
+}
+
+#[test]
+fn implicit_tls_with_the_configured_ca_delivers() {
+    if !aiosmtpd_available("implicit_tls_with_the_configured_ca_delivers")
+        || !openssl_available("implicit_tls_with_the_configured_ca_delivers")
+    {
+        return;
+    }
+    assert_delivered_over_tls(TlsMode::Implicit, |port| {
+        format!("smtps://127.0.0.1:{port}")
+    });
+}
+
+#[test]
+fn starttls_with_the_configured_ca_delivers() {
+    if !aiosmtpd_available("starttls_with_the_configured_ca_delivers")
+        || !openssl_available("starttls_with_the_configured_ca_delivers")
+    {
+        return;
+    }
+    // By name this time: the certificate's DNS name is checked, not only its IP address.
+    assert_delivered_over_tls(TlsMode::StartTls, |port| {
+        format!("smtp://localhost:{port}?tls=required")
+    });
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_and_nothing_is_sent() {
+    if !aiosmtpd_available("a_certificate_from_another_ca_is_refused_and_nothing_is_sent")
+        || !openssl_available("a_certificate_from_another_ca_is_refused_and_nothing_is_sent")
+    {
+        return;
+    }
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(pki_dir.path());
+    // The server's CA unknown: another CA configured, or none (the built-in roots only).
+    for (mode, ca) in [
+        (TlsMode::Implicit, Some(&pki.other_ca)),
+        (TlsMode::StartTls, Some(&pki.other_ca)),
+        (TlsMode::Implicit, None),
+    ] {
+        let sandbox = Sandbox::new();
+        let port = free_port();
+        let smtpd = Smtpd::start_tls(mode, port, &sandbox.path("maildir"), &pki);
+        let url = match mode {
+            TlsMode::Implicit => format!("smtps://127.0.0.1:{port}"),
+            TlsMode::StartTls => format!("smtp://127.0.0.1:{port}?tls=required"),
+        };
+        let (report, printed) =
+            close_over(&sandbox, &url, &tls_env(ca.map(|p| p.as_path())), false);
+        let case = format!("{mode:?}, CA {ca:?}");
+        assert_eq!(report["invoices"].as_u64(), Some(6), "{case}: {printed}");
+        assert_eq!(
+            (
+                report["emails_sent"].as_u64(),
+                report["emails_failed"].as_u64()
+            ),
+            (Some(0), Some(7)),
+            "{case}: {printed}"
+        );
+        assert!(smtpd.messages().is_empty(), "{case}: a message got through");
+        assert!(
+            smtpd.auth_log().is_empty(),
+            "{case}: credentials were offered to an unverified server: {:?}",
+            smtpd.auth_log()
+        );
+        let outbox = sandbox.outbox();
+        assert_eq!(outbox.len(), 7, "{case}");
+        for (status, attempts, last_error) in &outbox {
+            assert_eq!((status.as_str(), *attempts), ("pending", 1), "{case}");
+            let e = last_error.as_deref().unwrap_or_default();
+            assert!(
+                e.contains("certificate") && !e.contains(TLS_PASSWORD),
+                "{case}: {e}"
+            );
+        }
+    }
+
+    // A CA file that is not there stops the run before anything is issued.
+    let sandbox = Sandbox::new();
+    let missing = sandbox.path("no-such-ca.pem");
+    let out = sandbox.run_with(
+        &["close", "--as-of", "2026-02-15"],
+        "smtps://127.0.0.1:465",
+        &tls_env(Some(&missing)),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("smtp_ca_file") && stderr.contains("no-such-ca.pem"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TLS_PASSWORD), "{stderr}");
 }
