@@ -241,15 +241,9 @@ impl ChangeJson {
 
     pub fn human(&self, verb: &str) -> String {
         let c = &self.currency;
-        let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
         let mut s = format!(
             "{verb} {}: {} on {} ({} / {} / {})\n",
-            self.subscription,
-            self.kind,
-            self.at,
-            name(serde_json::json!(self.timing)),
-            name(serde_json::json!(self.method)),
-            name(serde_json::json!(self.settle)),
+            self.subscription, self.kind, self.at, self.timing, self.method, self.settle,
         );
         if let Some(q) = &self.queued_for {
             s.push_str(&format!("  Takes effect at the period end: {q}\n"));

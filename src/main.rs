@@ -1,5 +1,9 @@
-//! The `billrun` binary: parse arguments, set up logging, hand over to the library.
+//! The `billrun` binary, a thin shell over `billrun::cli`: it owns the process — the
+//! allocator's settings, parsing the arguments (clap exits 2 on unusable ones), logging to
+//! stderr, the runtime — and turns `cli::run`'s outcome into the exit code (`cli::Exit`;
+//! every error is 1, printed as one redacted line).
 
+use billrun::cli::Exit;
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -31,7 +35,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Error.into();
         }
     };
     let outcome = runtime.block_on(billrun::cli::run(cli));
@@ -39,10 +43,10 @@ fn main() -> ExitCode {
     // release): end them before the verdict, so that an error is the last line printed.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match outcome {
-        Ok(code) => ExitCode::from(code as u8),
+        Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("error: {}", billrun::redact(&format!("{e:#}")));
-            ExitCode::FAILURE
+            Exit::Error.into()
         }
     }
 }

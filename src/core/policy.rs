@@ -78,6 +78,57 @@ pub enum Settle {
     Balance,
 }
 
+impl Timing {
+    /// The name used in JSON and in the CLI's text (snake case).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Timing::Immediate => "immediate",
+            Timing::EndOfPeriod => "end_of_period",
+        }
+    }
+}
+
+impl Method {
+    /// The name used in JSON and in the CLI's text (snake case).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Method::Prorate => "prorate",
+            Method::RerateUsed => "rerate_used",
+            Method::Backdate => "backdate",
+            Method::None => "none",
+        }
+    }
+}
+
+impl Settle {
+    /// The name used in JSON and in the CLI's text (snake case).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Settle::InvoiceNow => "invoice_now",
+            Settle::NextInvoice => "next_invoice",
+            Settle::Balance => "balance",
+        }
+    }
+}
+
+impl fmt::Display for Timing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Settle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which current cycles a rule applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -395,6 +446,25 @@ pub fn validate_policies(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_the_serde_names() {
+        let json = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for t in [Timing::Immediate, Timing::EndOfPeriod] {
+            assert_eq!(t.as_str(), json(serde_json::json!(t)));
+        }
+        for m in [
+            Method::Prorate,
+            Method::RerateUsed,
+            Method::Backdate,
+            Method::None,
+        ] {
+            assert_eq!(m.as_str(), json(serde_json::json!(m)));
+        }
+        for s in [Settle::InvoiceNow, Settle::NextInvoice, Settle::Balance] {
+            assert_eq!(s.as_str(), json(serde_json::json!(s)));
+        }
+    }
 
     #[test]
     fn hybrid_picks_the_annual_rule_and_its_schedule() {

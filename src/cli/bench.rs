@@ -1,0 +1,68 @@
+//! `billrun bench`: close one period for N generated subscriptions on a fresh database,
+//! verify it, and print the timings and peak memory — as text, or as one line of JSON (the
+//! `BenchReport` itself).
+
+use super::Exit;
+use crate::bench::{BenchOptions, BenchReport};
+use crate::close::CloseSettings;
+use crate::config::Config;
+use anyhow::Result;
+use std::fmt;
+
+pub(super) async fn bench(
+    config: &Config,
+    options: BenchOptions,
+    chunk_size: Option<u32>,
+    json: bool,
+) -> Result<Exit> {
+    if let Some(url) = &options.database_url {
+        crate::register_url_secrets(url);
+    }
+    let mut settings = CloseSettings::from_config(config);
+    if let Some(n) = chunk_size {
+        settings.chunk_size = n;
+    }
+    let report = crate::bench::run(&options, &settings).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", BenchText(&report));
+    }
+    Ok(Exit::Ok)
+}
+
+/// A benchmark for people: the close, then generation and verification, then the baseline
+/// (when one was run).
+struct BenchText<'a>(&'a BenchReport);
+
+impl fmt::Display for BenchText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let report = self.0;
+        writeln!(
+            f,
+            "{} subscriptions on {}: close {:.2} s ({:.0}/s), peak RSS {}, {} documents verified",
+            report.subscriptions,
+            report.backend,
+            report.close_seconds,
+            report.per_second,
+            report.peak_rss_bytes.map_or("unknown".into(), |b| format!(
+                "{:.1} MiB",
+                b as f64 / 1048576.0
+            )),
+            report.documents
+        )?;
+        writeln!(
+            f,
+            "  generation {:.2} s, verification {:.2} s, chunk size {}",
+            report.seed_seconds, report.verify_seconds, report.chunk_size
+        )?;
+        if let Some(b) = &report.baseline {
+            writeln!(
+                f,
+                "  baseline (one transaction per subscription) on {}: {:.2} s ({:.0}/s); speed-up {:.1}x",
+                b.subscriptions, b.close_seconds, b.per_second, b.speedup
+            )?;
+        }
+        Ok(())
+    }
+}
