@@ -181,8 +181,10 @@ fn mask_param_values(text: &str) -> String {
     while let Some(eq) = rest.find('=') {
         let (head, tail) = rest.split_at(eq);
         let key_start = head
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         out.push_str(head);
         out.push('=');
         let tail = &tail[1..];
@@ -287,6 +289,8 @@ mod tests {
             "smtps://mail.example:465"
         );
         assert_eq!(redact("no url here"), "no url here");
+        // A multi-byte character just before `=` (a fuzz case that panicked).
+        assert_eq!(redact("ab\u{1B167}=y"), "ab\u{1B167}=y");
         // A `/` in the password, a query parameter.
         assert!(!redact("smtps://billing:Kx7/Qm4@127.0.0.1:2603 down").contains("Qm4"));
         assert_eq!(
