@@ -960,7 +960,12 @@ proptest! {
         let Some(update) = first.updates.into_iter().next() else {
             return Err(TestCaseError::fail("a subscription due at its start was not billed"));
         };
-        let period = update.current_period.unwrap();
+        // No period starts on the last day of chrono's calendar, so nothing is billed there.
+        let Some(period) = update.current_period else {
+            prop_assert_eq!(start, NaiveDate::MAX);
+            prop_assert!(first.documents.is_empty());
+            return Ok(());
+        };
         prop_assert!(period.start == start && period.end > start);
         let sub = &mut state.subscriptions[0];
         sub.current_period = update.current_period;
@@ -1177,4 +1182,17 @@ fn a_config_file_that_does_not_exist_is_one_clear_error() {
         msg.contains("cannot read /nonexistent/billrun.toml") && !msg.contains('\n'),
         "{msg}"
     );
+}
+
+/// Found by `plan_change_on_any_date_never_panics`: a subscription starting on the last day of
+/// chrono's calendar has no period that could start there, so a close bills nothing.
+#[test]
+fn known_start_on_the_last_calendar_day_bills_nothing() {
+    let catalog = change_catalog();
+    let state = account_state("term_recalc", "monthly", NaiveDate::MAX, 2);
+    let out = close_account(&state, &catalog, Terms { payment_terms_days: 0 }, NaiveDate::MAX)
+        .expect("a close on the last calendar day is not an error");
+    assert!(out.documents.is_empty());
+    assert_eq!(out.updates.len(), 1);
+    assert_eq!(out.updates[0].current_period, None);
 }
