@@ -35,11 +35,6 @@ prices.USD = { monthly30 = "59.00", annual = "590.00" }
     };
     let state = AccountState {
         account: Account {
-            id: AccountId::new("acme").unwrap(),
-            name: "Acme".into(),
-            email: "billing@acme.example".into(),
-            currency: Currency::new("USD").unwrap(),
-            timezone: "UTC".into(),
             taxes: vec![
                 TaxRate::new("GST", Decimal::new(5, 0)).unwrap(),
                 TaxRate::new("QST", Decimal::new(9975, 3)).unwrap(),
@@ -47,7 +42,12 @@ prices.USD = { monthly30 = "59.00", annual = "590.00" }
             discount: Some(
                 Discount::new(DiscountValue::Percent(Decimal::TEN), None, None).unwrap(),
             ),
-            status: AccountStatus::Active,
+            ..Account::new(
+                AccountId::new("acme").unwrap(),
+                "Acme",
+                "billing@acme.example",
+                Currency::new("USD").unwrap(),
+            )
         },
         balance: Decimal::new(1000, 2),
         subscriptions: vec![Subscription {

@@ -14,7 +14,7 @@ use crate::context::Billing;
 use crate::core::catalog::Catalog;
 use crate::core::document::DocumentKind;
 use crate::core::domain::{
-    Account, AccountId, AccountStatus, Discount, DiscountValue, Item, Subscription, SubscriptionId,
+    Account, AccountId, Discount, DiscountValue, Item, Subscription, SubscriptionId,
     SubscriptionStatus, Target, TaxRate,
 };
 use crate::core::money::Currency;
@@ -196,14 +196,14 @@ async fn generate(store: &dyn Store, n: u64, seed: u64) -> Result<Generated, Ben
         };
         batch.accounts.push(NewAccount {
             account: Account {
-                id: account_id.clone(),
-                name: format!("Customer {a}"),
-                email: format!("billing@acct{a:08}.example"),
-                currency,
-                timezone: "UTC".into(),
                 taxes,
                 discount,
-                status: AccountStatus::Active,
+                ..Account::new(
+                    account_id.clone(),
+                    &format!("Customer {a}"),
+                    &format!("billing@acct{a:08}.example"),
+                    currency,
+                )
             },
             opening_credit,
         });

@@ -4,6 +4,7 @@
 
 use crate::core::catalog::toml_error;
 use crate::core::money::Currency;
+use crate::core::party::Seller;
 use crate::core::sanity::{MaxInvoice, SanityBounds};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -64,6 +65,9 @@ pub struct Config {
     /// million.
     #[serde(deserialize_with = "amounts")]
     pub sanity_max_invoice: BTreeMap<String, Decimal>,
+    /// Who issues the documents (SPEC §11): required, since an invoice that does not name
+    /// its seller is not one a company can send.
+    pub seller: Option<Seller>,
 }
 
 /// The sanity bounds the configuration sets.
@@ -165,6 +169,7 @@ impl std::fmt::Debug for Config {
             )
             .field("sanity_max_increase", &self.sanity_max_increase)
             .field("sanity_max_invoice", &self.sanity_max_invoice)
+            .field("seller", &self.seller.as_ref().map(|s| &s.legal_name))
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +200,7 @@ impl Default for Config {
             sanity_max_documents_per_subscription: SanityBounds::DEFAULT_MAX_DOCUMENTS,
             sanity_max_increase: SanityBounds::DEFAULT_MAX_INCREASE,
             sanity_max_invoice: BTreeMap::new(),
+            seller: None,
         }
     }
 }
@@ -578,9 +584,23 @@ impl Config {
                 format!("{} must be at most 365", self.payment_terms_days),
             );
         }
-        Ok(())
+        match &self.seller {
+            None => Err(ConfigError(
+                "[seller] is missing: every invoice names its seller (legal_name, address, \
+                 country; tax_id, email and payment_instructions as they apply), see \
+                 config/billrun.toml"
+                    .into(),
+            )),
+            Some(seller) => seller.check().map_err(ConfigError),
+        }
     }
 }
+
+/// A `[seller]` table for tests' configuration files.
+#[doc(hidden)]
+pub const EXAMPLE_SELLER: &str = "\n[seller]\nlegal_name = \"Example Software Ltd\"\n\
+    address = [\"1 Example Street\", \"London EC1A 1AA\"]\ncountry = \"GB\"\n\
+    tax_id = \"GB123456789\"\n";
 
 /// What follows `sqlite:` in a database URL: a file path, `:memory:`, and no parameters —
 /// billrun opens its database read-write and creates no folders, so `?mode=ro` and friends
@@ -606,7 +626,11 @@ mod tests {
     fn load(src: &str, env: &[(&str, &str)]) -> Result<Config, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("billrun.toml");
-        std::fs::write(&path, src).unwrap();
+        if src.contains("[seller]") {
+            std::fs::write(&path, src).unwrap();
+        } else {
+            std::fs::write(&path, format!("{src}{EXAMPLE_SELLER}")).unwrap();
+        }
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -625,6 +649,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.timezone.as_str(), c.chunk_size), ("America/Toronto", 20));
+    }
+
+    #[test]
+    fn the_seller_is_required_and_checked() {
+        let e = load("timezone = \"UTC\"\n[seller]\n", &[]).unwrap_err();
+        assert!(e.contains("missing field `legal_name`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("billrun.toml");
+        std::fs::write(&path, "timezone = \"UTC\"\n").unwrap();
+        let e = Config::load(Some(&path), |_| None).unwrap_err().to_string();
+        assert!(e.contains("[seller] is missing"), "{e}");
+        let e = load(
+            &EXAMPLE_SELLER.replace("country = \"GB\"", "country = \"Britain\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("seller.country \"Britain\" is not an ISO 3166"),
+            "{e}"
+        );
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.seller.unwrap().legal_name, "Example Software Ltd");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::core::billing::Terms;
 use crate::core::catalog::Catalog;
+use crate::core::party::Seller;
 use crate::core::sanity::SanityBounds;
 use crate::mail::Transport;
 use crate::store::{ModuleMap, Numbering, Store};
@@ -42,6 +43,8 @@ pub struct CloseSettings {
     /// Bounds a close must stay within to be issued unattended; an account whose close
     /// exceeds one is parked (see `core::sanity`).
     pub sanity: SanityBounds,
+    /// Who the documents name as their issuer.
+    pub seller: Seller,
 }
 
 impl CloseSettings {
@@ -63,6 +66,8 @@ impl CloseSettings {
             worker: worker_name(),
             lease_seconds: config.lease_seconds,
             sanity: config.sanity_bounds(),
+            // Validated at load; only the simulator, which renders nothing, has none.
+            seller: config.seller.clone().unwrap_or_default(),
         }
     }
 }

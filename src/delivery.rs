@@ -5,8 +5,13 @@
 
 use crate::clock::Clock;
 use crate::context::{Billing, CloseSettings};
+use crate::core::document::{Document, REFUND_ON_CANCEL, RefundOwed};
+use crate::core::party::Seller;
+use crate::mail::finance::BatchReport;
 use crate::mail::{MailError, Transport};
-use crate::store::{OutboxEntry, OutboxKind, OutboxWaiting, Store, StoreError};
+use crate::store::{
+    BatchExtras, OutboxEntry, OutboxKind, OutboxWaiting, Store, StoreError, StoredDocument,
+};
 use chrono::Duration;
 use serde::Serialize;
 
@@ -80,7 +85,7 @@ async fn deliver(
             break;
         }
         for entry in due {
-            let outcome = match render(store, &entry, from, clock).await? {
+            let outcome = match render(store, &entry, from, &settings.seller, clock).await? {
                 Ok(message) => transport.send(&entry.key, &message).await,
                 Err(e) => Err(e),
             };
@@ -113,50 +118,94 @@ async fn render(
     store: &dyn Store,
     entry: &OutboxEntry,
     from: &str,
+    seller: &Seller,
     clock: &dyn Clock,
 ) -> Result<Result<lettre::Message, MailError>, StoreError> {
     let recipient = &entry.recipient;
     match &entry.kind {
         OutboxKind::Document(id) => {
-            let Some(doc) = store.document_by_id(*id).await? else {
+            let Some(mut doc) = store.document_by_id(*id).await? else {
                 return Err(StoreError::Corrupt(format!(
                     "outbox names missing document {id}"
                 )));
             };
-            let mut account = store
-                .accounts(&[doc.document.draft.account.to_string()])
-                .await?
-                .pop()
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("document {} has no account", doc.document.number))
-                })?;
-            // The address captured when the document was issued.
-            account.email = recipient.to_string();
+            with_customer(store, std::slice::from_mut(&mut doc)).await?;
             let unassigned = match &doc.document.draft.subscription {
                 Some(sub) => store.licence_counts(sub.as_str()).await?.1,
                 None => 0,
             };
+            // Sent to the address captured when the document was issued.
             Ok(crate::mail::document_email(
                 &doc.document,
-                &account,
+                seller,
                 unassigned,
                 from,
+                recipient,
                 clock.now(),
             ))
         }
         OutboxKind::FinanceBatch(batch) => {
-            let docs = store.batch_documents(*batch).await?;
+            let mut docs = store.batch_documents(*batch).await?;
+            with_customer(store, &mut docs).await?;
             let mut extras = store.batch_extras(*batch).await?;
             extras.parked = store.batch_parked(*batch).await?;
+            let refunds = refunds_owed(&extras);
+            let docs: Vec<&Document> = docs.iter().map(|d| &d.document).collect();
+            let report = BatchReport {
+                batch: *batch,
+                subject: &entry.subject,
+                documents: &docs,
+                refunds: &refunds,
+                deleted_accounts: &extras.deleted_accounts,
+                parked: &extras.parked,
+            };
             Ok(crate::mail::finance_batch_email(
-                *batch,
-                &entry.subject,
-                &docs,
-                &extras,
+                &report,
                 from,
                 recipient,
                 clock.now(),
             ))
         }
     }
+}
+
+/// Documents issued before customers were copied onto documents name the customer as their
+/// account does now.
+pub async fn with_customer(
+    store: &dyn Store,
+    docs: &mut [StoredDocument],
+) -> Result<(), StoreError> {
+    let missing: Vec<String> = docs
+        .iter()
+        .filter(|d| d.document.draft.customer.name.is_empty())
+        .map(|d| d.document.draft.account.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let accounts = store.accounts(&missing).await?;
+    for d in docs {
+        let draft = &mut d.document.draft;
+        if draft.customer.name.is_empty()
+            && let Some(a) = accounts.iter().find(|a| a.id == draft.account)
+        {
+            draft.customer = a.customer();
+        }
+    }
+    Ok(())
+}
+
+/// The refunds a batch reports, as finance's file lists them.
+pub fn refunds_owed(extras: &BatchExtras) -> Vec<RefundOwed> {
+    extras
+        .refunds
+        .iter()
+        .map(|(account, currency, amount)| RefundOwed {
+            account: account.clone(),
+            customer_name: String::new(),
+            currency: currency.clone(),
+            amount: *amount,
+            reason: REFUND_ON_CANCEL.into(),
+        })
+        .collect()
 }

@@ -29,6 +29,15 @@ pub struct RawAccount {
     pub discount: Option<RawDiscount>,
     /// Opening credit, added to the balance.
     pub credit: Option<String>,
+    /// Postal address lines, printed on documents (SPEC §11).
+    #[serde(default)]
+    pub address: Vec<String>,
+    /// ISO 3166 alpha-2.
+    pub country: Option<String>,
+    pub tax_id: Option<String>,
+    /// The customer accounts for the VAT; needs `tax_id`.
+    #[serde(default)]
+    pub reverse_charge: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,17 +237,24 @@ pub fn validate(
         }
         let opening_credit = currency.round(opening_credit);
         currencies.insert(raw.id.clone(), currency);
-        batch.accounts.push(NewAccount {
-            account: Account {
+        let account = Account {
+            timezone,
+            taxes,
+            discount,
+            address: raw.address.clone(),
+            country: raw.country.clone(),
+            tax_id: raw.tax_id.clone(),
+            reverse_charge: raw.reverse_charge,
+            ..Account::new(
                 id,
-                name: raw.name.clone().unwrap_or_else(|| raw.id.clone()),
-                email: raw.email.clone(),
+                raw.name.as_deref().unwrap_or(&raw.id),
+                &raw.email,
                 currency,
-                timezone,
-                taxes,
-                discount,
-                status: AccountStatus::Active,
-            },
+            )
+        };
+        account.customer().check().map_err(ctx)?;
+        batch.accounts.push(NewAccount {
+            account,
             opening_credit,
         });
     }

@@ -40,6 +40,10 @@ pub enum Command {
         /// Compute and print everything, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: write the finance files the run would issue (documents.csv,
+        /// lines.csv, refunds.csv) into DIR, and nothing else.
+        #[arg(long, value_name = "DIR", requires = "dry_run")]
+        out: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },

@@ -6,14 +6,18 @@ use super::send::Waiting;
 use super::{Exit, Mail, Session, configured_catalog, print_json};
 use crate::close::{CloseOptions, CloseReport};
 use crate::config::Config;
-use anyhow::Result;
+use crate::core::document::Document;
+use crate::mail::finance::{FinanceFiles, finance_files};
+use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use std::fmt;
+use std::path::Path;
 
 pub(super) async fn close(
     config: &Config,
     as_of: NaiveDate,
     dry_run: bool,
+    out: Option<&Path>,
     json: bool,
 ) -> Result<Exit> {
     let catalog = configured_catalog(config)?;
@@ -28,6 +32,16 @@ pub(super) async fn close(
     } else {
         billing.close(as_of, &options).await?
     };
+    if let Some(dir) = out {
+        let written = preview_files(&report)?
+            .write_to(dir)
+            .with_context(|| format!("cannot write the finance files into {}", dir.display()))?;
+        if !json {
+            for path in written {
+                println!("Wrote {}", path.display());
+            }
+        }
+    }
     if json {
         print_json(&report)?;
     } else {
@@ -45,6 +59,25 @@ pub(super) async fn close(
         );
     }
     Ok(exit(&report))
+}
+
+/// The finance files of what a dry run would issue. Documents have no numbers until they
+/// are issued, so they are called DRAFT-000001… in issue order.
+fn preview_files(report: &CloseReport) -> Result<FinanceFiles> {
+    let docs: Vec<Document> = report
+        .documents
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Document {
+            number: d
+                .number
+                .clone()
+                .unwrap_or_else(|| format!("DRAFT-{:06}", i + 1)),
+            draft: d.document.clone(),
+        })
+        .collect();
+    let docs: Vec<&Document> = docs.iter().collect();
+    Ok(finance_files(&docs, &report.refunds)?)
 }
 
 /// 3 when accounts failed (it wins), 4 when messages failed, 0 otherwise.
@@ -123,7 +156,7 @@ impl fmt::Display for CloseText<'_> {
             let refunds: Vec<String> = r
                 .refunds
                 .iter()
-                .map(|(a, c, x)| format!("{a} {x} {c}"))
+                .map(|r| format!("{} {} {}", r.account, r.amount, r.currency))
                 .collect();
             writeln!(
                 f,

@@ -29,10 +29,14 @@ pub(super) async fn invoice(config: &Config, number: &str, json: bool) -> Result
     let Some(doc) = store.document(number).await? else {
         bail!("no document numbered {number:?}");
     };
+    let mut docs = [doc];
+    crate::delivery::with_customer(store.as_ref(), &mut docs).await?;
+    let [doc] = docs;
     if json {
         print_json(&DocumentJson::from(&doc.document))?;
     } else {
-        print!("{}", crate::mail::document_text(&doc.document));
+        let seller = config.seller.clone().unwrap_or_default();
+        print!("{}", crate::mail::document_text(&doc.document, &seller));
     }
     Ok(Exit::Ok)
 }

@@ -68,8 +68,9 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Close {
             as_of,
             dry_run,
+            out,
             json,
-        } => close::close(&config, as_of, dry_run, json).await,
+        } => close::close(&config, as_of, dry_run, out.as_deref(), json).await,
         Command::Parked { json } => parked::parked(&config, json).await,
         Command::Unpark { account } => parked::unpark(&config, &account).await,
         Command::Quote {

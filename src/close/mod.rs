@@ -14,7 +14,7 @@ use crate::context::Billing;
 pub use crate::context::CloseSettings;
 use crate::core::billing;
 use crate::core::catalog::Catalog;
-use crate::core::document::{DocumentKind, DraftDocument};
+use crate::core::document::{DocumentKind, DraftDocument, REFUND_ON_CANCEL, RefundOwed};
 use crate::core::domain::AccountId;
 use crate::core::money::Total;
 use crate::panics::catch_panic;
@@ -84,8 +84,8 @@ pub struct CloseReport {
     pub deleted_accounts: Vec<String>,
     /// The run was asked to stop before it finished; what remains is still due.
     pub stopped: bool,
-    /// Balances refunded to accounts this run canceled: (account, currency, amount).
-    pub refunds: Vec<(String, String, String)>,
+    /// Balances owed back to accounts this run canceled.
+    pub refunds: Vec<RefundOwed>,
     /// Accounts this run parked (a dry run: would park) because their close failed a sanity
     /// bound: nothing was issued for them. `billrun unpark` releases one.
     pub parked: Vec<ParkedAccount>,
@@ -480,18 +480,23 @@ impl PreparedChunk {
             if c.refund.is_zero() {
                 continue;
             }
-            let currency = match c.documents.first() {
-                Some(d) => d.currency.to_string(),
-                None => self
-                    .states
-                    .iter()
-                    .find(|s| s.account.id == c.account)
-                    .map(|s| s.account.currency.to_string())
-                    .unwrap_or_default(),
+            let account = self
+                .states
+                .iter()
+                .find(|s| s.account.id == c.account)
+                .map(|s| &s.account);
+            let currency = match (c.documents.first(), account) {
+                (Some(d), _) => d.currency.to_string(),
+                (None, Some(a)) => a.currency.to_string(),
+                (None, None) => String::new(),
             };
-            report
-                .refunds
-                .push((c.account.to_string(), currency, c.refund.to_string()));
+            report.refunds.push(RefundOwed {
+                account: c.account.to_string(),
+                customer_name: account.map(|a| a.name.clone()).unwrap_or_default(),
+                currency,
+                amount: c.refund,
+                reason: REFUND_ON_CANCEL.into(),
+            });
         }
         report.failed.append(&mut self.failed);
     }

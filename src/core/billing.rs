@@ -134,7 +134,7 @@ pub fn close_account(
                     let mut b = DocumentBuilder::new(account.currency);
                     for p in pending {
                         b.line(
-                            LineKind::Proration,
+                            LineKind::Pending,
                             p.description.clone(),
                             p.amount,
                             p.discountable,
@@ -144,13 +144,12 @@ pub fn close_account(
                         sub.discount_on(account, start, update.periods_billed.saturating_sub(1));
                     let mut doc = b.finish(
                         format!("final/{}", sub.id),
-                        account.id.clone(),
+                        account,
                         Some(sub.id.clone()),
                         start,
                         terms.due(start),
                         None,
                         discount,
-                        &account.taxes,
                     )?;
                     doc.consumes_pending = pending.iter().map(|p| p.id).collect();
                     documents.push(doc);
@@ -182,7 +181,7 @@ pub fn close_account(
             .map_err(err)?;
             for p in pending {
                 b.line(
-                    LineKind::Proration,
+                    LineKind::Pending,
                     p.description.clone(),
                     p.amount,
                     p.discountable,
@@ -191,13 +190,12 @@ pub fn close_account(
             let discount = sub.discount_on(account, period.start, update.periods_billed);
             let mut doc = b.finish(
                 format!("renewal/{}/{}", sub.id, period.start),
-                account.id.clone(),
+                account,
                 Some(sub.id.clone()),
                 period.start,
                 terms.due(period.start),
                 Some(period),
                 discount,
-                &account.taxes,
             )?;
             doc.consumes_pending = pending.iter().map(|p| p.id).collect();
             pending = &[];
@@ -270,10 +268,11 @@ pub fn period_lines(
         } else {
             format!("{} × {}", plan.name, item.quantity)
         };
-        b.line(
+        b.priced(
             LineKind::Recurring,
             format!("{what}, {period}"),
-            price * Decimal::from(item.quantity),
+            item.quantity,
+            price,
             true,
         );
     }

@@ -543,13 +543,12 @@ fn settle(
     let finish = |b: DocumentBuilder, suffix: &str, issued: NaiveDate, p: Option<Period>| {
         b.finish(
             format!("{key}/{suffix}"),
-            account.id.clone(),
+            account,
             Some(sub.id.clone()),
             issued,
             terms.due(issued),
             p,
             discount,
-            &account.taxes,
         )
     };
     let new_period_builder = |b: &mut DocumentBuilder| -> Result<(), CatalogError> {

@@ -7,8 +7,9 @@
 //! whose amount goes to the account balance; on an invoice the available balance is applied
 //! (`credit_applied`) and `amount_due = total − credit_applied`.
 
-use super::domain::{AccountId, Discount, DiscountValue, SubscriptionId, TaxRate};
+use super::domain::{Account, AccountId, Discount, DiscountValue, SubscriptionId, TaxRate};
 use super::money::{self, AmountOverflow, Currency};
+use super::party::Customer;
 use super::period::Period;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -52,6 +53,8 @@ pub enum LineKind {
     Proration,
     /// Used time re-rated at another cycle's price, or a shortfall.
     Adjustment,
+    /// Proration carried from a change to this (the next) invoice.
+    Pending,
     Discount,
     Tax,
 }
@@ -62,6 +65,7 @@ impl LineKind {
             LineKind::Recurring => "recurring",
             LineKind::Proration => "proration",
             LineKind::Adjustment => "adjustment",
+            LineKind::Pending => "pending",
             LineKind::Discount => "discount",
             LineKind::Tax => "tax",
         }
@@ -71,10 +75,21 @@ impl LineKind {
             "recurring" => LineKind::Recurring,
             "proration" => LineKind::Proration,
             "adjustment" => LineKind::Adjustment,
+            "pending" => LineKind::Pending,
             "discount" => LineKind::Discount,
             "tax" => LineKind::Tax,
             _ => return None,
         })
+    }
+    /// The kind finance books a line under (`lines.csv`, SPEC §11).
+    pub fn finance_kind(&self) -> &'static str {
+        match self {
+            LineKind::Recurring => "charge",
+            LineKind::Proration | LineKind::Adjustment => "proration",
+            LineKind::Pending => "pending",
+            LineKind::Discount => "discount",
+            LineKind::Tax => "tax",
+        }
     }
 }
 
@@ -87,6 +102,35 @@ pub struct Line {
     pub amount: Decimal,
     #[serde(skip)]
     pub discountable: bool,
+    /// How many of a priced item (charge lines); `None` where a line is one amount.
+    #[serde(skip)]
+    pub quantity: Option<u32>,
+    /// The price of one, before rounding the line (charge lines).
+    #[serde(skip)]
+    pub unit_price: Option<Decimal>,
+    /// The rate a tax line applies, on the document's taxable base.
+    #[serde(skip)]
+    pub tax: Option<TaxRate>,
+}
+
+impl Line {
+    /// A line that is one amount: no quantity, no unit price, no rate.
+    pub fn amount(
+        kind: LineKind,
+        description: String,
+        amount: Decimal,
+        discountable: bool,
+    ) -> Line {
+        Line {
+            kind,
+            description,
+            amount,
+            discountable,
+            quantity: None,
+            unit_price: None,
+            tax: None,
+        }
+    }
 }
 
 /// A document computed by the billing core, before the store gives it a number.
@@ -98,6 +142,9 @@ pub struct DraftDocument {
     pub key: String,
     pub kind: DocumentKind,
     pub account: AccountId,
+    /// The customer as they were when the document was issued.
+    #[serde(skip)]
+    pub customer: Customer,
     pub subscription: Option<SubscriptionId>,
     pub issued_at: NaiveDate,
     pub due_at: NaiveDate,
@@ -120,6 +167,28 @@ pub struct DraftDocument {
     /// Pending items this document consumed.
     #[serde(skip)]
     pub consumes_pending: Vec<i64>,
+}
+
+impl DraftDocument {
+    /// The amount taxes are computed on: the subtotal after the discount (finance's "net").
+    pub fn net(&self) -> Decimal {
+        self.subtotal + self.discount
+    }
+}
+
+/// Why a canceled account is owed its balance.
+pub const REFUND_ON_CANCEL: &str = "balance of a canceled account";
+
+/// A balance owed back to a customer: what is left on an account when it is canceled (and,
+/// with corrections, a void of a paid invoice). Reported to finance, who pay it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundOwed {
+    pub account: String,
+    pub customer_name: String,
+    pub currency: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub reason: String,
 }
 
 /// An issued document: a draft with its gapless number.
@@ -151,11 +220,34 @@ impl DocumentBuilder {
         exact: Decimal,
         discountable: bool,
     ) -> &mut Self {
-        self.lines.push(Line {
+        self.lines.push(Line::amount(
             kind,
-            description: description.into(),
-            amount: self.currency.round(exact),
+            description.into(),
+            self.currency.round(exact),
             discountable,
+        ));
+        self
+    }
+
+    /// Add `quantity` of an item at `unit_price` each, rounded once as a whole.
+    pub fn priced(
+        &mut self,
+        kind: LineKind,
+        description: impl Into<String>,
+        quantity: u32,
+        unit_price: Decimal,
+        discountable: bool,
+    ) -> &mut Self {
+        let exact = unit_price * Decimal::from(quantity);
+        self.lines.push(Line {
+            quantity: Some(quantity),
+            unit_price: Some(unit_price),
+            ..Line::amount(
+                kind,
+                description.into(),
+                self.currency.round(exact),
+                discountable,
+            )
         });
         self
     }
@@ -164,20 +256,21 @@ impl DocumentBuilder {
         self.lines.is_empty()
     }
 
-    /// Close the document: discount line, one tax line per rate, totals. Balance is applied
-    /// separately ([`apply_balance`]) because it depends on the order documents are issued in.
+    /// Close the document: discount line, one tax line per rate (none under reverse
+    /// charge), totals. Balance is applied separately ([`apply_balance`]) because it depends
+    /// on the order documents are issued in.
     #[allow(clippy::too_many_arguments)]
     pub fn finish(
         self,
         key: String,
-        account: AccountId,
+        account: &Account,
         subscription: Option<SubscriptionId>,
         issued_at: NaiveDate,
         due_at: NaiveDate,
         period: Option<Period>,
         discount: Option<&Discount>,
-        taxes: &[TaxRate],
     ) -> Result<DraftDocument, AmountOverflow> {
+        let taxes = account.taxes_due();
         let cur = self.currency;
         let mut lines = self.lines;
         let subtotal = money::sum(lines.iter().map(|l| l.amount), "document subtotal")?;
@@ -198,12 +291,7 @@ impl DocumentBuilder {
             };
             let amount = cur.round(-exact);
             if !amount.is_zero() {
-                lines.push(Line {
-                    kind: LineKind::Discount,
-                    description: d.label(),
-                    amount,
-                    discountable: false,
-                });
+                lines.push(Line::amount(LineKind::Discount, d.label(), amount, false));
                 discount_total = amount;
             }
         }
@@ -214,10 +302,13 @@ impl DocumentBuilder {
             let amount =
                 cur.round(money::mul(taxable, rate.percent, "tax")? / Decimal::ONE_HUNDRED);
             lines.push(Line {
-                kind: LineKind::Tax,
-                description: format!("{} {}%", rate.name, rate.percent.normalize()),
-                amount,
-                discountable: false,
+                tax: Some(rate.clone()),
+                ..Line::amount(
+                    LineKind::Tax,
+                    format!("{} {}%", rate.name, rate.percent.normalize()),
+                    amount,
+                    false,
+                )
             });
             tax_total = money::add(tax_total, amount, "tax total")?;
         }
@@ -231,7 +322,8 @@ impl DocumentBuilder {
         Ok(DraftDocument {
             key,
             kind,
-            account,
+            account: account.id.clone(),
+            customer: account.customer(),
             subscription,
             issued_at,
             due_at,
@@ -281,6 +373,39 @@ mod tests {
         Decimal::from_str_exact(s).unwrap()
     }
 
+    fn account(taxes: &[TaxRate]) -> Account {
+        Account {
+            taxes: taxes.to_vec(),
+            ..Account::new(
+                AccountId::new("a").unwrap(),
+                "A",
+                "a@example.com",
+                Currency::new("USD").unwrap(),
+            )
+        }
+    }
+
+    #[test]
+    fn reverse_charge_issues_no_tax_lines_and_keeps_the_customer() {
+        let usd = Currency::new("USD").unwrap();
+        let mut b = DocumentBuilder::new(usd);
+        b.priced(LineKind::Recurring, "Seat", 3, dec("10.005"), true);
+        let mut acct = account(&[TaxRate::new("VAT", dec("20")).unwrap()]);
+        acct.tax_id = Some("FR12345678901".into());
+        acct.reverse_charge = true;
+        let day: NaiveDate = "2026-01-31".parse().unwrap();
+        let doc = b
+            .finish("k".into(), &acct, None, day, day, None, None)
+            .unwrap();
+        assert_eq!(doc.lines.len(), 1);
+        assert_eq!(doc.lines[0].amount.to_string(), "30.02");
+        assert_eq!(doc.lines[0].quantity, Some(3));
+        assert_eq!(doc.lines[0].unit_price, Some(dec("10.005")));
+        assert_eq!((doc.tax, doc.total), (Decimal::ZERO, dec("30.02")));
+        assert!(doc.customer.reverse_charge);
+        assert_eq!(doc.customer.tax_id.as_deref(), Some("FR12345678901"));
+    }
+
     #[test]
     fn discount_then_tax_per_rate() {
         let usd = Currency::new("USD").unwrap();
@@ -295,13 +420,12 @@ mod tests {
         let mut doc = b
             .finish(
                 "k".into(),
-                AccountId::new("a").unwrap(),
+                &account(&taxes),
                 None,
                 day,
                 day,
                 None,
                 Some(&disc),
-                &taxes,
             )
             .unwrap();
         let amounts: Vec<String> = doc.lines.iter().map(|l| l.amount.to_string()).collect();
@@ -329,16 +453,7 @@ mod tests {
         b.line(LineKind::Proration, "Unused", dec("-49"), true);
         let day: NaiveDate = "2026-03-01".parse().unwrap();
         let mut doc = b
-            .finish(
-                "k".into(),
-                AccountId::new("a").unwrap(),
-                None,
-                day,
-                day,
-                None,
-                None,
-                &[],
-            )
+            .finish("k".into(), &account(&[]), None, day, day, None, None)
             .unwrap();
         assert_eq!(doc.kind, DocumentKind::CreditNote);
         assert_eq!(

@@ -167,6 +167,54 @@ pub struct Account {
     pub taxes: Vec<TaxRate>,
     pub discount: Option<Discount>,
     pub status: AccountStatus,
+    /// Postal address lines, printed on documents.
+    pub address: Vec<String>,
+    /// ISO 3166 alpha-2.
+    pub country: Option<String>,
+    pub tax_id: Option<String>,
+    /// The customer accounts for the VAT: no tax lines on its documents (SPEC §11).
+    pub reverse_charge: bool,
+}
+
+impl Account {
+    /// An active account with no taxes, discount or address: the fields the store and the
+    /// import fill in after.
+    pub fn new(id: AccountId, name: &str, email: &str, currency: Currency) -> Account {
+        Account {
+            id,
+            name: name.into(),
+            email: email.into(),
+            currency,
+            timezone: "UTC".into(),
+            taxes: Vec::new(),
+            discount: None,
+            status: AccountStatus::Active,
+            address: Vec::new(),
+            country: None,
+            tax_id: None,
+            reverse_charge: false,
+        }
+    }
+
+    /// The tax rates its documents carry: none under reverse charge.
+    pub fn taxes_due(&self) -> &[TaxRate] {
+        if self.reverse_charge {
+            &[]
+        } else {
+            &self.taxes
+        }
+    }
+
+    /// The customer as a document issued now names them.
+    pub fn customer(&self) -> super::party::Customer {
+        super::party::Customer {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            country: self.country.clone(),
+            tax_id: self.tax_id.clone(),
+            reverse_charge: self.reverse_charge,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

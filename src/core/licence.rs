@@ -268,13 +268,12 @@ pub fn plan_licence_op(
         let discount = sub.discount_on(account, at, sub.periods_billed.saturating_sub(1));
         documents.push(b.finish(
             format!("licence/{}/v{}", sub.id, sub.version),
-            account.id.clone(),
+            account,
             Some(sub.id.clone()),
             at,
             terms.due(at),
             None,
             discount,
-            &account.taxes,
         )?);
     }
     let mut balance = state.balance;

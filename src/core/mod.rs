@@ -10,6 +10,7 @@ pub mod licence;
 pub mod limits;
 pub mod messages;
 pub mod money;
+pub mod party;
 pub mod period;
 pub mod policy;
 pub mod sanity;

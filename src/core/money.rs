@@ -58,6 +58,16 @@ impl Currency {
         r
     }
 
+    /// A unit price as printed: at least the currency's minor digits (`50.00`), more only
+    /// where the price has them (`0.125`).
+    pub fn price(&self, price: Decimal) -> String {
+        let mut p = price.normalize();
+        if p.scale() < self.minor_unit_scale() {
+            p.rescale(self.minor_unit_scale());
+        }
+        p.to_string()
+    }
+
     /// Zero with the currency's scale, so it prints as `0.00`.
     pub fn zero(&self) -> Decimal {
         let mut z = Decimal::ZERO;

@@ -347,7 +347,7 @@ pub fn check(
 mod tests {
     use super::*;
     use crate::core::document::{DocumentBuilder, DraftDocument, LineKind};
-    use crate::core::domain::AccountId;
+    use crate::core::domain::{Account, AccountId};
     use chrono::NaiveDate;
 
     fn d(s: &str) -> NaiveDate {
@@ -375,15 +375,15 @@ mod tests {
             end: d(b),
         });
         let start = period.map_or(d("2026-01-01"), |p| p.start);
+        let account = Account::new(AccountId::new("a1").unwrap(), "A", "a@example.com", usd());
         b.finish(
             format!("k/{s}/{start}"),
-            AccountId::new("a1").unwrap(),
+            &account,
             Some(sub(s)),
             start,
             start,
             period,
             None,
-            &[],
         )
         .unwrap()
     }

@@ -1,20 +1,24 @@
 //! Email: what billrun says to customers and finance, and how it leaves.
 //!
-//! Rendering is pure (document in, `lettre::Message` out, with the document's PDF from
-//! `pdf`); delivery goes through the outbox — rows written in the same transaction as the
+//! Rendering is pure (document in, `lettre::Message` out): `facts` decides what a document
+//! says, `pdf`, `render` (the customer's email) and `finance` (the batch and its CSV files)
+//! lay it out; delivery goes through the outbox — rows written in the same transaction as the
 //! documents they carry — and a [`Transport`]: SMTP (`smtp`) when `smtp_url` is set, else a
 //! folder of `.eml` files (the embedded mode). Each message has a stable key (the document
 //! number, or `finance-batch-N`) from which its file name and Message-ID derive, so a resend
 //! is recognisably the same message.
 
 pub mod eml;
+pub mod facts;
+pub mod finance;
 pub mod pdf;
 mod render;
 pub mod smtp;
 
 pub use eml::EmlDir;
+pub use finance::{finance_batch_email, finance_files, finance_summary};
 pub use pdf::document_pdf;
-pub use render::{document_email, document_text, finance_batch_email, finance_csv};
+pub use render::{document_email, document_text};
 pub use smtp::{SmtpSettings, SmtpTransport};
 
 pub use crate::core::messages::{document_subject, finance_batch_key, finance_batch_subject};

@@ -13,26 +13,24 @@
 //! exactly as stored (finance matches on them) and is always base64, the one encoding any
 //! byte survives.
 
+use super::facts::DocumentFacts;
 use super::{MailError, document_subject, message_id};
-use crate::core::document::{Document, DocumentKind};
-use crate::core::domain::Account;
-use crate::core::money::Total;
-use crate::store::{BatchExtras, StoredDocument};
+use crate::core::document::Document;
+use crate::core::party::Seller;
 use chrono::{DateTime, Utc};
 use lettre::Message;
-use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use std::collections::BTreeMap;
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart};
 use std::fmt::Write;
 
-fn mailbox(addr: &str, what: &str) -> Result<Mailbox, MailError> {
+pub(super) fn mailbox(addr: &str, what: &str) -> Result<Mailbox, MailError> {
     addr.parse()
         .map_err(|_| MailError::Build(format!("{what} address {addr:?} is not valid")))
 }
 
 /// `s` without control characters (see the module header): line breaks and tabs become a
 /// space, the rest U+FFFD.
-fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     let unfit = |c: char| {
         c.is_control()
             || matches!(
@@ -61,84 +59,154 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A document as plain text: title, dates, lines, totals.
-pub fn document_text(doc: &Document) -> String {
-    let d = &doc.draft;
-    let cur = d.currency;
-    let mut text = format!(
-        "{} {}\nAccount {}",
-        d.kind.title(),
-        clean(&doc.number),
-        clean(d.account.as_str())
-    );
-    if let Some(s) = &d.subscription {
-        let _ = write!(text, ", subscription {}", clean(s.as_str()));
-    }
-    let _ = writeln!(text, "\nIssued {}, due {}.", d.issued_at, d.due_at);
-    if let Some(p) = d.period {
-        let _ = writeln!(text, "Period: {p}.");
+/// A document as plain text: every fact the PDF shows (see [`DocumentFacts`]).
+pub fn document_text(doc: &Document, seller: &Seller) -> String {
+    let f = DocumentFacts::of(doc, seller);
+    let mut text = format!("{} {}\n\n", f.title, clean(&f.number));
+    let party = |name: &str, lines: &[String]| {
+        std::iter::once(name)
+            .chain(lines.iter().map(String::as_str))
+            .map(|l| clean(l).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(text, "From: {}", party(&f.seller_name, &f.seller_lines));
+    let _ = writeln!(text, "To: {}", party(&f.customer_name, &f.customer_lines));
+    for (label, value) in &f.references {
+        let _ = writeln!(text, "{label}: {}", clean(value));
     }
     text.push('\n');
-    let descriptions: Vec<_> = d.lines.iter().map(|l| clean(&l.description)).collect();
+    let descriptions: Vec<_> = f.rows.iter().map(|r| clean(&r.description)).collect();
     let width = descriptions
         .iter()
         .map(|s| s.chars().count())
         .max()
         .unwrap_or(0)
-        .max(14);
-    for (l, description) in d.lines.iter().zip(&descriptions) {
-        let _ = writeln!(
-            text,
-            "  {:<width$}  {:>12}",
-            description,
-            l.amount.to_string()
-        );
-    }
+        .clamp(14, 60);
     let _ = writeln!(
         text,
-        "\n  {:<width$}  {:>12} {cur}",
-        "Total",
-        d.total.to_string()
+        "  {:<width$}  {:>5}  {:>12}  {:>12}",
+        "Description",
+        "Qty",
+        "Unit price",
+        format!("Amount {}", f.currency)
     );
-    match d.kind {
-        DocumentKind::Invoice => {
-            if !d.credit_applied.is_zero() {
-                let _ = writeln!(
-                    text,
-                    "  {:<width$}  {:>12} {cur}",
-                    "Credit applied",
-                    (-d.credit_applied).to_string()
-                );
-            }
-            let _ = writeln!(
-                text,
-                "  {:<width$}  {:>12} {cur}",
-                "Amount due",
-                d.amount_due.to_string()
-            );
-        }
-        DocumentKind::CreditNote => {
-            let _ = writeln!(
-                text,
-                "\n{} {cur} has been added to your account balance.",
-                -d.total
-            );
-        }
+    for (r, description) in f.rows.iter().zip(&descriptions) {
+        let _ = writeln!(
+            text,
+            "  {:<width$}  {:>5}  {:>12}  {:>12}",
+            description, r.quantity, r.unit_price, r.amount
+        );
+    }
+    text.push('\n');
+    let label_width = f
+        .totals
+        .iter()
+        .map(|t| t.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    for t in &f.totals {
+        let _ = writeln!(
+            text,
+            "  {:<label_width$}  {:>16}",
+            clean(&t.label),
+            t.amount
+        );
+    }
+    for n in &f.notes {
+        let _ = write!(text, "\n{}\n", clean_lines(&n.text));
     }
     text
 }
 
-/// The customer's email for one document.
+/// A multi-line note (payment instructions) cleaned line by line, its line breaks kept.
+fn clean_lines(s: &str) -> String {
+    s.lines()
+        .map(|l| clean(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The same facts as HTML.
+fn document_html(doc: &Document, seller: &Seller, greeting: &str, extra: Option<&str>) -> String {
+    let f = DocumentFacts::of(doc, seller);
+    let mut html = format!(
+        "<html><body><p>Hello {},</p><h2>{} {}</h2>",
+        escape(greeting),
+        f.title,
+        escape(&f.number)
+    );
+    let party = |name: &str, lines: &[String]| {
+        std::iter::once(format!("<strong>{}</strong>", escape(name)))
+            .chain(lines.iter().map(|l| escape(l)))
+            .collect::<Vec<_>>()
+            .join("<br>")
+    };
+    let _ = write!(
+        html,
+        "<table><tr><td valign=\"top\">From<br>{}</td><td valign=\"top\">To<br>{}</td></tr></table><p>",
+        party(&f.seller_name, &f.seller_lines),
+        party(&f.customer_name, &f.customer_lines)
+    );
+    for (label, value) in &f.references {
+        let _ = write!(html, "{label}: {}<br>", escape(value));
+    }
+    let _ = write!(
+        html,
+        "</p><table><tr><th align=\"left\">Description</th><th align=\"right\">Qty</th>\
+         <th align=\"right\">Unit price</th><th align=\"right\">Amount ({})</th></tr>",
+        f.currency
+    );
+    for r in &f.rows {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td></tr>",
+            escape(&r.description),
+            r.quantity,
+            r.unit_price,
+            r.amount
+        );
+    }
+    for t in &f.totals {
+        let (open, close) = if t.strong {
+            ("<th", "</th>")
+        } else {
+            ("<td", "</td>")
+        };
+        let _ = write!(
+            html,
+            "<tr>{open} colspan=\"3\" align=\"right\">{}{close}{open} align=\"right\">{}{close}</tr>",
+            escape(&t.label),
+            t.amount
+        );
+    }
+    html.push_str("</table>");
+    for n in &f.notes {
+        let text = n.text.lines().map(escape).collect::<Vec<_>>().join("<br>");
+        if n.strong {
+            let _ = write!(html, "<p><strong>{text}</strong></p>");
+        } else {
+            let _ = write!(html, "<p>{text}</p>");
+        }
+    }
+    if let Some(n) = extra {
+        let _ = write!(html, "<p>{}</p>", escape(n));
+    }
+    html.push_str("<p>Thank you.</p></body></html>");
+    html
+}
+
+/// The customer's email for one document: text and HTML parts with the same facts, and the
+/// document as a PDF. `to` is the address captured when the document was issued.
 pub fn document_email(
     doc: &Document,
-    account: &Account,
+    seller: &Seller,
     unassigned_licences: u32,
     from: &str,
+    to: &str,
     date: DateTime<Utc>,
 ) -> Result<Message, MailError> {
     let d = &doc.draft;
-    let cur = d.currency;
-    let title = format!("{} {}", d.kind.title(), doc.number);
     // Source 001: licences nobody uses still renew; say so on every invoice until removed.
     let licence_note = (unassigned_licences > 0).then(|| {
         format!(
@@ -146,71 +214,28 @@ pub fn document_email(
              Remove them if you no longer need them."
         )
     });
+    let greeting = &d.customer.name;
     let text = format!(
         "Hello {},\n\n{}\n{}Thank you.\n",
-        clean(&account.name),
-        document_text(doc),
+        clean(greeting),
+        document_text(doc, seller),
         licence_note
             .as_ref()
             .map(|n| format!("{n}\n\n"))
             .unwrap_or_default()
     );
-    let mut html = format!(
-        "<html><body><p>Hello {},</p><h2>{}</h2><p>Issued {}, due {}.</p>",
-        escape(&account.name),
-        escape(&title),
-        d.issued_at,
-        d.due_at
-    );
-    if let Some(p) = d.period {
-        let _ = write!(html, "<p>Period: {p}.</p>");
-    }
-    html.push_str("<table>");
-    for l in &d.lines {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td align=\"right\">{}</td></tr>",
-            escape(&l.description),
-            l.amount
+    let html = document_html(doc, seller, greeting, licence_note.as_deref());
+    let pdf = super::pdf::document_pdf(doc, seller).map_err(MailError::Build)?;
+    if pdf.replaced > 0 {
+        tracing::warn!(
+            document = %doc.number,
+            characters = pdf.replaced,
+            "characters the PDF font lacks are printed as U+FFFD"
         );
     }
-    let _ = write!(
-        html,
-        "<tr><th>Total</th><th align=\"right\">{} {cur}</th></tr>",
-        d.total
-    );
-    match d.kind {
-        DocumentKind::Invoice => {
-            if !d.credit_applied.is_zero() {
-                let _ = write!(
-                    html,
-                    "<tr><td>Credit applied</td><td align=\"right\">{} {cur}</td></tr>",
-                    -d.credit_applied
-                );
-            }
-            let _ = write!(
-                html,
-                "<tr><th>Amount due</th><th align=\"right\">{} {cur}</th></tr>",
-                d.amount_due
-            );
-        }
-        DocumentKind::CreditNote => {
-            let _ = write!(
-                html,
-                "<tr><td colspan=\"2\">{} {cur} has been added to your account balance.</td></tr>",
-                -d.total
-            );
-        }
-    }
-    html.push_str("</table>");
-    if let Some(n) = &licence_note {
-        let _ = write!(html, "<p>{}</p>", escape(n));
-    }
-    html.push_str("<p>Thank you.</p></body></html>");
-
     Message::builder()
         .from(mailbox(from, "sender")?)
-        .to(mailbox(&account.email, "customer")?)
+        .to(mailbox(to, "customer")?)
         .subject(clean(&document_subject(d.kind, &doc.number)))
         .message_id(Some(message_id(&doc.number, from)))
         .date(date.into())
@@ -218,157 +243,18 @@ pub fn document_email(
             MultiPart::mixed()
                 .multipart(MultiPart::alternative_plain_html(text, html))
                 .singlepart(Attachment::new(format!("{}.pdf", doc.number)).body(
-                    super::pdf::document_pdf(doc),
+                    pdf.bytes,
                     ContentType::parse("application/pdf").expect("valid content type"),
                 )),
         )
         .map_err(|e| MailError::Build(e.to_string()))
 }
 
-/// CSV of a batch: one row per document (SPEC §7 columns).
-pub fn finance_csv(docs: &[StoredDocument]) -> Result<String, MailError> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let fail = |e: csv::Error| MailError::Build(e.to_string());
-    w.write_record([
-        "number",
-        "kind",
-        "account",
-        "subscription",
-        "issue_date",
-        "period",
-        "subtotal",
-        "discount",
-        "tax",
-        "total",
-        "credit_applied",
-        "amount_due",
-        "currency",
-    ])
-    .map_err(fail)?;
-    for s in docs {
-        let d = &s.document.draft;
-        w.write_record([
-            s.document.number.clone(),
-            d.kind.as_str().to_string(),
-            d.account.to_string(),
-            d.subscription
-                .as_ref()
-                .map(|x| x.to_string())
-                .unwrap_or_default(),
-            d.issued_at.to_string(),
-            d.period
-                .map(|p| format!("{}/{}", p.start, p.end))
-                .unwrap_or_default(),
-            d.subtotal.to_string(),
-            d.discount.to_string(),
-            d.tax.to_string(),
-            d.total.to_string(),
-            d.credit_applied.to_string(),
-            d.amount_due.to_string(),
-            d.currency.to_string(),
-        ])
-        .map_err(fail)?;
-    }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| MailError::Build(e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| MailError::Build(e.to_string()))
-}
-
-/// Totals per currency: (documents, invoiced, credited, credit applied, amount due), as
-/// [`Total`]s: a batch may hold more than `Decimal` can sum.
-type CurrencyTotals = (u64, Total, Total, Total, Total);
-
-/// The finance batch: a summary per currency and the CSV.
-pub fn finance_batch_email(
-    batch: i64,
-    subject: &str,
-    docs: &[StoredDocument],
-    extras: &BatchExtras,
-    from: &str,
-    to: &str,
-    date: DateTime<Utc>,
-) -> Result<Message, MailError> {
-    let mut totals: BTreeMap<String, CurrencyTotals> = BTreeMap::new();
-    for s in docs {
-        let d = &s.document.draft;
-        let cur = d.currency;
-        let t = totals.entry(cur.to_string()).or_insert_with(|| {
-            (
-                0,
-                Total::new(cur),
-                Total::new(cur),
-                Total::new(cur),
-                Total::new(cur),
-            )
-        });
-        t.0 += 1;
-        match d.kind {
-            DocumentKind::Invoice => t.1.add(d.total),
-            DocumentKind::CreditNote => t.2.add(-d.total),
-        }
-        t.3.add(d.credit_applied);
-        t.4.add(d.amount_due);
-    }
-    let subject = clean(subject);
-    let mut text = format!("{subject}\n\n");
-    for (cur, (n, invoiced, credited, applied, due)) in &totals {
-        let _ = writeln!(
-            text,
-            "{cur}: {n} document(s); invoiced {invoiced}, credit notes {credited}, credit applied {applied}, amount due {due}"
-        );
-    }
-    if !extras.refunds.is_empty() {
-        text.push_str("\nRefunds owed (balances of canceled accounts):\n");
-        for (account, cur, amount) in &extras.refunds {
-            let _ = writeln!(text, "  {}: {amount} {}", clean(account), clean(cur));
-        }
-    }
-    if !extras.deleted_accounts.is_empty() {
-        text.push_str("\nAccounts whose data was deleted (documents kept):\n");
-        for account in &extras.deleted_accounts {
-            let _ = writeln!(text, "  {}", clean(account));
-        }
-    }
-    if !extras.parked.is_empty() {
-        text.push_str(
-            "\nAccounts parked (nothing issued: their close failed a sanity bound; `billrun unpark ACCOUNT` releases one):\n",
-        );
-        for (account, reason) in &extras.parked {
-            let _ = writeln!(text, "  {}: {}", clean(account), clean(reason));
-        }
-    }
-    text.push_str("\nEvery document is listed in the attached CSV.\n");
-    let key = super::finance_batch_key(batch);
-    let csv = finance_csv(docs)?;
-    Message::builder()
-        .from(mailbox(from, "sender")?)
-        .to(mailbox(to, "finance")?)
-        .subject(subject.into_owned())
-        .message_id(Some(message_id(&key, from)))
-        .date(date.into())
-        .multipart(
-            MultiPart::mixed()
-                .singlepart(SinglePart::plain(text))
-                .singlepart(
-                    Attachment::new(format!("{key}.csv")).body(
-                        lettre::message::Body::new_with_encoding(
-                            csv.into_bytes(),
-                            ContentTransferEncoding::Base64,
-                        )
-                        .expect("base64 carries any bytes"),
-                        ContentType::parse("text/csv").expect("valid content type"),
-                    ),
-                ),
-        )
-        .map_err(|e| MailError::Build(e.to_string()))
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::core::document::{DocumentBuilder, LineKind};
-    use crate::core::domain::{AccountId, AccountStatus, SubscriptionId};
+    use crate::core::domain::{Account, AccountId, SubscriptionId};
     use crate::core::money::Currency;
     use crate::core::period::Period;
     use rust_decimal::Decimal;
@@ -384,7 +270,7 @@ mod tests {
     const ASCII_NAME: &str = "Mallory\0\x1b[31m\r\nBcc: evil@example.com";
     const ASCII_CLEANED: &str = "Mallory\u{fffd}\u{fffd}[31m  Bcc: evil@example.com";
 
-    fn document() -> Document {
+    fn document(name: &str) -> Document {
         let usd = Currency::new("USD").unwrap();
         let mut b = DocumentBuilder::new(usd);
         b.line(
@@ -394,10 +280,11 @@ mod tests {
             true,
         );
         let day: chrono::NaiveDate = "2026-02-01".parse().unwrap();
+        let account = Account::new(AccountId::new("a1").unwrap(), name, "zoe@example.com", usd);
         let draft = b
             .finish(
                 "k".into(),
-                AccountId::new("a1").unwrap(),
+                &account,
                 Some(SubscriptionId::new("s1").unwrap()),
                 day,
                 day,
@@ -406,7 +293,6 @@ mod tests {
                     end: "2026-03-01".parse().unwrap(),
                 }),
                 None,
-                &[],
             )
             .unwrap();
         Document {
@@ -415,20 +301,7 @@ mod tests {
         }
     }
 
-    fn account(name: &str) -> Account {
-        Account {
-            id: AccountId::new("a1").unwrap(),
-            name: name.into(),
-            email: "zoe@example.com".into(),
-            currency: Currency::new("USD").unwrap(),
-            timezone: "UTC".into(),
-            taxes: Vec::new(),
-            discount: None,
-            status: AccountStatus::Active,
-        }
-    }
-
-    fn quoted_printable(s: &str) -> Vec<u8> {
+    pub(crate) fn quoted_printable(s: &str) -> Vec<u8> {
         let s = s.replace("=\r\n", "");
         let b = s.as_bytes();
         let mut out = Vec::new();
@@ -445,7 +318,7 @@ mod tests {
         out
     }
 
-    fn base64(s: &str) -> Vec<u8> {
+    pub(crate) fn base64(s: &str) -> Vec<u8> {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let digits: Vec<u32> = s
             .bytes()
@@ -468,7 +341,7 @@ mod tests {
     /// The raw message, checked to be 7-bit with CRLF line ends and no control bytes, and
     /// no `Bcc` anywhere at the start of a line; then each text part (content type,
     /// transfer encoding, decoded text).
-    fn text_parts(message: &Message) -> Vec<(String, String, String)> {
+    pub(crate) fn text_parts(message: &Message) -> Vec<(String, String, String)> {
         let raw = String::from_utf8(message.formatted()).expect("ASCII");
         assert!(raw.is_ascii(), "8-bit bytes in the message:\n{raw}");
         let bytes = raw.as_bytes();
@@ -536,9 +409,15 @@ mod tests {
     fn control_characters_in_a_name_reach_no_body_or_header() {
         for (name, cleaned) in [(NAME, CLEANED), (ASCII_NAME, ASCII_CLEANED)] {
             let date = "2026-02-01T00:00:00Z".parse().unwrap();
-            let message =
-                document_email(&document(), &account(name), 0, "billing@billrun.test", date)
-                    .unwrap();
+            let message = document_email(
+                &document(name),
+                &Seller::default(),
+                0,
+                "billing@billrun.test",
+                "zoe@example.com",
+                date,
+            )
+            .unwrap();
             let parts = text_parts(&message);
             let kinds: Vec<&str> = parts.iter().map(|(t, _, _)| t.as_str()).collect();
             assert_eq!(kinds.len(), 2, "{kinds:?}");
@@ -565,37 +444,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn the_finance_batch_cleans_reasons_and_keeps_its_csv_exact() {
-        let extras = BatchExtras {
-            parked: vec![("a1".into(), "plan \"Pro\x1b[2J\" \r\nBcc: x@y.z".into())],
-            ..Default::default()
-        };
-        let date = "2026-02-01T00:00:00Z".parse().unwrap();
-        let message = finance_batch_email(
-            1,
-            "Billing run\r\nBcc: evil@example.com",
-            &[],
-            &extras,
-            "billing@billrun.test",
-            "finance@billrun.test",
-            date,
-        )
-        .unwrap();
-        let parts = text_parts(&message);
-        let summary = &parts[0].2;
-        assert!(
-            summary.contains("a1: plan \"Pro\u{fffd}[2J\"   Bcc: x@y.z"),
-            "{summary:?}"
-        );
-        assert!(summary.starts_with("Billing run  Bcc: evil@example.com"));
-        let csv = parts
-            .iter()
-            .find(|(t, _, _)| t.starts_with("text/csv"))
-            .unwrap();
-        assert_eq!(csv.1, "base64");
-        assert!(csv.2.starts_with("number,kind,account"), "{:?}", csv.2);
     }
 }

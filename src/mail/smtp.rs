@@ -568,12 +568,19 @@ mod tests {
     fn the_url_must_be_smtp() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("billrun.toml");
-        std::fs::write(&path, "smtp_url = \"http://u:pw-9@mail.example.com\"\n").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "smtp_url = \"http://u:pw-9@mail.example.com\"\n{}",
+                crate::config::EXAMPLE_SELLER
+            ),
+        )
+        .unwrap();
         let e = crate::config::Config::load(Some(&path), |_| None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("smtp_url") && !e.contains("pw-9"), "{e}");
-        std::fs::write(&path, "").unwrap();
+        std::fs::write(&path, crate::config::EXAMPLE_SELLER).unwrap();
         let c = crate::config::Config::load(Some(&path), |k| {
             (k == "BILLRUN_SMTP_PASSWORD_FILE").then(|| "/run/secrets/smtp".to_string())
         })
@@ -605,7 +612,11 @@ AgEGMAoGCCqGSM49BAMCA0cAMEQCIGSHcQmOKDFcsD3DeDmyYzkm9UshwNYZTcK1\n\
             })
             .map_err(|e| e.to_string())
         };
-        std::fs::write(dir.path().join("billrun.toml"), "").unwrap();
+        std::fs::write(
+            dir.path().join("billrun.toml"),
+            crate::config::EXAMPLE_SELLER,
+        )
+        .unwrap();
         let good = dir.path().join("ca.pem");
         std::fs::write(&good, format!("# the relay's CA\n{TEST_CA}")).unwrap();
         let c = load(&good).unwrap();

@@ -210,6 +210,10 @@ fn account_from_row(r: &PgRow) -> Result<(Account, Decimal), StoreError> {
         taxes,
         discount,
         status: AccountStatus::parse(&status).ok_or_else(|| corrupt("status")(status.clone()))?,
+        address: Vec::new(),
+        country: None,
+        tax_id: None,
+        reverse_charge: false,
     };
     Ok((account, r.try_get::<Money, _>("balance")?.0))
 }
@@ -314,6 +318,9 @@ impl PgStore {
                     description: r.try_get("description")?,
                     amount: r.try_get::<Money, _>("amount")?.0,
                     discountable: false,
+                    quantity: None,
+                    unit_price: None,
+                    tax: None,
                 });
         }
 
@@ -326,6 +333,7 @@ impl PgStore {
                 |col: &str| -> Result<Decimal, StoreError> { Ok(r.try_get::<Money, _>(col)?.0) };
             let draft = DraftDocument {
                 key: r.try_get("doc_key")?,
+                customer: Default::default(),
                 kind: DocumentKind::parse(&kind)
                     .ok_or_else(|| corrupt("document kind")(kind.clone()))?,
                 account: account_id(&r.try_get::<String, _>("account_id")?)?,

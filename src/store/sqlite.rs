@@ -352,6 +352,10 @@ impl AccountRow {
             discount,
             status: AccountStatus::parse(&status)
                 .ok_or_else(|| corrupt("status")(status.clone()))?,
+            address: Vec::new(),
+            country: None,
+            tax_id: None,
+            reverse_charge: false,
         };
         Ok((account, dec(&self.balance)?))
     }
@@ -560,6 +564,9 @@ impl SqliteStore {
                     description: r.try_get("description")?,
                     amount: dec(&r.try_get::<String, _>("amount")?)?,
                     discountable: false,
+                    quantity: None,
+                    unit_price: None,
+                    tax: None,
                 });
         }
 
@@ -577,6 +584,7 @@ impl SqliteStore {
             };
             let draft = DraftDocument {
                 key: r.try_get("doc_key")?,
+                customer: Default::default(),
                 kind: crate::core::document::DocumentKind::parse(&kind)
                     .ok_or_else(|| corrupt("document kind")(kind.clone()))?,
                 account: AccountId::new(&r.try_get::<String, _>("account_id")?)
@@ -2853,7 +2861,6 @@ mod tests {
     /// back and the conflict names that subscription.
     #[tokio::test]
     async fn stale_subscription_rolls_the_chunk_back_and_is_named() {
-        use crate::core::domain::AccountStatus;
         use crate::input::{ImportBatch, NewAccount, NewSubscription};
         let store = SqliteStore::open("sqlite::memory:").await.unwrap();
         store.migrate().await.unwrap();
@@ -2862,16 +2869,12 @@ mod tests {
         let account = AccountId::new("acct1").unwrap();
         let mut batch = ImportBatch::default();
         batch.accounts.push(NewAccount {
-            account: Account {
-                id: account.clone(),
-                name: "Customer".into(),
-                email: "billing@acct1.example".into(),
-                currency: Currency::new("USD").unwrap(),
-                timezone: "UTC".into(),
-                taxes: Vec::new(),
-                discount: None,
-                status: AccountStatus::Active,
-            },
+            account: Account::new(
+                account.clone(),
+                "Customer",
+                "billing@acct1.example",
+                Currency::new("USD").unwrap(),
+            ),
             opening_credit: Decimal::ZERO,
         });
         let start = NaiveDate::from_ymd_opt(2025, 12, 1).unwrap();

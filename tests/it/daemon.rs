@@ -71,10 +71,11 @@ fn daemon_closes_due_periods_serves_health_and_metrics_and_stops_on_sigterm() {
         &config,
         format!(
             "database_url = \"sqlite://{}\"\ncatalog = \"{}\"\nmail_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{port}\"\n\
-             mail_from = \"billing@billrun.test\"\n",
+             mail_from = \"billing@billrun.test\"\n{seller}",
             dir.path().join("billrun.db").display(),
             fixtures.join("catalog.toml").display(),
-            dir.path().join("mail").display()
+            dir.path().join("mail").display(),
+            seller = billrun::config::EXAMPLE_SELLER,
         ),
     )
     .unwrap();
@@ -250,10 +251,11 @@ fn start_daemon(dir: &Path, nofile: Option<u64>) -> (Daemon, u16) {
         &config,
         format!(
             "database_url = \"sqlite://{}\"\ncatalog = \"{}\"\nmail_dir = \"{}\"\nhttp_addr = \"127.0.0.1:{port}\"\n\
-             mail_from = \"billing@billrun.test\"\n",
+             mail_from = \"billing@billrun.test\"\n{seller}",
             dir.join("billrun.db").display(),
             fixtures.join("catalog.toml").display(),
-            dir.join("mail").display()
+            dir.join("mail").display(),
+            seller = billrun::config::EXAMPLE_SELLER,
         ),
     )
     .unwrap();

@@ -509,6 +509,10 @@ schedule = "0 0 0 * * *"
 http_addr = "127.0.0.1:9464"
 [modules]
 reports = [{ table = "report_rows", account_column = "account_id" }]
+[seller]
+legal_name = "Example Software Ltd"
+address = ["1 Example Street"]
+country = "GB"
 "#;
 
 fn config_value() -> impl Strategy<Value = String> {
@@ -604,16 +608,12 @@ fn import(src: &str, catalog: &Catalog) -> Result<(), TestCaseError> {
     let mut existing = BTreeMap::new();
     existing.insert(
         "a1".to_string(),
-        Account {
-            id: AccountId::new("a1").unwrap(),
-            name: "A".into(),
-            email: "a@x.example".into(),
-            currency: Currency::new("USD").unwrap(),
-            timezone: "UTC".into(),
-            taxes: vec![],
-            discount: None,
-            status: AccountStatus::Active,
-        },
+        Account::new(
+            AccountId::new("a1").unwrap(),
+            "A",
+            "a@x.example",
+            Currency::new("USD").unwrap(),
+        ),
     );
     match input::validate(&raw.accounts, &raw.subscriptions, catalog, "UTC", &existing) {
         Ok(batch) => {
@@ -869,16 +869,16 @@ fn change_catalog() -> Catalog {
 fn account_state(policy: &str, cycle: &str, start: NaiveDate, quantity: u32) -> AccountState {
     AccountState {
         account: Account {
-            id: AccountId::new("a").unwrap(),
-            name: "A".into(),
-            email: "a@x.example".into(),
-            currency: Currency::new("USD").unwrap(),
-            timezone: "UTC".into(),
             taxes: vec![TaxRate::new("VAT", Decimal::new(20, 0)).unwrap()],
             discount: Some(
                 Discount::new(DiscountValue::Percent(Decimal::new(15, 0)), None, None).unwrap(),
             ),
-            status: AccountStatus::Active,
+            ..Account::new(
+                AccountId::new("a").unwrap(),
+                "A",
+                "a@x.example",
+                Currency::new("USD").unwrap(),
+            )
         },
         balance: Decimal::new(1234, 2),
         subscriptions: vec![Subscription {
@@ -1190,8 +1190,15 @@ fn a_config_file_that_does_not_exist_is_one_clear_error() {
 fn known_start_on_the_last_calendar_day_bills_nothing() {
     let catalog = change_catalog();
     let state = account_state("term_recalc", "monthly", NaiveDate::MAX, 2);
-    let out = close_account(&state, &catalog, Terms { payment_terms_days: 0 }, NaiveDate::MAX)
-        .expect("a close on the last calendar day is not an error");
+    let out = close_account(
+        &state,
+        &catalog,
+        Terms {
+            payment_terms_days: 0,
+        },
+        NaiveDate::MAX,
+    )
+    .expect("a close on the last calendar day is not an error");
     assert!(out.documents.is_empty());
     assert_eq!(out.updates.len(), 1);
     assert_eq!(out.updates[0].current_period, None);

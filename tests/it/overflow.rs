@@ -169,7 +169,7 @@ async fn overflows(backend: Backend) {
         .expect("a finance batch .eml");
     let text = std::fs::read_to_string(&batch).unwrap();
     assert!(
-        text.contains("invoiced 80000000000001999999999999998"),
+        text.contains("net 80000000000001999999999999998"),
         "{text}"
     );
 

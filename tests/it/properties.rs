@@ -33,16 +33,12 @@ fn catalog(prices: &[i64; 3]) -> Catalog {
 fn state(policy: &str, cycle: &str, start: NaiveDate, plan: usize, quantity: u32) -> AccountState {
     let id = SubscriptionId::new("s").unwrap();
     AccountState {
-        account: Account {
-            id: AccountId::new("a").unwrap(),
-            name: "A".into(),
-            email: "a@x.example".into(),
-            currency: Currency::new("USD").unwrap(),
-            timezone: "UTC".into(),
-            taxes: vec![],
-            discount: None,
-            status: AccountStatus::Active,
-        },
+        account: Account::new(
+            AccountId::new("a").unwrap(),
+            "A",
+            "a@x.example",
+            Currency::new("USD").unwrap(),
+        ),
         balance: Decimal::ZERO,
         subscriptions: vec![Subscription {
             id,

@@ -183,7 +183,10 @@ fn config_debug_output_redacts_every_secret() {
     let path = dir.path().join("billrun.toml");
     std::fs::write(
         &path,
-        format!("database_url = \"postgres://billrun:{DB_SECRET}@db.example:5432/billing\"\n"),
+        format!(
+            "database_url = \"postgres://billrun:{DB_SECRET}@db.example:5432/billing\"\n{}",
+            billrun::config::EXAMPLE_SELLER
+        ),
     )
     .unwrap();
     let vars = env(&[

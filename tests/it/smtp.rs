@@ -179,10 +179,11 @@ impl Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "database_url = \"sqlite://{db}\"\ncatalog = \"{catalog}\"\nmail_dir = \"{mail}\"\n\
-             mail_from = \"{FROM}\"\nfinance_to = \"{FINANCE}\"\n",
+             mail_from = \"{FROM}\"\nfinance_to = \"{FINANCE}\"\n{seller}",
             db = dir.path().join("billrun.db").display(),
             catalog = fixtures().join("catalog.toml").display(),
             mail = dir.path().join("eml").display(),
+            seller = billrun::config::EXAMPLE_SELLER,
         );
         std::fs::write(dir.path().join("billrun.toml"), config).unwrap();
         Sandbox { dir }
@@ -522,7 +523,11 @@ fn close_sends_documents_with_pdfs_and_the_finance_batch() {
             let text = pdf_text(&pdf, sandbox.dir.path(), &number);
             let total = doc["total"].as_str().unwrap();
             assert!(
-                text.contains(&number) && text.contains(&format!("{total} USD")),
+                text.contains(&number)
+                    && text.contains(&format!("{total} USD"))
+                    && text.contains("Example Software Ltd")
+                    && text.contains("GB123456789")
+                    && text.contains("Page 1 of 1"),
                 "{number}, total {total}:\n{text}"
             );
         }
@@ -537,19 +542,35 @@ fn close_sends_documents_with_pdfs_and_the_finance_batch() {
         finance.header("message-id"),
         Some("<finance-batch-000001@billrun.test>")
     );
-    let csv = finance
+    let csvs: Vec<(String, String)> = finance
         .leaves()
         .into_iter()
-        .find(|p| p.content_type() == "text/csv")
-        .expect("a CSV attachment");
-    assert_eq!(
-        csv.param("content-disposition", "filename").as_deref(),
-        Some("finance-batch-000001.csv")
+        .filter(|p| p.content_type().starts_with("text/csv"))
+        .map(|p| {
+            (
+                p.param("content-disposition", "filename")
+                    .unwrap_or_default(),
+                String::from_utf8(p.decoded()).unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = csvs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["documents.csv", "lines.csv"]);
+    let rows = |csv: &str| -> Vec<String> {
+        csv.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let documents = rows(&csvs[0].1);
+    assert!(
+        documents[0].starts_with("number,kind,corrects,account,customer_name"),
+        "{documents:?}"
     );
-    let csv = String::from_utf8(csv.decoded()).unwrap();
-    let rows: Vec<&str> = csv.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(rows[0].starts_with("number,kind,account"), "{csv}");
-    assert_eq!(rows.len() - 1, 6, "{csv}");
+    assert_eq!(documents.len() - 1, 6, "{documents:?}");
+    let lines = rows(&csvs[1].1);
+    assert!(lines[0].starts_with("number,position,kind,description"));
+    assert!(lines.len() > documents.len(), "{lines:?}");
 }
 
 #[test]

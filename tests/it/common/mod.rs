@@ -281,9 +281,14 @@ impl Sandbox {
             catalog = catalog.display(),
             mail = dir.path().join("mail").display(),
         );
+        let seller = if extra.contains("[seller]") {
+            ""
+        } else {
+            billrun::config::EXAMPLE_SELLER
+        };
         std::fs::write(
             dir.path().join("billrun.toml"),
-            format!("{config}{extra}\n"),
+            format!("{config}{extra}\n{seller}"),
         )
         .unwrap();
         Sandbox { db, dir }

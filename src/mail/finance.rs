@@ -1,0 +1,546 @@
+//! What finance books from (SPEC §11): `documents.csv` (one row per document), `lines.csv`
+//! (one row per line, so tax per rate and revenue per plan can be summed) and `refunds.csv`
+//! (balances owed back), and the batch email that carries them with totals per currency and
+//! tax per rate. The same files come out of `billrun export` and `close --dry-run --out`.
+//!
+//! RFC 4180 quoting (the csv crate), UTF-8, amounts as plain decimals with the currency's
+//! minor digits, dates ISO 8601. Values are written exactly as stored — finance matches on
+//! them — and the attachments are base64, the one encoding every byte survives.
+
+use super::render::{clean, mailbox};
+use super::{MailError, message_id};
+use crate::core::document::{Document, DocumentKind, LineKind, RefundOwed};
+use crate::core::money::{Currency, Total};
+use chrono::{DateTime, Utc};
+use lettre::Message;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Attachment, MultiPart, SinglePart};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+pub const DOCUMENTS_CSV: &str = "documents.csv";
+pub const LINES_CSV: &str = "lines.csv";
+pub const REFUNDS_CSV: &str = "refunds.csv";
+
+const DOCUMENT_COLUMNS: [&str; 18] = [
+    "number",
+    "kind",
+    "corrects",
+    "account",
+    "customer_name",
+    "customer_tax_id",
+    "country",
+    "subscription",
+    "issue_date",
+    "due_date",
+    "period_start",
+    "period_end",
+    "currency",
+    "net",
+    "tax",
+    "total",
+    "credit_applied",
+    "amount_due",
+];
+
+const LINE_COLUMNS: [&str; 9] = [
+    "number",
+    "position",
+    "kind",
+    "description",
+    "quantity",
+    "unit_price",
+    "amount",
+    "tax_name",
+    "tax_rate",
+];
+
+const REFUND_COLUMNS: [&str; 5] = ["account", "customer_name", "currency", "amount", "reason"];
+
+/// The files of a batch or an export: name and content. `refunds.csv` only when there are
+/// refunds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinanceFiles {
+    pub files: Vec<(&'static str, String)>,
+}
+
+fn csv_error(e: impl std::fmt::Display) -> MailError {
+    MailError::Build(format!("CSV: {e}"))
+}
+
+/// An amount as finance reads it: the currency's minor digits, always.
+fn amount(cur: Currency, x: Decimal) -> String {
+    cur.round(x).to_string()
+}
+
+fn write_csv<const N: usize>(
+    columns: [&str; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> Result<String, MailError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(columns).map_err(csv_error)?;
+    for row in rows {
+        w.write_record(&row).map_err(csv_error)?;
+    }
+    let bytes = w.into_inner().map_err(csv_error)?;
+    String::from_utf8(bytes).map_err(csv_error)
+}
+
+/// `documents.csv`, `lines.csv` and (when there are any) `refunds.csv`.
+pub fn finance_files(
+    docs: &[&Document],
+    refunds: &[RefundOwed],
+) -> Result<FinanceFiles, MailError> {
+    let documents = write_csv(
+        DOCUMENT_COLUMNS,
+        docs.iter().map(|doc| {
+            let d = &doc.draft;
+            let cur = d.currency;
+            [
+                doc.number.clone(),
+                d.kind.as_str().into(),
+                String::new(),
+                d.account.to_string(),
+                d.customer.name.clone(),
+                d.customer.tax_id.clone().unwrap_or_default(),
+                d.customer.country.clone().unwrap_or_default(),
+                d.subscription
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                d.issued_at.to_string(),
+                d.due_at.to_string(),
+                d.period.map(|p| p.start.to_string()).unwrap_or_default(),
+                d.period.map(|p| p.end.to_string()).unwrap_or_default(),
+                cur.to_string(),
+                amount(cur, d.net()),
+                amount(cur, d.tax),
+                amount(cur, d.total),
+                amount(cur, d.credit_applied),
+                amount(cur, d.amount_due),
+            ]
+        }),
+    )?;
+    let lines = write_csv(
+        LINE_COLUMNS,
+        docs.iter().flat_map(|doc| {
+            let cur = doc.draft.currency;
+            doc.draft.lines.iter().enumerate().map(move |(i, l)| {
+                [
+                    doc.number.clone(),
+                    (i + 1).to_string(),
+                    l.kind.finance_kind().into(),
+                    l.description.clone(),
+                    l.quantity.map(|q| q.to_string()).unwrap_or_default(),
+                    l.unit_price.map(|p| cur.price(p)).unwrap_or_default(),
+                    amount(cur, l.amount),
+                    l.tax.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+                    l.tax
+                        .as_ref()
+                        .map(|t| t.percent.normalize().to_string())
+                        .unwrap_or_default(),
+                ]
+            })
+        }),
+    )?;
+    let mut files = vec![(DOCUMENTS_CSV, documents), (LINES_CSV, lines)];
+    if !refunds.is_empty() {
+        let refunds = write_csv(
+            REFUND_COLUMNS,
+            refunds.iter().map(|r| {
+                let shown = Currency::new(&r.currency)
+                    .map(|c| amount(c, r.amount))
+                    .unwrap_or_else(|_| r.amount.to_string());
+                [
+                    r.account.clone(),
+                    r.customer_name.clone(),
+                    r.currency.clone(),
+                    shown,
+                    r.reason.clone(),
+                ]
+            }),
+        )?;
+        files.push((REFUNDS_CSV, refunds));
+    }
+    Ok(FinanceFiles { files })
+}
+
+impl FinanceFiles {
+    /// Write the files into `dir` (created if missing), each whole or not at all: written
+    /// under a temporary name, synced, then renamed. Readable by the owner only — they hold
+    /// customers' names. Returns the paths written.
+    pub fn write_to(&self, dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(dir)?;
+        let mut written = Vec::new();
+        for (name, content) in &self.files {
+            let path = dir.join(name);
+            let tmp = dir.join(format!(".{name}.tmp"));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(content.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// Totals of one currency in a batch, each a [`Total`]: a batch may hold more than
+/// `Decimal` can sum.
+struct CurrencyTotals {
+    documents: u64,
+    net: Total,
+    tax: Total,
+    total: Total,
+    credit_applied: Total,
+    amount_due: Total,
+    /// Tax per (name, rate).
+    per_rate: BTreeMap<(String, String), Total>,
+}
+
+/// The batch summary: per currency the documents, net, tax, total, credit applied and
+/// amount due, then its tax per rate.
+pub fn finance_summary(docs: &[&Document]) -> String {
+    let mut by_currency: BTreeMap<String, CurrencyTotals> = BTreeMap::new();
+    for doc in docs {
+        let d = &doc.draft;
+        let cur = d.currency;
+        let t = by_currency
+            .entry(cur.to_string())
+            .or_insert_with(|| CurrencyTotals {
+                documents: 0,
+                net: Total::new(cur),
+                tax: Total::new(cur),
+                total: Total::new(cur),
+                credit_applied: Total::new(cur),
+                amount_due: Total::new(cur),
+                per_rate: BTreeMap::new(),
+            });
+        t.documents += 1;
+        t.net.add(d.net());
+        t.tax.add(d.tax);
+        t.total.add(d.total);
+        t.credit_applied.add(d.credit_applied);
+        t.amount_due.add(d.amount_due);
+        for l in d.lines.iter().filter(|l| l.kind == LineKind::Tax) {
+            let (name, rate) = match &l.tax {
+                Some(r) => (r.name.clone(), r.percent.normalize().to_string()),
+                None => (l.description.clone(), String::new()),
+            };
+            t.per_rate
+                .entry((name, rate))
+                .or_insert_with(|| Total::new(cur))
+                .add(l.amount);
+        }
+    }
+    let mut text = String::new();
+    for (cur, t) in &by_currency {
+        let _ = writeln!(
+            text,
+            "{cur}: {} document(s); net {}, tax {}, total {}, credit applied {}, amount due {}",
+            t.documents, t.net, t.tax, t.total, t.credit_applied, t.amount_due
+        );
+        for ((name, rate), amount) in &t.per_rate {
+            let _ = writeln!(text, "  tax {} {rate}%: {amount}", clean(name));
+        }
+    }
+    if text.is_empty() {
+        text.push_str("No documents.\n");
+    }
+    text
+}
+
+/// What a finance batch reports: its documents and refunds, and what else its runs did.
+pub struct BatchReport<'a> {
+    pub batch: i64,
+    pub subject: &'a str,
+    pub documents: &'a [&'a Document],
+    pub refunds: &'a [RefundOwed],
+    pub deleted_accounts: &'a [String],
+    /// (account, reason) of each account the batch's runs parked.
+    pub parked: &'a [(String, String)],
+}
+
+/// The finance batch: the summary, what else the run did, and the files.
+pub fn finance_batch_email(
+    report: &BatchReport<'_>,
+    from: &str,
+    to: &str,
+    date: DateTime<Utc>,
+) -> Result<Message, MailError> {
+    let BatchReport {
+        batch,
+        subject,
+        documents: docs,
+        refunds,
+        deleted_accounts,
+        parked,
+    } = *report;
+    let subject = clean(subject);
+    let mut text = format!("{subject}\n\n{}", finance_summary(docs));
+    let credit_notes = docs
+        .iter()
+        .filter(|d| d.draft.kind == DocumentKind::CreditNote)
+        .count();
+    if credit_notes > 0 {
+        let _ = writeln!(
+            text,
+            "\n{credit_notes} of the documents are credit notes (negative totals)."
+        );
+    }
+    if !refunds.is_empty() {
+        text.push_str("\nRefunds owed (see refunds.csv):\n");
+        for r in refunds {
+            let _ = writeln!(
+                text,
+                "  {}: {} {}",
+                clean(&r.account),
+                r.amount,
+                clean(&r.currency)
+            );
+        }
+    }
+    if !deleted_accounts.is_empty() {
+        text.push_str("\nAccounts whose data was deleted (documents kept):\n");
+        for account in deleted_accounts {
+            let _ = writeln!(text, "  {}", clean(account));
+        }
+    }
+    if !parked.is_empty() {
+        text.push_str(
+            "\nAccounts parked (nothing issued: their close failed a sanity bound; `billrun unpark ACCOUNT` releases one):\n",
+        );
+        for (account, reason) in parked {
+            let _ = writeln!(text, "  {}: {}", clean(account), clean(reason));
+        }
+    }
+    text.push_str(
+        "\nEvery document is a row of documents.csv and every line a row of lines.csv.\n",
+    );
+    let key = super::finance_batch_key(batch);
+    let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(text));
+    for (name, content) in finance_files(docs, refunds)?.files {
+        parts = parts.singlepart(
+            Attachment::new(name.to_string()).body(
+                lettre::message::Body::new_with_encoding(
+                    content.into_bytes(),
+                    ContentTransferEncoding::Base64,
+                )
+                .expect("base64 carries any bytes"),
+                ContentType::parse("text/csv; charset=utf-8").expect("valid content type"),
+            ),
+        );
+    }
+    Message::builder()
+        .from(mailbox(from, "sender")?)
+        .to(mailbox(to, "finance")?)
+        .subject(subject.into_owned())
+        .message_id(Some(message_id(&key, from)))
+        .date(date.into())
+        .multipart(parts)
+        .map_err(|e| MailError::Build(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::document::DocumentBuilder;
+    use crate::core::domain::{Account, AccountId, TaxRate};
+    use crate::mail::render::tests::text_parts;
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str_exact(s).unwrap()
+    }
+
+    fn document(number: &str, name: &str, currency: &str, reverse_charge: bool) -> Document {
+        let cur = Currency::new(currency).unwrap();
+        let mut b = DocumentBuilder::new(cur);
+        b.priced(LineKind::Recurring, "Pro, monthly", 3, dec("19.99"), true);
+        b.line(LineKind::Proration, "Unused Basic", dec("-5.005"), true);
+        let account = Account {
+            taxes: vec![
+                TaxRate::new("GST", dec("5")).unwrap(),
+                TaxRate::new("QST", dec("9.975")).unwrap(),
+            ],
+            tax_id: Some("CA123456789RT0001".into()),
+            country: Some("CA".into()),
+            reverse_charge,
+            ..Account::new(AccountId::new("a1").unwrap(), name, "a@example.com", cur)
+        };
+        let day = "2026-02-01".parse().unwrap();
+        let draft = b
+            .finish("k".into(), &account, None, day, day, None, None)
+            .unwrap();
+        Document {
+            number: number.into(),
+            draft,
+        }
+    }
+
+    fn rows(csv: &str) -> Vec<Vec<String>> {
+        csv::Reader::from_reader(csv.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_string).collect())
+            .collect()
+    }
+
+    #[test]
+    fn documents_and_lines_add_up_per_document_and_per_rate() {
+        let a = document("INV-1", "Zoë \"Q\", Ltd", "USD", false);
+        let b = document("INV-2", "Юрий", "USD", true);
+        let c = document("INV-3", "Yamada", "JPY", false);
+        let refunds = [RefundOwed {
+            account: "a9".into(),
+            customer_name: "Ωmega".into(),
+            currency: "USD".into(),
+            amount: dec("12.5"),
+            reason: "balance of a canceled account".into(),
+        }];
+        let files = finance_files(&[&a, &b, &c], &refunds).unwrap().files;
+        let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, [DOCUMENTS_CSV, LINES_CSV, REFUNDS_CSV]);
+
+        let docs = rows(&files[0].1);
+        assert!(
+            files[0].1.contains("\"Zoë \"\"Q\"\", Ltd\""),
+            "RFC 4180 quoting"
+        );
+        assert_eq!(docs.len(), 3);
+        // number, net, tax, total of each: 3 × 19.99 − 5.01 = 54.96 net.
+        let figures: Vec<[&str; 4]> = docs
+            .iter()
+            .map(|r| {
+                [
+                    r[0].as_str(),
+                    r[13].as_str(),
+                    r[14].as_str(),
+                    r[15].as_str(),
+                ]
+            })
+            .collect();
+        assert_eq!(
+            figures,
+            [
+                ["INV-1", "54.96", "8.23", "63.19"],
+                ["INV-2", "54.96", "0.00", "54.96"],
+                ["INV-3", "55", "8", "63"],
+            ]
+        );
+
+        let lines = rows(&files[1].1);
+        for doc in &docs {
+            let sum: Decimal = lines
+                .iter()
+                .filter(|l| l[0] == doc[0])
+                .map(|l| dec(&l[6]))
+                .sum();
+            assert_eq!(
+                sum,
+                dec(&doc[15]),
+                "lines of {} add up to its total",
+                doc[0]
+            );
+        }
+        let first: Vec<&str> = lines[0].iter().map(String::as_str).collect();
+        assert_eq!(
+            first,
+            [
+                "INV-1",
+                "1",
+                "charge",
+                "Pro, monthly",
+                "3",
+                "19.99",
+                "59.97",
+                "",
+                ""
+            ]
+        );
+        let taxes: Vec<(&str, &str, &str)> = lines
+            .iter()
+            .filter(|l| l[2] == "tax")
+            .map(|l| (l[0].as_str(), l[7].as_str(), l[8].as_str()))
+            .collect();
+        assert_eq!(
+            taxes,
+            [
+                ("INV-1", "GST", "5"),
+                ("INV-1", "QST", "9.975"),
+                ("INV-3", "GST", "5"),
+                ("INV-3", "QST", "9.975")
+            ]
+        );
+        assert_eq!(
+            rows(&files[2].1),
+            [[
+                "a9",
+                "Ωmega",
+                "USD",
+                "12.50",
+                "balance of a canceled account"
+            ]]
+        );
+
+        let summary = finance_summary(&[&a, &b, &c]);
+        assert!(summary.contains(
+            "USD: 2 document(s); net 109.92, tax 8.23, total 118.15, credit applied 0.00, amount due 118.15"
+        ), "{summary}");
+        assert!(
+            summary.contains("  tax GST 5%: 2.75\n  tax QST 9.975%: 5.48\n"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("JPY: 1 document(s); net 55, tax 8"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn the_finance_batch_cleans_reasons_and_attaches_its_files_in_base64() {
+        let parked = [("a1".into(), "plan \"Pro\x1b[2J\" \r\nBcc: x@y.z".into())];
+        let date = "2026-02-01T00:00:00Z".parse().unwrap();
+        let doc = document("INV-1", "Zoë", "USD", false);
+        let report = BatchReport {
+            batch: 1,
+            subject: "Billing run\r\nBcc: evil@example.com",
+            documents: &[&doc],
+            refunds: &[],
+            deleted_accounts: &[],
+            parked: &parked,
+        };
+        let message = finance_batch_email(
+            &report,
+            "billing@billrun.test",
+            "finance@billrun.test",
+            date,
+        )
+        .unwrap();
+        let parts = text_parts(&message);
+        let summary = &parts[0].2;
+        assert!(
+            summary.contains("a1: plan \"Pro\u{fffd}[2J\"   Bcc: x@y.z"),
+            "{summary:?}"
+        );
+        assert!(summary.starts_with("Billing run  Bcc: evil@example.com"));
+        let csvs: Vec<&(String, String, String)> = parts
+            .iter()
+            .filter(|(t, _, _)| t.starts_with("text/csv"))
+            .collect();
+        assert_eq!(csvs.len(), 2);
+        assert!(csvs.iter().all(|c| c.1 == "base64"));
+        assert!(
+            csvs[0]
+                .2
+                .starts_with("number,kind,corrects,account,customer_name")
+        );
+        assert!(csvs[1].2.starts_with("number,position,kind,description"));
+    }
+}

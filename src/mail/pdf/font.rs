@@ -1,0 +1,164 @@
+//! The font of the PDFs: DejaVu Sans, regular and bold (`assets/fonts/`), compiled in. It
+//! covers Latin, Greek and Cyrillic, so names and addresses print as written.
+//!
+//! Each PDF embeds a subset: the glyphs its text uses, cut out of the full font with
+//! allsorts (a few kilobytes instead of 700). The full fonts are parsed once per process for
+//! their character map and advance widths, which the layout needs to right-align amounts and
+//! wrap text. A character the font lacks is printed as U+FFFD, never dropped, and counted so
+//! the caller can say so.
+
+use printpdf::ParsedFont;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+const REGULAR_TTF: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+const BOLD_TTF: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans-Bold.ttf");
+
+/// What a character the font lacks is shown as.
+pub const MISSING: char = char::REPLACEMENT_CHARACTER;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Face {
+    Regular,
+    Bold,
+}
+
+impl Face {
+    #[cfg(test)]
+    pub const ALL: [Face; 2] = [Face::Regular, Face::Bold];
+
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Face::Regular => REGULAR_TTF,
+            Face::Bold => BOLD_TTF,
+        }
+    }
+
+    /// The full font's character map and widths, parsed on first use.
+    fn metrics(self) -> &'static Metrics {
+        static REGULAR: OnceLock<Metrics> = OnceLock::new();
+        static BOLD: OnceLock<Metrics> = OnceLock::new();
+        let cell = match self {
+            Face::Regular => &REGULAR,
+            Face::Bold => &BOLD,
+        };
+        cell.get_or_init(|| Metrics::parse(self.bytes()))
+    }
+
+    /// The glyph of `c`, if the font has one.
+    pub fn glyph(self, c: char) -> Option<u16> {
+        self.metrics()
+            .glyphs
+            .get(&u32::from(c))
+            .copied()
+            .filter(|&g| g != 0)
+    }
+
+    /// Width of `s` in points at `size`, as printed (missing characters as [`MISSING`]).
+    pub fn width(self, s: &str, size: f32) -> f32 {
+        let m = self.metrics();
+        let units: u32 = s
+            .chars()
+            .map(|c| {
+                let g = self.glyph(c).or_else(|| self.glyph(MISSING)).unwrap_or(0);
+                u32::from(m.widths.get(&g).copied().unwrap_or(m.default_width))
+            })
+            .sum();
+        units as f32 * size / f32::from(m.units_per_em)
+    }
+
+    /// The font cut down to the glyphs of `chars`, parsed for printpdf.
+    pub fn subset(self, chars: &BTreeSet<char>) -> Result<ParsedFont, String> {
+        use allsorts::binary::read::ReadScope;
+        use allsorts::font_data::FontData;
+        use allsorts::subset::{CmapTarget, SubsetProfile, subset};
+        // Glyph 0 (.notdef) first, then the used glyphs in ascending order, once each.
+        let glyphs: BTreeSet<u16> = chars.iter().filter_map(|&c| self.glyph(c)).collect();
+        let ids: Vec<u16> = std::iter::once(0).chain(glyphs).collect();
+        let font = ReadScope::new(self.bytes())
+            .read::<FontData<'_>>()
+            .map_err(|e| format!("font: {e}"))?;
+        let provider = font.table_provider(0).map_err(|e| format!("font: {e}"))?;
+        let bytes = subset(&provider, &ids, &SubsetProfile::Pdf, CmapTarget::Unicode)
+            .map_err(|e| format!("font subset: {e}"))?;
+        ParsedFont::from_bytes(&bytes, 0, &mut Vec::new())
+            .ok_or_else(|| "font subset does not parse".to_string())
+    }
+}
+
+/// `s` as it will print: whitespace as a space, control characters dropped from view as
+/// [`MISSING`] like any character the font lacks; returns how many were replaced.
+pub fn printable(s: &str, face: Face) -> (String, usize) {
+    let mut missing = 0;
+    let out = s
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() {
+                ' '
+            } else if !c.is_control() && face.glyph(c).is_some() {
+                c
+            } else {
+                missing += 1;
+                MISSING
+            }
+        })
+        .collect();
+    (out, missing)
+}
+
+struct Metrics {
+    glyphs: BTreeMap<u32, u16>,
+    widths: BTreeMap<u16, u16>,
+    default_width: u16,
+    units_per_em: u16,
+}
+
+impl Metrics {
+    fn parse(bytes: &[u8]) -> Metrics {
+        // The fonts are compiled in and tested; failing here is a build defect.
+        let font = ParsedFont::from_bytes(bytes, 0, &mut Vec::new()).expect("bundled font parses");
+        let default_width = font.glyph_widths.get(&0).copied().unwrap_or(600);
+        Metrics {
+            glyphs: font.codepoint_to_glyph,
+            widths: font.glyph_widths,
+            default_width,
+            units_per_em: font.units_per_em.max(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latin_greek_and_cyrillic_have_glyphs_in_both_faces() {
+        for face in Face::ALL {
+            for c in "Zoë Łukasiewicz Ωmega Юрий ul. Żółta 3 €".chars() {
+                assert!(c == ' ' || face.glyph(c).is_some(), "{face:?} lacks {c:?}");
+            }
+            assert!(face.glyph(MISSING).is_some());
+        }
+    }
+
+    #[test]
+    fn what_the_font_lacks_is_replaced_and_counted() {
+        let (s, n) = printable("a日b\tc\u{1b}", Face::Regular);
+        assert_eq!((s.as_str(), n), ("a\u{fffd}b c\u{fffd}", 2));
+    }
+
+    #[test]
+    fn a_subset_is_small_and_maps_its_characters() {
+        let chars: BTreeSet<char> = "Юрий Invoice 0123456789".chars().collect();
+        let font = Face::Regular.subset(&chars).unwrap();
+        assert!(
+            font.original_bytes.len() < 40_000,
+            "{} bytes",
+            font.original_bytes.len()
+        );
+        for c in chars.iter().filter(|c| **c != ' ') {
+            assert!(font.lookup_glyph_index(u32::from(*c)).is_some(), "{c:?}");
+        }
+        assert!(Face::Bold.width("Юрий", 10.0) > Face::Regular.width("ий", 10.0));
+    }
+}
