@@ -65,8 +65,8 @@ pub struct Config {
     /// million.
     #[serde(deserialize_with = "amounts")]
     pub sanity_max_invoice: BTreeMap<String, Decimal>,
-    /// Who issues the documents (SPEC §11): required, since an invoice that does not name
-    /// its seller is not one a company can send.
+    /// Who issues the documents (SPEC §11): required by the commands that issue, send or
+    /// show documents ([`Config::seller`]).
     pub seller: Option<Seller>,
 }
 
@@ -585,14 +585,22 @@ impl Config {
             );
         }
         match &self.seller {
-            None => Err(ConfigError(
+            Some(seller) => seller.check().map_err(ConfigError),
+            None => Ok(()),
+        }
+    }
+
+    /// The seller, for commands that issue, send or show documents: an invoice that does not
+    /// name its seller is not one a company can send, so they refuse to run without it.
+    pub fn seller(&self) -> Result<&Seller, ConfigError> {
+        self.seller.as_ref().ok_or_else(|| {
+            ConfigError(
                 "[seller] is missing: every invoice names its seller (legal_name, address, \
                  country; tax_id, email and payment_instructions as they apply), see \
                  config/billrun.toml"
                     .into(),
-            )),
-            Some(seller) => seller.check().map_err(ConfigError),
-        }
+            )
+        })
     }
 }
 
@@ -658,7 +666,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("billrun.toml");
         std::fs::write(&path, "timezone = \"UTC\"\n").unwrap();
-        let e = Config::load(Some(&path), |_| None).unwrap_err().to_string();
+        let c = Config::load(Some(&path), |_| None).unwrap();
+        let e = c.seller().unwrap_err().to_string();
         assert!(e.contains("[seller] is missing"), "{e}");
         let e = load(
             &EXAMPLE_SELLER.replace("country = \"GB\"", "country = \"Britain\""),

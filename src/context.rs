@@ -66,7 +66,8 @@ impl CloseSettings {
             worker: worker_name(),
             lease_seconds: config.lease_seconds,
             sanity: config.sanity_bounds(),
-            // Validated at load; only the simulator, which renders nothing, has none.
+            // Required by every command that renders documents (cli::run checks it); the
+            // simulator and the bench render nothing.
             seller: config.seller.clone().unwrap_or_default(),
         }
     }

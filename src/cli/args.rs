@@ -160,6 +160,21 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command issues, sends or shows documents, which name the seller.
+    pub fn issues_or_shows_documents(&self) -> bool {
+        matches!(
+            self,
+            Command::Run
+                | Command::Close { .. }
+                | Command::Change { .. }
+                | Command::Licences { .. }
+                | Command::Send { .. }
+                | Command::Invoice { .. }
+        )
+    }
+}
+
 #[derive(Debug, clap::Args)]
 #[group(id = "target", required = true, multiple = true, args = ["plan", "cycle", "quantity"])]
 pub struct TargetArgs {

@@ -35,8 +35,7 @@ pub(super) async fn invoice(config: &Config, number: &str, json: bool) -> Result
     if json {
         print_json(&DocumentJson::from(&doc.document))?;
     } else {
-        let seller = config.seller.clone().unwrap_or_default();
-        print!("{}", crate::mail::document_text(&doc.document, &seller));
+        print!("{}", crate::mail::document_text(&doc.document, config.seller()?));
     }
     Ok(Exit::Ok)
 }

@@ -62,6 +62,9 @@ impl From<Exit> for std::process::ExitCode {
 pub async fn run(cli: Cli) -> Result<Exit> {
     Config::check_environment(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
     let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())?;
+    if cli.command.issues_or_shows_documents() {
+        config.seller()?;
+    }
     match cli.command {
         Command::Migrate => migrate::migrate(&config).await,
         Command::Run => daemon::run(&config).await,
