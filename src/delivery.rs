@@ -5,13 +5,11 @@
 
 use crate::clock::Clock;
 use crate::context::{Billing, CloseSettings};
-use crate::core::document::{Document, REFUND_ON_CANCEL, RefundOwed};
+use crate::core::document::Document;
 use crate::core::party::Seller;
 use crate::mail::finance::BatchReport;
 use crate::mail::{MailError, Transport};
-use crate::store::{
-    BatchExtras, OutboxEntry, OutboxKind, OutboxWaiting, Store, StoreError, StoredDocument,
-};
+use crate::store::{OutboxEntry, OutboxKind, OutboxWaiting, Store, StoreError, StoredDocument};
 use chrono::Duration;
 use serde::Serialize;
 
@@ -149,13 +147,12 @@ async fn render(
             with_customer(store, &mut docs).await?;
             let mut extras = store.batch_extras(*batch).await?;
             extras.parked = store.batch_parked(*batch).await?;
-            let refunds = refunds_owed(&extras);
             let docs: Vec<&Document> = docs.iter().map(|d| &d.document).collect();
             let report = BatchReport {
                 batch: *batch,
                 subject: &entry.subject,
                 documents: &docs,
-                refunds: &refunds,
+                refunds: &extras.refunds,
                 deleted_accounts: &extras.deleted_accounts,
                 parked: &extras.parked,
             };
@@ -193,19 +190,4 @@ pub async fn with_customer(
         }
     }
     Ok(())
-}
-
-/// The refunds a batch reports, as finance's file lists them.
-pub fn refunds_owed(extras: &BatchExtras) -> Vec<RefundOwed> {
-    extras
-        .refunds
-        .iter()
-        .map(|(account, currency, amount)| RefundOwed {
-            account: account.clone(),
-            customer_name: String::new(),
-            currency: currency.clone(),
-            amount: *amount,
-            reason: REFUND_ON_CANCEL.into(),
-        })
-        .collect()
 }

@@ -47,6 +47,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The finance files (documents.csv, lines.csv, refunds.csv) of the documents issued in
+    /// [from, to).
+    Export {
+        #[arg(long, value_name = "DATE", value_parser = date_arg)]
+        from: NaiveDate,
+        /// The first day not included.
+        #[arg(long, value_name = "DATE", value_parser = date_arg)]
+        to: NaiveDate,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Accounts parked because their close failed a sanity bound (nothing was issued for
     /// them), and why.
     Parked {

@@ -35,7 +35,10 @@ pub(super) async fn invoice(config: &Config, number: &str, json: bool) -> Result
     if json {
         print_json(&DocumentJson::from(&doc.document))?;
     } else {
-        print!("{}", crate::mail::document_text(&doc.document, config.seller()?));
+        print!(
+            "{}",
+            crate::mail::document_text(&doc.document, config.seller()?)
+        );
     }
     Ok(Exit::Ok)
 }

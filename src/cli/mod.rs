@@ -13,6 +13,7 @@ mod change;
 mod close;
 mod daemon;
 mod documents;
+mod export;
 mod import;
 mod licences;
 mod migrate;
@@ -74,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             out,
             json,
         } => close::close(&config, as_of, dry_run, out.as_deref(), json).await,
+        Command::Export { from, to, out } => export::export(&config, from, to, &out).await,
         Command::Parked { json } => parked::parked(&config, json).await,
         Command::Unpark { account } => parked::unpark(&config, &account).await,
         Command::Quote {

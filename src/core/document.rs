@@ -113,7 +113,47 @@ pub struct Line {
     pub tax: Option<TaxRate>,
 }
 
+/// What a line stores besides kind, description and amount (`document_lines.detail`).
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct LineDetail {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quantity: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
+    unit_price: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tax: Option<TaxRate>,
+}
+
 impl Line {
+    /// Quantity, unit price and tax rate as stored (`None`: the line is one amount).
+    pub fn detail_json(&self) -> Option<String> {
+        if self.quantity.is_none() && self.unit_price.is_none() && self.tax.is_none() {
+            return None;
+        }
+        let detail = LineDetail {
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            tax: self.tax.clone(),
+        };
+        Some(serde_json::to_string(&detail).unwrap_or_default())
+    }
+
+    /// Take quantity, unit price and tax rate from what [`Self::detail_json`] stored.
+    pub fn set_detail_json(&mut self, json: Option<&str>) -> Result<(), String> {
+        let d: LineDetail = match json {
+            Some(j) => serde_json::from_str(j).map_err(|e| e.to_string())?,
+            None => LineDetail::default(),
+        };
+        self.quantity = d.quantity;
+        self.unit_price = d.unit_price;
+        self.tax = d.tax;
+        Ok(())
+    }
+
     /// A line that is one amount: no quantity, no unit price, no rate.
     pub fn amount(
         kind: LineKind,

@@ -196,6 +196,31 @@ impl Account {
         }
     }
 
+    /// Address, country, tax ID and reverse charge as stored (`None`: none of them).
+    pub fn identity_json(&self) -> Option<String> {
+        let identity = super::party::Identity {
+            address: self.address.clone(),
+            country: self.country.clone(),
+            tax_id: self.tax_id.clone(),
+            reverse_charge: self.reverse_charge,
+        };
+        (!identity.is_empty()).then(|| serde_json::to_string(&identity).unwrap_or_default())
+    }
+
+    /// Take address, country, tax ID and reverse charge from what [`Self::identity_json`]
+    /// stored.
+    pub fn set_identity_json(&mut self, json: Option<&str>) -> Result<(), String> {
+        let identity: super::party::Identity = match json {
+            Some(j) => serde_json::from_str(j).map_err(|e| e.to_string())?,
+            None => Default::default(),
+        };
+        self.address = identity.address;
+        self.country = identity.country;
+        self.tax_id = identity.tax_id;
+        self.reverse_charge = identity.reverse_charge;
+        Ok(())
+    }
+
     /// The tax rates its documents carry: none under reverse charge.
     pub fn taxes_due(&self) -> &[TaxRate] {
         if self.reverse_charge {

@@ -152,6 +152,26 @@ impl Customer {
     }
 }
 
+/// What an account stores of its identity besides its name, as one JSON value (the
+/// `accounts.identity` column): written at import, read with the account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverse_charge: bool,
+}
+
+impl Identity {
+    pub fn is_empty(&self) -> bool {
+        *self == Identity::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

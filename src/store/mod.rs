@@ -12,7 +12,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::core::billing::{AccountClose, AccountState};
-use crate::core::document::{Document, DocumentKind};
+use crate::core::document::{Document, DocumentKind, RefundOwed};
 use crate::core::domain::{Account, AccountId, SubscriptionId};
 use crate::core::sanity::PreviousInvoice;
 use crate::input::ImportBatch;
@@ -167,8 +167,8 @@ pub struct Deletion {
 /// What a finance batch reports besides its documents.
 #[derive(Debug, Clone, Default)]
 pub struct BatchExtras {
-    /// (account, currency, amount) of each refund owed.
-    pub refunds: Vec<(String, String, Decimal)>,
+    /// Each refund owed the batch reports.
+    pub refunds: Vec<RefundOwed>,
     pub deleted_accounts: Vec<String>,
     /// (account, reason) of each account parked by the run(s) the batch reports. Filled by
     /// [`Store::batch_parked`].
@@ -399,6 +399,18 @@ pub trait Store: Send + Sync {
     /// Documents in issue order, optionally of one account.
     async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError>;
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError>;
+    /// Documents issued in `[from, to)`, in issue order (`billrun export`).
+    async fn documents_issued(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StoredDocument>, StoreError>;
+    /// Refunds owed that were recorded in `[from, to)` (`billrun export`).
+    async fn refunds_recorded(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<RefundOwed>, StoreError>;
     /// Up to `limit` documents with ids above `after`, in id order (to walk every document
     /// with bounded memory).
     async fn documents_page(

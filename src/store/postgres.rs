@@ -17,7 +17,7 @@
 use super::*;
 use crate::core::billing::AccountState;
 use crate::core::change::{CancelOutcome, ChangeOutcome};
-use crate::core::document::{DraftDocument, Line, LineKind};
+use crate::core::document::{DraftDocument, Line, LineKind, REFUND_ON_CANCEL, RefundOwed};
 use crate::core::domain::{
     AccountStatus, Discount, Item, PendingItem, Subscription, SubscriptionId, SubscriptionStatus,
     TaxRate,
@@ -189,9 +189,9 @@ fn account_id(s: &str) -> Result<AccountId, StoreError> {
 }
 
 const ACCOUNT_COLS: &str = "id, name, email, currency, timezone, taxes::text AS taxes, \
-     discount::text AS discount, status, balance";
+     discount::text AS discount, status, balance, identity";
 const DOCUMENT_COLS: &str = "id, number, doc_key, kind, account_id, subscription_id, finance_batch_id, issued_at, \
-     due_at, period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due";
+     due_at, period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, customer";
 
 fn account_from_row(r: &PgRow) -> Result<(Account, Decimal), StoreError> {
     let taxes: Vec<TaxRate> = from_json("taxes", &r.try_get::<String, _>("taxes")?)?;
@@ -200,7 +200,7 @@ fn account_from_row(r: &PgRow) -> Result<(Account, Decimal), StoreError> {
         .map(|j| from_json("discount", &j))
         .transpose()?;
     let status: String = r.try_get("status")?;
-    let account = Account {
+    let mut account = Account {
         id: account_id(&r.try_get::<String, _>("id")?)?,
         name: r.try_get("name")?,
         email: r.try_get("email")?,
@@ -215,6 +215,9 @@ fn account_from_row(r: &PgRow) -> Result<(Account, Decimal), StoreError> {
         tax_id: None,
         reverse_charge: false,
     };
+    account
+        .set_identity_json(r.try_get::<Option<String>, _>("identity")?.as_deref())
+        .map_err(corrupt("identity"))?;
     Ok((account, r.try_get::<Money, _>("balance")?.0))
 }
 
@@ -232,8 +235,54 @@ enum DocFilter<'a> {
     Number(&'a str),
     Id(i64),
     Batch(i64),
+    /// Issued on or after the first date and before the second.
+    Issued(NaiveDate, NaiveDate),
     /// Ids above the first, at most the second many.
     Page(i64, u32),
+}
+
+/// Which refunds owed to read: those a finance batch reports, or those recorded in a range
+/// of dates.
+enum RefundFilter {
+    Batch(i64),
+    Recorded(NaiveDate, NaiveDate),
+}
+
+impl PgStore {
+    async fn fetch_refunds(&self, filter: RefundFilter) -> Result<Vec<RefundOwed>, StoreError> {
+        let select = "SELECT l.account_id, a.name, a.currency, l.amount FROM balance_ledger l \
+                      JOIN accounts a ON a.id = l.account_id WHERE l.reason = 'refund' AND ";
+        let rows = match filter {
+            RefundFilter::Batch(batch) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{select}l.finance_batch_id = $1 ORDER BY l.id"
+                )))
+                .bind(batch)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            RefundFilter::Recorded(from, to) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{select}l.at >= $1 AND l.at < $2 ORDER BY l.id"
+                )))
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(RefundOwed {
+                    account: r.try_get("account_id")?,
+                    customer_name: r.try_get("name")?,
+                    currency: r.try_get("currency")?,
+                    amount: -r.try_get::<Money, _>("amount")?.0,
+                    reason: REFUND_ON_CANCEL.into(),
+                })
+            })
+            .collect()
+    }
 }
 
 impl PgStore {
@@ -275,6 +324,12 @@ impl PgStore {
             DocFilter::Batch(b) => {
                 q.push(" WHERE finance_batch_id = ").push_bind(b);
             }
+            DocFilter::Issued(from, to) => {
+                q.push(" WHERE issued_at >= ")
+                    .push_bind(from)
+                    .push(" AND issued_at < ")
+                    .push_bind(to);
+            }
             DocFilter::Page(after, limit) => {
                 q.push(" WHERE id > ")
                     .push_bind(after)
@@ -290,7 +345,7 @@ impl PgStore {
         let rows = q.build().fetch_all(&self.pool).await?;
 
         let mut lq = QueryBuilder::<Postgres>::new(
-            "SELECT document_id, kind, description, amount FROM document_lines WHERE document_id",
+            "SELECT document_id, kind, description, amount, detail FROM document_lines WHERE document_id",
         );
         if matches!(filter, DocFilter::Page(..)) {
             // A page's own ids: index probes whatever the statistics say (a subquery with a
@@ -309,19 +364,18 @@ impl PgStore {
         let mut lines: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
         for r in lq.build().fetch_all(&self.pool).await? {
             let kind: String = r.try_get("kind")?;
+            let mut line = Line::amount(
+                LineKind::parse(&kind).ok_or_else(|| corrupt("line kind")(kind.clone()))?,
+                r.try_get("description")?,
+                r.try_get::<Money, _>("amount")?.0,
+                false,
+            );
+            line.set_detail_json(r.try_get::<Option<String>, _>("detail")?.as_deref())
+                .map_err(corrupt("line detail"))?;
             lines
                 .entry(r.try_get("document_id")?)
                 .or_default()
-                .push(Line {
-                    kind: LineKind::parse(&kind)
-                        .ok_or_else(|| corrupt("line kind")(kind.clone()))?,
-                    description: r.try_get("description")?,
-                    amount: r.try_get::<Money, _>("amount")?.0,
-                    discountable: false,
-                    quantity: None,
-                    unit_price: None,
-                    tax: None,
-                });
+                .push(line);
         }
 
         let mut out = Vec::with_capacity(rows.len());
@@ -331,9 +385,13 @@ impl PgStore {
             let sub: Option<String> = r.try_get("subscription_id")?;
             let m =
                 |col: &str| -> Result<Decimal, StoreError> { Ok(r.try_get::<Money, _>(col)?.0) };
+            let customer = match r.try_get::<Option<String>, _>("customer")? {
+                Some(j) => from_json("customer", &j)?,
+                None => Default::default(),
+            };
             let draft = DraftDocument {
                 key: r.try_get("doc_key")?,
-                customer: Default::default(),
+                customer,
                 kind: DocumentKind::parse(&kind)
                     .ok_or_else(|| corrupt("document kind")(kind.clone()))?,
                 account: account_id(&r.try_get::<String, _>("account_id")?)?,
@@ -422,10 +480,10 @@ impl PgStore {
             // DO NOTHING rather than an error, so the first id already stored (in file order)
             // is the one named, as on SQLite.
             let inserted: BTreeSet<String> = sqlx::query_scalar(
-                "INSERT INTO accounts (id, name, email, currency, timezone, taxes, discount, status, balance, created_at) \
-                 SELECT u.id, u.name, u.email, u.currency, u.timezone, u.taxes::jsonb, u.discount::jsonb, 'active', u.balance, $9 \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::numeric[]) \
-                 AS u(id, name, email, currency, timezone, taxes, discount, balance) \
+                "INSERT INTO accounts (id, name, email, currency, timezone, taxes, discount, status, balance, created_at, identity) \
+                 SELECT u.id, u.name, u.email, u.currency, u.timezone, u.taxes::jsonb, u.discount::jsonb, 'active', u.balance, $9, u.identity \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::numeric[], $10::text[]) \
+                 AS u(id, name, email, currency, timezone, taxes, discount, balance, identity) \
                  ON CONFLICT (id) DO NOTHING RETURNING id",
             )
             .bind(a(|x| x.id.as_str().to_string()))
@@ -437,6 +495,12 @@ impl PgStore {
             .bind(discounts)
             .bind(credits)
             .bind(now)
+            .bind(
+                accounts
+                    .iter()
+                    .map(|n| n.account.identity_json())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -1331,15 +1395,15 @@ async fn insert_documents(
     let rows: Vec<(i64, String)> = sqlx::query_as(
         "INSERT INTO documents (number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
          period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at, \
-         finance_batch_id) \
+         finance_batch_id, customer) \
          SELECT u.number, u.doc_key, u.kind, u.account_id, u.subscription_id, $1, u.issued_at, u.due_at, \
          u.period_start, u.period_end, u.currency, u.subtotal, u.discount, u.tax, u.total, u.credit_applied, \
-         u.amount_due, $2, $19 \
+         u.amount_due, $2, $19, u.customer \
          FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::date[], $9::date[], $10::date[], \
                      $11::date[], $12::text[], $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], \
-                     $17::numeric[], $18::numeric[]) WITH ORDINALITY \
+                     $17::numeric[], $18::numeric[], $20::text[]) WITH ORDINALITY \
          AS u(number, doc_key, kind, account_id, subscription_id, issued_at, due_at, period_start, period_end, \
-              currency, subtotal, discount, tax, total, credit_applied, amount_due, ord) \
+              currency, subtotal, discount, tax, total, credit_applied, amount_due, customer, ord) \
          ORDER BY u.ord \
          RETURNING id, doc_key",
     )
@@ -1366,6 +1430,11 @@ async fn insert_documents(
     .bind(m(|d| d.credit_applied))
     .bind(m(|d| d.amount_due))
     .bind(batch)
+    .bind(
+        docs.iter()
+            .map(|d| serde_json::to_string(&d.customer).unwrap_or_default())
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(&mut *conn)
     .await?;
     let by_key: BTreeMap<String, i64> = rows.into_iter().map(|(id, key)| (key, id)).collect();
@@ -1391,8 +1460,8 @@ async fn insert_documents(
         .collect();
     if !lines.is_empty() {
         sqlx::query(
-            "INSERT INTO document_lines (document_id, position, kind, description, amount) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::numeric[])",
+            "INSERT INTO document_lines (document_id, position, kind, description, amount, detail) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::text[])",
         )
         .bind(lines.iter().map(|l| l.0).collect::<Vec<_>>())
         .bind(lines.iter().map(|l| l.1).collect::<Vec<_>>())
@@ -1404,6 +1473,7 @@ async fn insert_documents(
                 .collect::<Vec<_>>(),
         )
         .bind(lines.iter().map(|l| money(l.2.amount)).collect::<Vec<_>>())
+        .bind(lines.iter().map(|l| l.2.detail_json()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }
@@ -1956,21 +2026,10 @@ impl Store for PgStore {
     }
 
     async fn batch_extras(&self, batch: i64) -> Result<BatchExtras, StoreError> {
-        let mut extras = BatchExtras::default();
-        for r in sqlx::query(
-            "SELECT l.account_id, a.currency, l.amount FROM balance_ledger l JOIN accounts a ON a.id = l.account_id \
-             WHERE l.reason = 'refund' AND l.finance_batch_id = $1 ORDER BY l.id",
-        )
-        .bind(batch)
-        .fetch_all(&self.pool)
-        .await?
-        {
-            extras.refunds.push((
-                r.try_get("account_id")?,
-                r.try_get("currency")?,
-                -r.try_get::<Money, _>("amount")?.0,
-            ));
-        }
+        let mut extras = BatchExtras {
+            refunds: self.fetch_refunds(RefundFilter::Batch(batch)).await?,
+            ..Default::default()
+        };
         extras.deleted_accounts =
             sqlx::query_scalar("SELECT id FROM accounts WHERE finance_batch_id = $1 ORDER BY id")
                 .bind(batch)
@@ -2150,6 +2209,22 @@ impl Store for PgStore {
 
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
         self.fetch_documents(DocFilter::Batch(batch)).await
+    }
+
+    async fn documents_issued(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        self.fetch_documents(DocFilter::Issued(from, to)).await
+    }
+
+    async fn refunds_recorded(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<RefundOwed>, StoreError> {
+        self.fetch_refunds(RefundFilter::Recorded(from, to)).await
     }
 
     async fn documents_page(

@@ -8,7 +8,7 @@
 use super::*;
 use crate::core::billing::AccountState;
 use crate::core::change::{CancelOutcome, ChangeOutcome};
-use crate::core::document::{DraftDocument, Line, LineKind};
+use crate::core::document::{DraftDocument, Line, LineKind, REFUND_ON_CANCEL, RefundOwed};
 use crate::core::domain::{
     AccountStatus, Discount, Item, PendingItem, Subscription, SubscriptionId, SubscriptionStatus,
     TaxRate,
@@ -298,9 +298,10 @@ fn json_strings<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::to_string(&values).unwrap_or_default()
 }
 
-const ACCOUNT_COLS: &str = "id, name, email, currency, timezone, taxes, discount, status, balance";
+const ACCOUNT_COLS: &str =
+    "id, name, email, currency, timezone, taxes, discount, status, balance, identity";
 const DOCUMENT_COLS: &str = "id, number, doc_key, kind, account_id, subscription_id, finance_batch_id, issued_at, \
-     due_at, period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due";
+     due_at, period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, customer";
 
 /// An `accounts` row (ACCOUNT_COLS) as stored: read from a result row, or from a JSON array
 /// of those columns in that order.
@@ -315,6 +316,7 @@ struct AccountRow {
     discount: Option<String>,
     status: String,
     balance: String,
+    identity: Option<String>,
 }
 
 impl AccountRow {
@@ -329,6 +331,7 @@ impl AccountRow {
             discount: r.try_get("discount")?,
             status: r.try_get("status")?,
             balance: r.try_get("balance")?,
+            identity: r.try_get("identity")?,
         })
     }
 
@@ -342,7 +345,7 @@ impl AccountRow {
             None => None,
         };
         let status = self.status;
-        let account = Account {
+        let mut account = Account {
             id: AccountId::new(&self.id).map_err(corrupt("account id"))?,
             name: self.name,
             email: self.email,
@@ -357,6 +360,9 @@ impl AccountRow {
             tax_id: None,
             reverse_charge: false,
         };
+        account
+            .set_identity_json(self.identity.as_deref())
+            .map_err(corrupt("identity"))?;
         Ok((account, dec(&self.balance)?))
     }
 }
@@ -533,6 +539,12 @@ impl SqliteStore {
             DocFilter::Batch(b) => {
                 q.push(" WHERE finance_batch_id = ").push_bind(b);
             }
+            DocFilter::Issued(from, to) => {
+                q.push(" WHERE issued_at >= ")
+                    .push_bind(from.to_string())
+                    .push(" AND issued_at < ")
+                    .push_bind(to.to_string());
+            }
             DocFilter::Page(after, limit) => {
                 q.push(" WHERE id > ")
                     .push_bind(after)
@@ -548,26 +560,25 @@ impl SqliteStore {
         let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
 
         let mut lq = QueryBuilder::<Sqlite>::new(
-            "SELECT document_id, kind, description, amount FROM document_lines WHERE document_id IN (SELECT id FROM documents",
+            "SELECT document_id, kind, description, amount, detail FROM document_lines WHERE document_id IN (SELECT id FROM documents",
         );
         where_clause(&mut lq);
         lq.push(") ORDER BY document_id, position");
         let mut lines: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
         for r in lq.build().persistent(false).fetch_all(&self.pool).await? {
             let kind: String = r.try_get("kind")?;
+            let mut line = Line::amount(
+                LineKind::parse(&kind).ok_or_else(|| corrupt("line kind")(kind.clone()))?,
+                r.try_get("description")?,
+                dec(&r.try_get::<String, _>("amount")?)?,
+                false,
+            );
+            line.set_detail_json(r.try_get::<Option<String>, _>("detail")?.as_deref())
+                .map_err(corrupt("line detail"))?;
             lines
                 .entry(r.try_get("document_id")?)
                 .or_default()
-                .push(Line {
-                    kind: LineKind::parse(&kind)
-                        .ok_or_else(|| corrupt("line kind")(kind.clone()))?,
-                    description: r.try_get("description")?,
-                    amount: dec(&r.try_get::<String, _>("amount")?)?,
-                    discountable: false,
-                    quantity: None,
-                    unit_price: None,
-                    tax: None,
-                });
+                .push(line);
         }
 
         let mut out = Vec::with_capacity(rows.len());
@@ -582,9 +593,15 @@ impl SqliteStore {
                 (Some(start), Some(end)) => Some(Period { start, end }),
                 _ => None,
             };
+            let customer = match r.try_get::<Option<String>, _>("customer")? {
+                Some(j) => {
+                    serde_json::from_str(&j).map_err(|e| corrupt("customer")(e.to_string()))?
+                }
+                None => Default::default(),
+            };
             let draft = DraftDocument {
                 key: r.try_get("doc_key")?,
-                customer: Default::default(),
+                customer,
                 kind: crate::core::document::DocumentKind::parse(&kind)
                     .ok_or_else(|| corrupt("document kind")(kind.clone()))?,
                 account: AccountId::new(&r.try_get::<String, _>("account_id")?)
@@ -813,7 +830,8 @@ async fn insert_documents(
             .cell(doc.tax)
             .cell(doc.total)
             .cell(doc.credit_applied)
-            .cell(doc.amount_due);
+            .cell(doc.amount_due)
+            .cell(serde_json::to_string(&doc.customer).unwrap_or_default());
     }
     // The ids are given here rather than read back with RETURNING (a result row per
     // document): the next ones after the largest ever given, as AUTOINCREMENT would (this
@@ -828,9 +846,9 @@ async fn insert_documents(
     sqlx::query(
         "INSERT INTO documents (id, number, doc_key, kind, account_id, subscription_id, run_id, issued_at, due_at, \
          period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, amount_due, created_at, \
-         finance_batch_id) \
+         finance_batch_id, customer) \
          SELECT ?2 + key, value->>0, value->>1, value->>2, value->>3, value->>4, ?3, value->>5, value->>6, value->>7, \
-         value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, ?4, ?5 \
+         value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, ?4, ?5, value->>16 \
          FROM jsonb_each(?1) ORDER BY rowid",
     )
     .bind(rows.finish())
@@ -857,13 +875,14 @@ async fn insert_documents(
                 .cell(pos as i64)
                 .cell(line.kind.as_str())
                 .cell(&line.description)
-                .cell(line.amount);
+                .cell(line.amount)
+                .cell(line.detail_json());
         }
     }
     write_rows(
         tx,
-        "INSERT INTO document_lines (document_id, position, kind, description, amount) \
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM jsonb_each(?1) ORDER BY rowid",
+        "INSERT INTO document_lines (document_id, position, kind, description, amount, detail) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM jsonb_each(?1) ORDER BY rowid",
         lines,
     )
     .await?;
@@ -1050,8 +1069,54 @@ enum DocFilter<'a> {
     Number(&'a str),
     Id(i64),
     Batch(i64),
+    /// Issued on or after the first date and before the second.
+    Issued(NaiveDate, NaiveDate),
     /// Ids above the first, at most the second many.
     Page(i64, u32),
+}
+
+/// Which refunds owed to read: those a finance batch reports, or those recorded in a range
+/// of dates.
+enum RefundFilter {
+    Batch(i64),
+    Recorded(NaiveDate, NaiveDate),
+}
+
+impl SqliteStore {
+    async fn fetch_refunds(&self, filter: RefundFilter) -> Result<Vec<RefundOwed>, StoreError> {
+        let select = "SELECT l.account_id, a.name, a.currency, l.amount FROM balance_ledger l \
+                      JOIN accounts a ON a.id = l.account_id WHERE l.reason = 'refund' AND ";
+        let rows = match filter {
+            RefundFilter::Batch(batch) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{select}l.finance_batch_id = ? ORDER BY l.id"
+                )))
+                .bind(batch)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            RefundFilter::Recorded(from, to) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{select}l.at >= ? AND l.at < ? ORDER BY l.id"
+                )))
+                .bind(from.to_string())
+                .bind(to.to_string())
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(RefundOwed {
+                    account: r.try_get("account_id")?,
+                    customer_name: r.try_get("name")?,
+                    currency: r.try_get("currency")?,
+                    amount: -dec(&r.try_get::<String, _>("amount")?)?,
+                    reason: REFUND_ON_CANCEL.into(),
+                })
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -1082,9 +1147,9 @@ impl Store for SqliteStore {
         let today = now.date_naive().to_string();
         // DO NOTHING rather than an error, so the first id already stored (in file order) is
         // the one named.
-        for part in batch.accounts.chunks(rows_per_statement(9)) {
+        for part in batch.accounts.chunks(rows_per_statement(10)) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO accounts (id, name, email, currency, timezone, taxes, discount, balance, status, created_at) ",
+                "INSERT INTO accounts (id, name, email, currency, timezone, taxes, discount, balance, status, created_at, identity) ",
             );
             q.push_values(part, |mut b, new| {
                 let a = &new.account;
@@ -1101,7 +1166,8 @@ impl Store for SqliteStore {
                     )
                     .push_bind(new.opening_credit.to_string())
                     .push("'active'")
-                    .push_bind(created.as_str());
+                    .push_bind(created.as_str())
+                    .push_bind(a.identity_json());
             });
             q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
             let inserted: std::collections::BTreeSet<String> = q
@@ -1399,7 +1465,7 @@ impl Store for SqliteStore {
                SELECT * FROM subscriptions INDEXED BY subscriptions_account \
                WHERE status = 'active' AND account_id IN (SELECT value FROM json_each(?1))) \
              SELECT \
-             (SELECT json_group_array(json_array(id, name, email, currency, timezone, taxes, discount, status, balance)) \
+             (SELECT json_group_array(json_array(id, name, email, currency, timezone, taxes, discount, status, balance, identity)) \
               FROM accounts WHERE id IN (SELECT value FROM json_each(?1))), \
              (SELECT json_group_array(json_array(id, account_id, policy, cycle, discount, start_date, anchor, \
                period_start, period_end, next_bill_date, periods_billed, status, cancel_at, last_change_at, version) \
@@ -2074,17 +2140,10 @@ impl Store for SqliteStore {
     }
 
     async fn batch_extras(&self, batch: i64) -> Result<BatchExtras, StoreError> {
-        let mut extras = BatchExtras::default();
-        for r in sqlx::query(
-            "SELECT l.account_id, a.currency, l.amount FROM balance_ledger l JOIN accounts a ON a.id = l.account_id \
-             WHERE l.reason = 'refund' AND l.finance_batch_id = ? ORDER BY l.id",
-        )
-        .bind(batch)
-        .fetch_all(&self.pool)
-        .await?
-        {
-            extras.refunds.push((r.try_get("account_id")?, r.try_get("currency")?, -dec(&r.try_get::<String, _>("amount")?)?));
-        }
+        let mut extras = BatchExtras {
+            refunds: self.fetch_refunds(RefundFilter::Batch(batch)).await?,
+            ..Default::default()
+        };
         extras.deleted_accounts =
             sqlx::query_scalar("SELECT id FROM accounts WHERE finance_batch_id = ? ORDER BY id")
                 .bind(batch)
@@ -2328,6 +2387,22 @@ impl Store for SqliteStore {
 
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
         self.fetch_documents(DocFilter::Batch(batch)).await
+    }
+
+    async fn documents_issued(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        self.fetch_documents(DocFilter::Issued(from, to)).await
+    }
+
+    async fn refunds_recorded(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<RefundOwed>, StoreError> {
+        self.fetch_refunds(RefundFilter::Recorded(from, to)).await
     }
 
     async fn documents_page(

@@ -15,6 +15,7 @@ mod crash;
 mod daemon;
 mod fuzz;
 mod hardening;
+mod invoices;
 mod lifecycle;
 mod outages;
 mod overflow;

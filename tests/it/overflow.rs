@@ -168,10 +168,7 @@ async fn overflows(backend: Backend) {
         .find(|p| p.to_string_lossy().contains("finance-batch"))
         .expect("a finance batch .eml");
     let text = std::fs::read_to_string(&batch).unwrap();
-    assert!(
-        text.contains("net 80000000000001999999999999998"),
-        "{text}"
-    );
+    assert!(text.contains("net 80000000000001999999999999998"), "{text}");
 
     // A second close: the parked accounts stay parked, nothing panics, nothing is issued.
     let out = run(&["close", "--as-of", "2026-01-02"]);

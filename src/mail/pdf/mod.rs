@@ -25,7 +25,7 @@ const UNIT_RIGHT: f32 = 450.0;
 /// Where the description column ends.
 const DESC_MAX: f32 = QTY_RIGHT - 40.0 - MARGIN;
 /// Left edge of the totals' labels and of the header's right column.
-const TOTALS_X: f32 = 330.0;
+const TOTALS_X: f32 = 300.0;
 
 /// A rendered PDF and how many characters the font lacked (printed as U+FFFD).
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ fn table_row(c: &mut Canvas, row: &Row, currency: &str) {
 
 /// A row of the totals block: label on the left of it, amount at the right margin.
 fn total_row(c: &mut Canvas, label: &str, amount: &str, face: Face) {
-    let parts = wrap(label, face, BODY, RIGHT - TOTALS_X - 90.0);
+    let parts = wrap(label, face, BODY, RIGHT - TOTALS_X - 80.0);
     if !c.fits(ROW * parts.len() as f32) {
         c.new_page();
     }

@@ -1,0 +1,10 @@
+-- Invoices name both parties (SPEC §11); the same columns as SQLite's 0006.
+-- * accounts.identity: address lines, country, tax ID and reverse charge as one JSON value
+--   (NULL: none); the name stays its own column.
+-- * documents.customer: the customer as the document names them, copied when it is issued
+--   (JSON; NULL on documents issued before this migration, which name the account as it is).
+-- * document_lines.detail: quantity and unit price of a charge, name and rate of a tax line
+--   (JSON; NULL for a line that is one amount).
+ALTER TABLE accounts ADD COLUMN identity TEXT;
+ALTER TABLE documents ADD COLUMN customer TEXT;
+ALTER TABLE document_lines ADD COLUMN detail TEXT;
