@@ -124,8 +124,8 @@ impl Canvas {
         let mut ids = BTreeMap::new();
         for (face, chars) in &self.used {
             let id = FontId(match face {
-                Face::Regular => "BRSANS".into(),
-                Face::Bold => "BRBOLD".into(),
+                Face::Regular => "BRSANS+DejaVuSans".into(),
+                Face::Bold => "BRBOLD+DejaVuSans-Bold".into(),
             });
             let font = face.subset(chars)?;
             pdf.resources

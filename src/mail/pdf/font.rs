@@ -1,11 +1,14 @@
 //! The font of the PDFs: DejaVu Sans, regular and bold (`assets/fonts/`), compiled in. It
 //! covers Latin, Greek and Cyrillic, so names and addresses print as written.
 //!
-//! Each PDF embeds a subset: the glyphs its text uses, cut out of the full font with
-//! allsorts (a few kilobytes instead of 700). The full fonts are parsed once per process for
-//! their character map and advance widths, which the layout needs to right-align amounts and
-//! wrap text. A character the font lacks is printed as U+FFFD, never dropped, and counted so
-//! the caller can say so.
+//! Each PDF embeds a subset: the glyphs its text uses, cut out with allsorts (a few kilobytes
+//! instead of 700), without the hinting programs (viewers scale outlines themselves). Cutting
+//! from the whole font would read its 6,000 glyphs for every PDF, so once per process each
+//! face is first cut down to the scripts invoices print — Latin, Greek, Cyrillic and their
+//! extensions, punctuation, currency and number signs ([`SCRIPTS`]) — and every PDF's subset
+//! is cut from that. The same base gives the character map and advance widths the layout
+//! needs to right-align amounts and wrap text. A character outside it is printed as U+FFFD,
+//! never dropped, and counted so the caller can say so.
 
 use printpdf::ParsedFont;
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +20,18 @@ const BOLD_TTF: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans-Bold.tt
 /// What a character the font lacks is shown as.
 pub const MISSING: char = char::REPLACEMENT_CHARACTER;
 
+/// The Unicode ranges the base fonts keep (see the module header).
+const SCRIPTS: &[(u32, u32)] = &[
+    (0x0020, 0x036F), // Latin, Latin-1, Latin Extended-A/B, IPA, modifiers, combining marks
+    (0x0370, 0x03FF), // Greek and Coptic
+    (0x0400, 0x052F), // Cyrillic and its supplement
+    (0x1E00, 0x1FFF), // Latin Extended Additional, Greek Extended
+    (0x2000, 0x215F), // punctuation, super/subscripts, currency, letterlike, fractions
+    (0x2190, 0x21FF), // arrows
+    (0x2200, 0x22FF), // mathematical operators
+    (0xFFFD, 0xFFFD), // the replacement character
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Face {
     Regular,
@@ -27,14 +42,28 @@ impl Face {
     #[cfg(test)]
     pub const ALL: [Face; 2] = [Face::Regular, Face::Bold];
 
+    /// The base font: the whole font cut down to [`SCRIPTS`], once per process.
     fn bytes(self) -> &'static [u8] {
-        match self {
-            Face::Regular => REGULAR_TTF,
-            Face::Bold => BOLD_TTF,
-        }
+        static REGULAR: OnceLock<Vec<u8>> = OnceLock::new();
+        static BOLD: OnceLock<Vec<u8>> = OnceLock::new();
+        let (cell, ttf) = match self {
+            Face::Regular => (&REGULAR, REGULAR_TTF),
+            Face::Bold => (&BOLD, BOLD_TTF),
+        };
+        cell.get_or_init(|| {
+            let whole = Metrics::parse(ttf);
+            let glyphs: BTreeSet<u16> = SCRIPTS
+                .iter()
+                .flat_map(|&(from, to)| from..=to)
+                .filter_map(|cp| whole.glyphs.get(&cp).copied())
+                .filter(|&g| g != 0)
+                .collect();
+            // The fonts are compiled in and tested; failing here is a build defect.
+            cut(ttf, &glyphs, true).expect("the bundled font subsets")
+        })
     }
 
-    /// The full font's character map and widths, parsed on first use.
+    /// The base font's character map and widths, parsed on first use.
     fn metrics(self) -> &'static Metrics {
         static REGULAR: OnceLock<Metrics> = OnceLock::new();
         static BOLD: OnceLock<Metrics> = OnceLock::new();
@@ -69,21 +98,34 @@ impl Face {
 
     /// The font cut down to the glyphs of `chars`, parsed for printpdf.
     pub fn subset(self, chars: &BTreeSet<char>) -> Result<ParsedFont, String> {
-        use allsorts::binary::read::ReadScope;
-        use allsorts::font_data::FontData;
-        use allsorts::subset::{CmapTarget, SubsetProfile, subset};
-        // Glyph 0 (.notdef) first, then the used glyphs in ascending order, once each.
         let glyphs: BTreeSet<u16> = chars.iter().filter_map(|&c| self.glyph(c)).collect();
-        let ids: Vec<u16> = std::iter::once(0).chain(glyphs).collect();
-        let font = ReadScope::new(self.bytes())
-            .read::<FontData<'_>>()
-            .map_err(|e| format!("font: {e}"))?;
-        let provider = font.table_provider(0).map_err(|e| format!("font: {e}"))?;
-        let bytes = subset(&provider, &ids, &SubsetProfile::Pdf, CmapTarget::Unicode)
-            .map_err(|e| format!("font subset: {e}"))?;
+        let bytes = cut(self.bytes(), &glyphs, false)?;
         ParsedFont::from_bytes(&bytes, 0, &mut Vec::new())
             .ok_or_else(|| "font subset does not parse".to_string())
     }
+}
+
+/// `ttf` cut down to `glyphs` with a Unicode character map; `keep_hinting` keeps the hinting
+/// programs and the naming table (for the base font, cut again later).
+fn cut(ttf: &[u8], glyphs: &BTreeSet<u16>, keep_hinting: bool) -> Result<Vec<u8>, String> {
+    use allsorts::binary::read::ReadScope;
+    use allsorts::font_data::FontData;
+    use allsorts::subset::{CmapTarget, SubsetProfile, subset};
+    use allsorts::tag;
+    // Glyph 0 (.notdef) first, then the glyphs in ascending order, once each.
+    let ids: Vec<u16> = std::iter::once(0)
+        .chain(glyphs.iter().copied().filter(|&g| g != 0))
+        .collect();
+    let font = ReadScope::new(ttf)
+        .read::<FontData<'_>>()
+        .map_err(|e| format!("font: {e}"))?;
+    let provider = font.table_provider(0).map_err(|e| format!("font: {e}"))?;
+    let profile = if keep_hinting {
+        SubsetProfile::Pdf
+    } else {
+        SubsetProfile::Custom(vec![tag::CMAP, tag::HEAD, tag::HHEA, tag::HMTX, tag::MAXP])
+    };
+    subset(&provider, &ids, &profile, CmapTarget::Unicode).map_err(|e| format!("font subset: {e}"))
 }
 
 /// `s` as it will print: whitespace as a space, control characters dropped from view as
