@@ -1190,8 +1190,15 @@ fn a_config_file_that_does_not_exist_is_one_clear_error() {
 fn known_start_on_the_last_calendar_day_bills_nothing() {
     let catalog = change_catalog();
     let state = account_state("term_recalc", "monthly", NaiveDate::MAX, 2);
-    let out = close_account(&state, &catalog, Terms { payment_terms_days: 0 }, NaiveDate::MAX)
-        .expect("a close on the last calendar day is not an error");
+    let out = close_account(
+        &state,
+        &catalog,
+        Terms {
+            payment_terms_days: 0,
+        },
+        NaiveDate::MAX,
+    )
+    .expect("a close on the last calendar day is not an error");
     assert!(out.documents.is_empty());
     assert_eq!(out.updates.len(), 1);
     assert_eq!(out.updates[0].current_period, None);
