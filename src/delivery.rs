@@ -6,7 +6,8 @@
 use crate::clock::Clock;
 use crate::context::{Billing, CloseSettings};
 use crate::mail::{MailError, Transport};
-use crate::store::{OutboxEntry, OutboxKind, OutboxWaiting, Store, StoreError};
+use crate::store::prelude::*;
+use crate::store::{OutboxEntry, OutboxKind, OutboxWaiting, StoreError};
 use chrono::Duration;
 use serde::Serialize;
 

@@ -1,0 +1,179 @@
+//! Documents, balances and accounts as stored ([`QueryStore`](crate::store::QueryStore)):
+//! the same queries on both backends, but for how a page of documents finds its lines (the
+//! backend's `page_lines`).
+
+/// The columns of `accounts` that [`AccountRow`](crate::store::rows::AccountRow) reads.
+macro_rules! account_cols {
+    () => {
+        "id, name, email, currency, timezone, taxes, discount, status, balance"
+    };
+}
+pub(crate) use account_cols;
+
+/// Which documents a query reads.
+#[derive(Clone, Copy)]
+pub(crate) enum DocFilter<'a> {
+    All,
+    Account(&'a str),
+    Number(&'a str),
+    Id(i64),
+    Batch(i64),
+    /// Ids above the first, at most the second many.
+    Page(i64, u32),
+}
+
+/// `impl QueryStore for $store`, and its `fetch_documents`.
+macro_rules! query_store {
+    ($store:ty) => {
+        impl $store {
+            /// The documents a filter selects, in id order, each with its lines.
+            async fn fetch_documents(
+                &self,
+                filter: DocFilter<'_>,
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                let where_clause = |q: &mut QueryBuilder<Db>| match filter {
+                    DocFilter::All => {}
+                    DocFilter::Account(a) => {
+                        q.push(" WHERE account_id = ").push_bind(a.to_string());
+                    }
+                    DocFilter::Number(n) => {
+                        q.push(" WHERE number = ").push_bind(n.to_string());
+                    }
+                    DocFilter::Id(id) => {
+                        q.push(" WHERE id = ").push_bind(id);
+                    }
+                    DocFilter::Batch(b) => {
+                        q.push(" WHERE finance_batch_id = ").push_bind(b);
+                    }
+                    DocFilter::Page(after, limit) => {
+                        q.push(" WHERE id > ")
+                            .push_bind(after)
+                            .push(" ORDER BY id LIMIT ")
+                            .push_bind(i64::from(limit));
+                    }
+                };
+                let mut q = QueryBuilder::<Db>::new(
+                    "SELECT id, number, doc_key, kind, account_id, subscription_id, finance_batch_id, issued_at, \
+                     due_at, period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, \
+                     amount_due FROM documents",
+                );
+                where_clause(&mut q);
+                if !matches!(filter, DocFilter::Page(..)) {
+                    q.push(" ORDER BY id");
+                }
+                let rows = q.build().fetch_all(&self.pool).await?;
+
+                let mut lq = QueryBuilder::<Db>::new(
+                    "SELECT document_id, kind, description, amount FROM document_lines WHERE document_id",
+                );
+                let page = matches!(filter, DocFilter::Page(..));
+                if !(page && page_lines(&mut lq, &rows)?) {
+                    lq.push(" IN (SELECT id FROM documents");
+                    where_clause(&mut lq);
+                    lq.push(")");
+                }
+                lq.push(" ORDER BY document_id, position");
+                let mut lines: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
+                for r in lq.build().fetch_all(&self.pool).await? {
+                    let (document, line) = rows::line_from_row(&r)?;
+                    lines.entry(document).or_default().push(line);
+                }
+                rows.iter()
+                    .map(|r| rows::document_from_row(r, &mut lines))
+                    .collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl QueryStore for $store {
+            async fn accounts(&self, wanted: &[String]) -> Result<Vec<Account>, StoreError> {
+                if wanted.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    crate::store::shared::queries::account_cols!(),
+                    " FROM accounts WHERE id ",
+                    in_list!(1),
+                    " ORDER BY id"
+                ))
+                .bind(ids(wanted.iter().map(String::as_str)))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| rows::account_from_row(r).map(|(a, _)| a))
+                    .collect()
+            }
+
+            async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError> {
+                Ok(self.fetch_documents(DocFilter::Number(number)).await?.pop())
+            }
+
+            async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError> {
+                Ok(self.fetch_documents(DocFilter::Id(id)).await?.pop())
+            }
+
+            async fn documents(
+                &self,
+                account: Option<&str>,
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                self.fetch_documents(account.map_or(DocFilter::All, DocFilter::Account))
+                    .await
+            }
+
+            async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
+                self.fetch_documents(DocFilter::Batch(batch)).await
+            }
+
+            async fn documents_page(
+                &self,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                self.fetch_documents(DocFilter::Page(after, limit)).await
+            }
+
+            async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError> {
+                let Some(row) = sqlx::query(concat!(
+                    "SELECT ",
+                    crate::store::shared::queries::account_cols!(),
+                    " FROM accounts WHERE id = $1"
+                ))
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let (account_row, balance) = rows::account_from_row(&row)?;
+                let entries = sqlx::query(
+                    "SELECT l.at, l.amount, l.reason, d.number FROM balance_ledger l \
+                     LEFT JOIN documents d ON d.id = l.document_id WHERE l.account_id = $1 ORDER BY l.id",
+                )
+                .bind(account)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(rows::ledger_from_row)
+                .collect::<Result<_, _>>()?;
+                Ok(Some(BalanceReport {
+                    account: account_row,
+                    balance,
+                    entries,
+                }))
+            }
+
+            async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError> {
+                let mut out = Vec::new();
+                for r in sqlx::query("SELECT id, balance FROM accounts ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?
+                {
+                    out.push((account_id(&r.text("id")?)?, r.money("balance")?));
+                }
+                Ok(out)
+            }
+        }
+    };
+}
+pub(crate) use query_store;
