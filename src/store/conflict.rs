@@ -35,6 +35,15 @@ pub(crate) async fn written<T>(
     Ok(write.await?)
 }
 
+/// A guarded write (`… WHERE version = expected`, `… AND status = 'available'`) that
+/// changed no row: another writer moved the row on since it was read.
+pub(crate) fn guarded(rows_affected: u64, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    match rows_affected {
+        1 => Ok(()),
+        _ => Err(StoreError::Conflict(what())),
+    }
+}
+
 /// A conflict named after what the error says: the table (or, for a refund, the partial
 /// index) and, where the server tells it (PostgreSQL), the key's value.
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {

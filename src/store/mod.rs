@@ -228,7 +228,7 @@ pub struct ParkedAccount {
     pub released_at: Option<DateTime<Utc>>,
 }
 
-/// Every concern of the store, for callers that hold one `dyn Store`.
+/// Every concern of the store, for callers that hold one `dyn Store`; each backend is one.
 pub trait Store:
     SchemaStore
     + ImportStore
@@ -240,20 +240,6 @@ pub trait Store:
     + OutboxStore
     + QueryStore
     + ParkingStore
-{
-}
-
-impl<T> Store for T where
-    T: SchemaStore
-        + ImportStore
-        + RunStore
-        + CloseStore
-        + ChangeStore
-        + DeletionStore
-        + FinanceStore
-        + OutboxStore
-        + QueryStore
-        + ParkingStore
 {
 }
 

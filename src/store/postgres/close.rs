@@ -97,41 +97,21 @@ impl CloseStore for PgStore {
             if !updates.is_empty() {
                 advance_subscriptions(&mut tx, &updates).await?;
             }
-            apply_queued(&mut tx, &updates).await?;
-            let docs: Vec<&DraftDocument> = closes.iter().flat_map(|c| &c.documents).collect();
-            let issued =
-                insert_documents(&mut tx, ctx.numbering, Some(ctx.run), &docs, ctx.now).await?;
+            let issued = issue_chunk(&mut tx, ctx, closes, &updates).await?;
 
-            let moves: Vec<(&str, Decimal, Decimal)> = closes
-                .iter()
-                .map(|c| (c.account.as_str(), c.balance_before, c.balance_after))
-                .collect();
-            update_balances(&mut tx, &moves).await?;
-
-            let canceled: Vec<(&AccountClose, NaiveDate)> = closes
-                .iter()
-                .filter_map(|c| c.canceled_at.map(|d| (c, d)))
-                .collect();
+            let canceled = cancellations(closes, ctx.retention_days);
             if !canceled.is_empty() {
                 sqlx::query(
                     "UPDATE accounts a SET status = 'canceled', canceled_at = u.canceled_at, delete_after = u.delete_after \
                      FROM UNNEST($1::text[], $2::date[], $3::date[]) AS u(id, canceled_at, delete_after) \
                      WHERE a.id = u.id AND a.status = 'active'",
                 )
-                .bind(canceled.iter().map(|(c, _)| c.account.as_str()).collect::<Vec<_>>())
-                .bind(canceled.iter().map(|(_, d)| *d).collect::<Vec<_>>())
-                .bind(
-                    canceled
-                        .iter()
-                        .map(|(_, d)| *d + chrono::Days::new(u64::from(ctx.retention_days)))
-                        .collect::<Vec<_>>(),
-                )
+                .bind(canceled.iter().map(|c| c.0).collect::<Vec<_>>())
+                .bind(canceled.iter().map(|c| c.1).collect::<Vec<_>>())
+                .bind(canceled.iter().map(|c| c.2).collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?;
-                let refunds: Vec<(&AccountClose, NaiveDate)> = canceled
-                    .into_iter()
-                    .filter(|(c, _)| !c.refund.is_zero())
-                    .collect();
+                let refunds: Vec<_> = canceled.iter().filter(|c| !c.3.is_zero()).collect();
                 if !refunds.is_empty() {
                     sqlx::query(
                         "INSERT INTO balance_ledger (account_id, at, amount, reason) \
@@ -139,9 +119,9 @@ impl CloseStore for PgStore {
                          FROM UNNEST($1::text[], $2::date[], $3::numeric[]) WITH ORDINALITY AS u(account_id, at, amount, ord) \
                          ORDER BY u.ord",
                     )
-                    .bind(refunds.iter().map(|(c, _)| c.account.as_str()).collect::<Vec<_>>())
-                    .bind(refunds.iter().map(|(_, d)| *d).collect::<Vec<_>>())
-                    .bind(refunds.iter().map(|(c, _)| money(-c.refund)).collect::<Vec<_>>())
+                    .bind(refunds.iter().map(|c| c.0).collect::<Vec<_>>())
+                    .bind(refunds.iter().map(|c| c.1).collect::<Vec<_>>())
+                    .bind(refunds.iter().map(|c| money(-c.3)).collect::<Vec<_>>())
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -15,6 +15,7 @@ use sqlx::{Decode, Encode, Postgres, Row, Type, ValueRef};
 
 pub(crate) type Db = Postgres;
 pub(crate) type Conn = sqlx::PgConnection;
+pub(crate) type DbRow = PgRow;
 
 pub(crate) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
     t
@@ -33,6 +34,11 @@ pub(crate) fn money(d: Decimal) -> Money {
 /// a fallback.
 pub(crate) fn json<T: serde::Serialize + ?Sized>(v: &T) -> Jsonb {
     Jsonb(serde_json::to_string(v).unwrap_or_else(|_| "null".into()))
+}
+
+/// JSON text already written, for a JSONB column.
+pub(crate) fn json_text(text: String) -> Jsonb {
+    Jsonb(text)
 }
 
 /// Ids as a `text[]`, for [`in_list!`].

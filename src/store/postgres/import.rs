@@ -6,7 +6,7 @@ use crate::core::domain::Subscription;
 use crate::store::shared::import::{items, licences, refuse_existing};
 
 /// JSON as text, for the `::jsonb` casts of `UNNEST`ed text arrays.
-fn json_text<T: serde::Serialize + ?Sized>(v: &T) -> String {
+fn json_str<T: serde::Serialize + ?Sized>(v: &T) -> String {
     json(v).0
 }
 
@@ -27,12 +27,10 @@ impl PgStore {
             };
             let discounts: Vec<Option<String>> = accounts
                 .iter()
-                .map(|n| n.account.discount.as_ref().map(json_text))
+                .map(|n| n.account.discount.as_ref().map(json_str))
                 .collect();
             let credits: Vec<Money> = accounts.iter().map(|n| money(n.opening_credit)).collect();
-            // DO NOTHING rather than an error, so the first id already stored (in file order)
-            // is the one named, as on SQLite.
-            let inserted: BTreeSet<String> = sqlx::query_scalar(
+            let inserted = sqlx::query_scalar(
                 "INSERT INTO accounts (id, name, email, currency, timezone, taxes, discount, status, balance, created_at) \
                  SELECT u.id, u.name, u.email, u.currency, u.timezone, u.taxes::jsonb, u.discount::jsonb, 'active', u.balance, $9 \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::numeric[]) \
@@ -44,18 +42,16 @@ impl PgStore {
             .bind(a(|x| x.email.clone()))
             .bind(a(|x| x.currency.code().to_string()))
             .bind(a(|x| x.timezone.clone()))
-            .bind(a(|x| json_text(&x.taxes)))
+            .bind(a(|x| json_str(&x.taxes)))
             .bind(discounts)
             .bind(credits)
             .bind(now)
             .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+            .await?;
             refuse_existing(
                 "account",
                 accounts.iter().map(|n| n.account.id.as_str()),
-                &inserted,
+                inserted,
             )?;
             let credited: Vec<&crate::input::NewAccount> = accounts
                 .iter()
@@ -94,9 +90,9 @@ impl PgStore {
             };
             let discounts: Vec<Option<String>> = subs
                 .iter()
-                .map(|n| n.subscription.discount.as_ref().map(json_text))
+                .map(|n| n.subscription.discount.as_ref().map(json_str))
                 .collect();
-            let inserted: BTreeSet<String> = sqlx::query_scalar(
+            let inserted = sqlx::query_scalar(
                 "INSERT INTO subscriptions (id, account_id, policy, cycle, discount, start_date, anchor, next_bill_date, \
                  periods_billed, status, created_at, period_start, period_end) \
                  SELECT u.id, u.account_id, u.policy, u.cycle, u.discount::jsonb, u.start_date, u.anchor, u.next_bill_date, \
@@ -131,14 +127,9 @@ impl PgStore {
                     .collect::<Vec<_>>(),
             )
             .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
-            refuse_existing(
-                "subscription",
-                subs.iter().map(|n| n.subscription.id.as_str()),
-                &inserted,
-            )?;
+            .await?;
+            let ids = subs.iter().map(|n| n.subscription.id.as_str());
+            refuse_existing("subscription", ids, inserted)?;
             insert_items(&mut tx, &items(batch)).await?;
             let licences = licences(batch);
             if !licences.is_empty() {
@@ -167,7 +158,7 @@ impl PgStore {
             )
             .bind(queued.iter().map(|c| c.subscription.as_str()).collect::<Vec<_>>())
             .bind(queued.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
-            .bind(queued.iter().map(|c| json_text(&c.target)).collect::<Vec<_>>())
+            .bind(queued.iter().map(|c| json_str(&c.target)).collect::<Vec<_>>())
             .bind(queued.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
             .bind(queued.iter().map(|c| c.requested_at).collect::<Vec<_>>())
             .bind(queued.iter().map(|c| c.effective_at).collect::<Vec<_>>())
@@ -191,15 +182,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, details) VALUES ($1, 'cli', 'import', $2)",
-        )
-        .bind(now)
-        .bind(json(
-            &serde_json::json!({"accounts": batch.accounts.len(), "subscriptions": batch.subscriptions.len()}),
-        ))
-        .execute(&mut *tx)
-        .await?;
+        audit_import(&mut tx, now, batch).await?;
         tx.commit().await?;
         Ok(())
     }

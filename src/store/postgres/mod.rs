@@ -18,10 +18,9 @@
 //! the row count) rather than one round trip per row, and planner settings hold the plans of
 //! claims and chunk writes whatever the statistics say. `claims.rs` claims work, `close.rs`
 //! reads and commits a close's chunks, `writes.rs` the bulk writes of documents and items,
-//! `import.rs` imports, `changes.rs` the pending items and licences of changes, `outbox.rs`,
-//! `finance.rs` and `parking.rs` their concern.
+//! `import.rs` imports, and `outbox.rs`, `finance.rs` and `parking.rs` their
+//! concern.
 
-mod changes;
 mod claims;
 mod close;
 pub(crate) mod cols;
@@ -33,18 +32,21 @@ mod queries;
 mod writes;
 
 // The names the shared bodies use, for this file and (`use super::*`) the files beside it.
-use super::conflict::{Fail, classify, conflict_as, written};
+use super::conflict::{Fail, classify, conflict_as, guarded, written};
 use super::modules::{ModuleTable, is_identifier};
 use super::rows::{self, Cols, account_id};
-use super::shared::{self, queries::DocFilter, runs::Claim, writes::Issue};
+use super::shared::changes::Issues;
+use super::shared::writes::{Applied, Issue, Move, cancellations};
+use super::shared::{self, parking::Parks, queries::DocFilter, runs::Claim};
 use super::*;
 use crate::core::billing::SubscriptionUpdate;
-use crate::core::change::{CancelOutcome, ChangeOutcome};
+use crate::core::change::{CancelOutcome, ChangeOutcome, NewPending};
 use crate::core::document::{DraftDocument, Line};
 use crate::core::domain::{Item, PendingItem, QueuedChange};
 use crate::core::licence::{Licence, LicenceMutation, LicenceOutcome};
 use chrono::Datelike;
 use cols::*;
+use queries::all;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, QueryBuilder, Transaction};
 use std::collections::BTreeSet;
@@ -109,5 +111,8 @@ impl PgStore {
     }
 }
 
+impl Store for PgStore {}
+
 shared::schema::schema_store!(PgStore);
+shared::changes::change_store!(PgStore);
 shared::deletion::deletion_store!(PgStore);

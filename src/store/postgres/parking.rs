@@ -9,7 +9,7 @@ shared::parking::parking_store!(PgStore);
 impl PgStore {
     /// Each subscription's latest period invoice: `subscription_id, total, period_start,
     /// period_end`.
-    async fn previous_invoices(&self, subscriptions: &[&str]) -> Result<Vec<PgRow>, StoreError> {
+    async fn previous_invoices(&self, subscriptions: &[&str]) -> Result<Vec<DbRow>, StoreError> {
         // One index lookup per subscription (documents_subscription_invoices), one query.
         Ok(sqlx::query(
             "SELECT d.subscription_id, d.total, d.period_start, d.period_end \
@@ -24,12 +24,7 @@ impl PgStore {
     }
 
     /// Park these accounts for `run`: rows upserted, events and audit rows written.
-    async fn park(
-        &self,
-        run: RunId,
-        parked: &[(AccountId, String)],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn park(&self, run: RunId, parked: &Parks, now: DateTime<Utc>) -> Result<(), StoreError> {
         let accounts: Vec<&str> = parked.iter().map(|(a, _)| a.as_str()).collect();
         let reasons: Vec<&str> = parked.iter().map(|(_, r)| r.as_str()).collect();
         let mut tx = self.pool.begin().await?;

@@ -2,6 +2,7 @@
 
 use super::*;
 
+shared::queries::read_helpers!();
 shared::queries::query_store!(PgStore);
 
 /// A page of documents finds its lines by the page's own ids: index probes whatever the

@@ -8,7 +8,7 @@ shared::writes::write_helpers!();
 
 /// Write numbered documents with their lines, ledger entries, consumed pending items and one
 /// outbox message each; their ids, in order.
-pub(crate) async fn write_documents(conn: &mut Conn, issue: &Issue<'_>) -> Result<Vec<i64>, Fail> {
+async fn write_documents(conn: &mut Conn, issue: &Issue<'_>) -> Result<Vec<i64>, Fail> {
     let docs = issue.docs;
     let m = |f: fn(&DraftDocument) -> Decimal| -> Vec<Money> {
         docs.iter().map(|d| money(f(d))).collect()
@@ -182,10 +182,7 @@ pub(crate) async fn insert_items(conn: &mut Conn, items: &[(&str, &Item)]) -> Re
 
 /// Balances moved from (account, before, after) where they still are `before`; the accounts
 /// moved.
-pub(crate) async fn move_balances(
-    conn: &mut Conn,
-    moves: &[&(&str, Decimal, Decimal)],
-) -> Result<BTreeSet<String>, Fail> {
+async fn move_balances(conn: &mut Conn, moves: &[&Move<'_>]) -> Result<BTreeSet<String>, Fail> {
     Ok(sqlx::query_scalar(
         "UPDATE accounts a SET balance = u.after \
          FROM UNNEST($1::text[], $2::numeric[], $3::numeric[]) AS u(id, before, after) \
@@ -201,10 +198,7 @@ pub(crate) async fn move_balances(
 }
 
 /// Queued changes marked applied on (change, date); the changes marked.
-pub(crate) async fn mark_applied(
-    conn: &mut Conn,
-    applied: &[(i64, Option<NaiveDate>)],
-) -> Result<BTreeSet<i64>, Fail> {
+async fn mark_applied(conn: &mut Conn, applied: &[Applied]) -> Result<BTreeSet<i64>, Fail> {
     Ok(sqlx::query_scalar(
         "UPDATE scheduled_changes c SET status = 'applied', applied_at = u.at \
          FROM UNNEST($1::bigint[], $2::date[]) AS u(id, at) \

@@ -1,7 +1,38 @@
 //! Plan changes, cancellations and licences ([`ChangeStore`](crate::store::ChangeStore)):
-//! every write is guarded by the subscription's version and runs in one transaction. Only
-//! the pending items a change queues (`insert_pending`) and new licences (`add_licences`)
-//! travel differently on each backend.
+//! the same statements on both backends. Every write is guarded by the subscription's
+//! version and runs in one transaction; the documents it issues go through the backend's
+//! bulk `write_documents` like a close's.
+
+use crate::core::change::ChangeOutcome;
+use crate::core::document::DraftDocument;
+use crate::core::licence::LicenceOutcome;
+use rust_decimal::Decimal;
+
+/// What a change or a licence operation issues outside a close run: documents, and the
+/// account balance they were computed from and leave.
+pub(crate) trait Issues {
+    fn documents(&self) -> &[DraftDocument];
+    /// (before, after).
+    fn balance(&self) -> (Decimal, Decimal);
+}
+
+impl Issues for ChangeOutcome {
+    fn documents(&self) -> &[DraftDocument] {
+        &self.documents
+    }
+    fn balance(&self) -> (Decimal, Decimal) {
+        (self.balance_before, self.balance_after)
+    }
+}
+
+impl Issues for LicenceOutcome {
+    fn documents(&self) -> &[DraftDocument] {
+        &self.documents
+    }
+    fn balance(&self) -> (Decimal, Decimal) {
+        (self.balance_before, self.balance_after)
+    }
+}
 
 /// `impl ChangeStore for $store`.
 macro_rules! change_store {
@@ -38,9 +69,7 @@ macro_rules! change_store {
                     .bind(outcome.expected_version)
                     .execute(&mut *tx)
                     .await?;
-                    if done.rows_affected() != 1 {
-                        return Err(StoreError::Conflict(format!("subscription {sub}")).into());
-                    }
+                    guarded(done.rows_affected(), || format!("subscription {sub}"))?;
                     if let Some(c) = c {
                         replace_items(&mut tx, &[(sub, c.items.as_slice())]).await?;
                     }
@@ -71,15 +100,7 @@ macro_rules! change_store {
                     .await
                     .map_err(conflict_as(format!("change {key}")))?;
                     insert_pending(&mut tx, sub, &outcome.pending, now).await?;
-                    let issued = issue_out_of_run(
-                        &mut tx,
-                        numbering,
-                        &outcome.documents,
-                        account.as_str(),
-                        (outcome.balance_before, outcome.balance_after),
-                        now,
-                    )
-                    .await?;
+                    let issued = issue_out_of_run(&mut tx, numbering, account, outcome, now).await?;
                     if !outcome.purge_modules.is_empty() {
                         let mut purged = BTreeMap::new();
                         for module in &outcome.purge_modules {
@@ -88,32 +109,15 @@ macro_rules! change_store {
                                 purged.insert(format!("{module}:{}", t.table), n);
                             }
                         }
-                        sqlx::query(
-                            "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) \
-                             VALUES ($1, 'billrun', 'module_data_purged', $2, $3, $4)",
-                        )
-                        .bind(ts(now))
-                        .bind(account.as_str())
-                        .bind(sub)
-                        .bind(json(
-                            &serde_json::json!({"modules": outcome.purge_modules, "rows": purged}),
-                        ))
-                        .execute(&mut *tx)
-                        .await?;
+                        let details = serde_json::json!({"modules": outcome.purge_modules, "rows": purged});
+                        audit(&mut tx, now, "module_data_purged", (account.as_str(), Some(sub)), &details)
+                            .await?;
                     }
-                    sqlx::query(
-                        "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) \
-                         VALUES ($1, 'billrun', 'change', $2, $3, $4)",
-                    )
-                    .bind(ts(now))
-                    .bind(account.as_str())
-                    .bind(sub)
-                    .bind(json(&serde_json::json!({
+                    let details = serde_json::json!({
                         "kind": outcome.kind.as_str(), "at": outcome.at.to_string(), "target": outcome.target,
                         "documents": issued.iter().map(|d| d.document.number.clone()).collect::<Vec<_>>()
-                    })))
-                    .execute(&mut *tx)
-                    .await?;
+                    });
+                    audit(&mut tx, now, "change", (account.as_str(), Some(sub)), &details).await?;
                     tx.commit().await?;
                     Ok(issued)
                 })
@@ -150,26 +154,15 @@ macro_rules! change_store {
                     .bind(outcome.expected_version)
                     .execute(&mut *tx)
                     .await?;
-                    if done.rows_affected() != 1 {
-                        return Err(StoreError::Conflict(format!("subscription {sub}")).into());
-                    }
-                    sqlx::query(
-                        "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) \
-                         VALUES ($1, 'billrun', $2, $3, $4, $5)",
-                    )
-                    .bind(ts(now))
-                    .bind(if outcome.cancel_at.is_some() {
-                        "cancel"
-                    } else {
-                        "cancel_undone"
-                    })
-                    .bind(account.as_str())
-                    .bind(sub)
-                    .bind(json(&serde_json::json!({
+                    guarded(done.rows_affected(), || format!("subscription {sub}"))?;
+                    let action = match outcome.cancel_at {
+                        Some(_) => "cancel",
+                        None => "cancel_undone",
+                    };
+                    let details = serde_json::json!({
                         "at": outcome.at.to_string(), "ends": outcome.cancel_at.map(|d| d.to_string())
-                    })))
-                    .execute(&mut *tx)
-                    .await?;
+                    });
+                    audit(&mut tx, now, action, (account.as_str(), Some(sub)), &details).await?;
                     tx.commit().await?;
                     Ok(())
                 })
@@ -177,15 +170,10 @@ macro_rules! change_store {
             }
 
             async fn licences(&self, subscription: &str) -> Result<Vec<Licence>, StoreError> {
-                sqlx::query(
+                let query = sqlx::query(
                     "SELECT id, plan, status, assigned_to FROM licences WHERE subscription_id = $1 ORDER BY id",
-                )
-                .bind(subscription)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(rows::licence_from_row)
-                .collect()
+                );
+                all(&self.pool, query.bind(subscription), rows::licence_from_row).await
             }
 
             async fn apply_licence_op(
@@ -209,9 +197,7 @@ macro_rules! change_store {
                     .bind(outcome.expected_version)
                     .execute(&mut *tx)
                     .await?;
-                    if done.rows_affected() != 1 {
-                        return Err(StoreError::Conflict(format!("subscription {sub}")).into());
-                    }
+                    guarded(done.rows_affected(), || format!("subscription {sub}"))?;
                     if let Some(items) = &outcome.items {
                         replace_items(&mut tx, &[(sub, items)]).await?;
                     }
@@ -240,9 +226,7 @@ macro_rules! change_store {
                                 .bind(id)
                                 .execute(&mut *tx)
                                 .await?;
-                                if done.rows_affected() != 1 {
-                                    return Err(StoreError::Conflict(format!("licence {id}")).into());
-                                }
+                                guarded(done.rows_affected(), || format!("licence {id}"))?;
                                 continue;
                             }
                             LicenceMutation::Replan { id, plan } => (
@@ -256,29 +240,10 @@ macro_rules! change_store {
                             q = q.bind(t);
                         }
                         let done = q.bind(id).execute(&mut *tx).await?;
-                        if done.rows_affected() != 1 {
-                            return Err(StoreError::Conflict(format!("licence {id}")).into());
-                        }
+                        guarded(done.rows_affected(), || format!("licence {id}"))?;
                     }
-                    let issued = issue_out_of_run(
-                        &mut tx,
-                        numbering,
-                        &outcome.documents,
-                        account.as_str(),
-                        (outcome.balance_before, outcome.balance_after),
-                        now,
-                    )
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) \
-                         VALUES ($1, 'billrun', 'licence', $2, $3, $4)",
-                    )
-                    .bind(ts(now))
-                    .bind(account.as_str())
-                    .bind(sub)
-                    .bind(json(&outcome.op))
-                    .execute(&mut *tx)
-                    .await?;
+                    let issued = issue_out_of_run(&mut tx, numbering, account, outcome, now).await?;
+                    audit(&mut tx, now, "licence", (account.as_str(), Some(sub)), &outcome.op).await?;
                     tx.commit().await?;
                     Ok(issued)
                 })
@@ -298,15 +263,11 @@ macro_rules! change_store {
             }
 
             async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError> {
-                sqlx::query(
+                let query = sqlx::query(
                     "SELECT subscription_id, kind, target, requested_at, effective_at, status \
                      FROM scheduled_changes ORDER BY id",
-                )
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(rows::change_from_row)
-                .collect()
+                );
+                all(&self.pool, query, rows::change_from_row).await
             }
         }
     };

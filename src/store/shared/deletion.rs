@@ -78,15 +78,7 @@ macro_rules! deletion_store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                    sqlx::query(
-                        "INSERT INTO audit_log (at, actor, action, account_id, details) \
-                         VALUES ($1, 'billrun', 'account_deleted', $2, $3)",
-                    )
-                    .bind(ts(now))
-                    .bind(id)
-                    .bind(json(&deletion))
-                    .execute(&mut *tx)
-                    .await?;
+                    audit(&mut tx, now, "account_deleted", (id, None), &deletion).await?;
                     tx.commit().await?;
                     Ok(deletion)
                 })

@@ -122,27 +122,26 @@ macro_rules! finance_store {
             }
 
             async fn batch_extras(&self, batch: i64) -> Result<BatchExtras, StoreError> {
-                let mut extras = BatchExtras::default();
-                for r in sqlx::query(
+                let query = sqlx::query(
                     "SELECT l.account_id, a.currency, l.amount FROM balance_ledger l \
                      JOIN accounts a ON a.id = l.account_id \
                      WHERE l.reason = 'refund' AND l.finance_batch_id = $1 ORDER BY l.id",
-                )
-                .bind(batch)
-                .fetch_all(&self.pool)
-                .await?
-                {
-                    extras
-                        .refunds
-                        .push((r.text("account_id")?, r.text("currency")?, -r.money("amount")?));
-                }
-                extras.deleted_accounts = sqlx::query_scalar(
+                );
+                let refunds = all(&self.pool, query.bind(batch), |r| {
+                    Ok((r.text("account_id")?, r.text("currency")?, -r.money("amount")?))
+                })
+                .await?;
+                let deleted_accounts = sqlx::query_scalar(
                     "SELECT id FROM accounts WHERE finance_batch_id = $1 ORDER BY id",
                 )
                 .bind(batch)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(extras)
+                Ok(BatchExtras {
+                    refunds,
+                    deleted_accounts,
+                    ..Default::default()
+                })
             }
         }
     };

@@ -39,8 +39,9 @@ pub(crate) fn licences(batch: &ImportBatch) -> Vec<(&str, &str, Option<&str>)> {
 pub(crate) fn refuse_existing<'a>(
     what: &str,
     ids: impl IntoIterator<Item = &'a str>,
-    inserted: &BTreeSet<String>,
+    inserted: Vec<String>,
 ) -> Result<(), StoreError> {
+    let inserted: BTreeSet<String> = inserted.into_iter().collect();
     match ids.into_iter().find(|id| !inserted.contains(*id)) {
         Some(id) => Err(StoreError::Rejected(format!(
             "{what} {id:?} already exists"

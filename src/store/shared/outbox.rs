@@ -13,17 +13,12 @@ macro_rules! outbox_store {
                 now: DateTime<Utc>,
                 limit: u32,
             ) -> Result<Vec<OutboxEntry>, StoreError> {
-                sqlx::query(
+                let query = sqlx::query(
                     "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status \
                      FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
-                )
-                .bind(ts(now))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(rows::outbox_from_row)
-                .collect()
+                );
+                let query = query.bind(ts(now)).bind(i64::from(limit));
+                all(&self.pool, query, rows::outbox_from_row).await
             }
 
             async fn claim_outbox(
@@ -61,15 +56,11 @@ macro_rules! outbox_store {
             }
 
             async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-                sqlx::query(
+                let query = sqlx::query(
                     "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status \
                      FROM outbox ORDER BY id",
-                )
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(rows::outbox_from_row)
-                .collect()
+                );
+                all(&self.pool, query, rows::outbox_from_row).await
             }
 
             async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -3,7 +3,11 @@
 //! are written in bulk (`park`, `use_releases`) and how the previous period invoices are
 //! looked up (`previous_invoices`) are each backend's.
 
+use crate::core::domain::AccountId;
 use crate::store::{ParkStatus, StoreError};
+
+/// Accounts to park, with their reasons.
+pub(crate) type Parks = [(AccountId, String)];
 
 /// Why `unpark` refuses: `exists` whether the account exists, `status` its parked row's.
 pub(crate) fn unpark_refusal(
@@ -46,17 +50,14 @@ macro_rules! parking_store {
                 if accounts.is_empty() {
                     return Ok(BTreeMap::new());
                 }
-                let rows = sqlx::query(concat!(
+                let query = sqlx::query(concat!(
                     "SELECT account_id, reason, status, parked_at, run_id, released_at FROM parked_accounts \
                      WHERE account_id ",
                     in_list!(1)
-                ))
-                .bind(ids(accounts.iter().map(|a| a.as_str())))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| rows::parked_from_row(r).map(|p| (p.account.clone(), p)))
-                    .collect()
+                ));
+                let query = query.bind(ids(accounts.iter().map(|a| a.as_str())));
+                let parked = all(&self.pool, query, rows::parked_from_row).await?;
+                Ok(parked.into_iter().map(|p| (p.account.clone(), p)).collect())
             }
 
             async fn park_accounts(
@@ -83,15 +84,11 @@ macro_rules! parking_store {
             }
 
             async fn parked(&self) -> Result<Vec<ParkedAccount>, StoreError> {
-                sqlx::query(
+                let query = sqlx::query(
                     "SELECT account_id, reason, status, parked_at, run_id, released_at FROM parked_accounts \
                      ORDER BY account_id",
-                )
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(rows::parked_from_row)
-                .collect()
+                );
+                all(&self.pool, query, rows::parked_from_row).await
             }
 
             async fn unpark(
@@ -128,34 +125,21 @@ macro_rules! parking_store {
                     ));
                 };
                 let parked = rows::parked_from_row(&row)?;
-                sqlx::query(
-                    "INSERT INTO audit_log (at, actor, action, account_id, details) \
-                     VALUES ($1, 'billrun', 'account_unparked', $2, $3)",
-                )
-                .bind(ts(now))
-                .bind(account)
-                .bind(json(
-                    &serde_json::json!({"reason": parked.reason, "run": parked.run}),
-                ))
-                .execute(&mut *tx)
-                .await?;
+                let details = serde_json::json!({"reason": parked.reason, "run": parked.run});
+                audit(&mut tx, now, "account_unparked", (account, None), &details).await?;
                 tx.commit().await?;
                 Ok(parked)
             }
 
             async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>, StoreError> {
-                let mut out = Vec::new();
-                for r in sqlx::query(
+                let query = sqlx::query(
                     "SELECT account_id, reason FROM parked_events WHERE finance_batch_id = $1 \
                      ORDER BY account_id, id",
-                )
-                .bind(batch)
-                .fetch_all(&self.pool)
-                .await?
-                {
-                    out.push((r.text("account_id")?, r.text("reason")?));
-                }
-                Ok(out)
+                );
+                all(&self.pool, query.bind(batch), |r| {
+                    Ok((r.text("account_id")?, r.text("reason")?))
+                })
+                .await
             }
         }
     };

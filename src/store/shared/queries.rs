@@ -10,6 +10,21 @@ macro_rules! account_cols {
 }
 pub(crate) use account_cols;
 
+/// `all(pool, query, read)`: every row a query returns, each read by `read` — a function of
+/// the backend module that expands this.
+macro_rules! read_helpers {
+    () => {
+        pub(crate) async fn all<T>(
+            pool: &sqlx::Pool<Db>,
+            query: sqlx::query::Query<'_, Db, <Db as sqlx::Database>::Arguments>,
+            read: impl Fn(&<Db as sqlx::Database>::Row) -> Result<T, StoreError>,
+        ) -> Result<Vec<T>, StoreError> {
+            query.fetch_all(pool).await?.iter().map(read).collect()
+        }
+    };
+}
+pub(crate) use read_helpers;
+
 /// Which documents a query reads.
 #[derive(Clone, Copy)]
 pub(crate) enum DocFilter<'a> {
@@ -90,19 +105,15 @@ macro_rules! query_store {
                 if wanted.is_empty() {
                     return Ok(Vec::new());
                 }
-                let rows = sqlx::query(concat!(
+                let query = sqlx::query(concat!(
                     "SELECT ",
                     crate::store::shared::queries::account_cols!(),
                     " FROM accounts WHERE id ",
                     in_list!(1),
                     " ORDER BY id"
-                ))
-                .bind(ids(wanted.iter().map(String::as_str)))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| rows::account_from_row(r).map(|(a, _)| a))
-                    .collect()
+                ));
+                let query = query.bind(ids(wanted.iter().map(String::as_str)));
+                all(&self.pool, query, |r| rows::account_from_row(r).map(|(a, _)| a)).await
             }
 
             async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError> {
@@ -146,16 +157,11 @@ macro_rules! query_store {
                     return Ok(None);
                 };
                 let (account_row, balance) = rows::account_from_row(&row)?;
-                let entries = sqlx::query(
+                let query = sqlx::query(
                     "SELECT l.at, l.amount, l.reason, d.number FROM balance_ledger l \
                      LEFT JOIN documents d ON d.id = l.document_id WHERE l.account_id = $1 ORDER BY l.id",
-                )
-                .bind(account)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(rows::ledger_from_row)
-                .collect::<Result<_, _>>()?;
+                );
+                let entries = all(&self.pool, query.bind(account), rows::ledger_from_row).await?;
                 Ok(Some(BalanceReport {
                     account: account_row,
                     balance,
@@ -164,14 +170,11 @@ macro_rules! query_store {
             }
 
             async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError> {
-                let mut out = Vec::new();
-                for r in sqlx::query("SELECT id, balance FROM accounts ORDER BY id")
-                    .fetch_all(&self.pool)
-                    .await?
-                {
-                    out.push((account_id(&r.text("id")?)?, r.money("balance")?));
-                }
-                Ok(out)
+                let query = sqlx::query("SELECT id, balance FROM accounts ORDER BY id");
+                all(&self.pool, query, |r| {
+                    Ok((account_id(&r.text("id")?)?, r.money("balance")?))
+                })
+                .await
             }
         }
     };

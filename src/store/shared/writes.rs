@@ -1,14 +1,21 @@
 //! The write steps several concerns share (a close's chunk, a change, a licence operation, a
 //! finance batch, a deletion), as free functions a backend expands with `write_helpers!()`:
 //! numbering, the run's finance batch, issuing documents, moving balances, replacing items,
-//! applying queued changes, releasing a chunk's claims, purging module tables. Each takes
+//! applying queued changes, releasing a chunk's claims, auditing, purging module tables. Each takes
 //! the open transaction's connection and leaves the bulk statements to the backend's own
 //! `write_documents`, `insert_items`, `move_balances` and `mark_applied`.
 
+use crate::core::billing::AccountClose;
 use crate::core::document::{DocumentKind, DraftDocument, Line};
 use crate::store::RunId;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
+
+/// An account balance to move: (account, from, to).
+pub(crate) type Move<'a> = (&'a str, Decimal, Decimal);
+
+/// A queued change applied by a chunk: (change, the period start it took effect at).
+pub(crate) type Applied = (i64, Option<NaiveDate>);
 
 /// Documents to write, numbered, with where they belong (a backend's `write_documents`).
 pub(crate) struct Issue<'a> {
@@ -60,6 +67,22 @@ impl<'a> Issue<'a> {
             .flat_map(|(d, id)| d.consumes_pending.iter().map(move |p| (*p, *id)))
             .collect()
     }
+}
+
+/// (account, canceled at, delete after, refund) of each account a chunk canceled: its data
+/// may be deleted `retention_days` after.
+pub(crate) fn cancellations(
+    closes: &[AccountClose],
+    retention_days: u32,
+) -> Vec<(&str, NaiveDate, NaiveDate, Decimal)> {
+    closes
+        .iter()
+        .filter_map(|c| {
+            let at = c.canceled_at?;
+            let delete_after = at + chrono::Days::new(u64::from(retention_days));
+            Some((c.account.as_str(), at, delete_after, c.refund))
+        })
+        .collect()
 }
 
 /// The write helpers, as free functions of the backend module that expands this.
@@ -169,30 +192,45 @@ macro_rules! write_helpers {
                 .collect())
         }
 
+        /// A chunk's writes once its subscriptions advanced: the queued changes it applied,
+        /// its documents (in the run's batch), its balances. Returns the documents as issued.
+        pub(crate) async fn issue_chunk(
+            conn: &mut Conn,
+            ctx: &ChunkContext<'_>,
+            closes: &[AccountClose],
+            updates: &[&SubscriptionUpdate],
+        ) -> Result<Vec<StoredDocument>, Fail> {
+            apply_queued(conn, updates).await?;
+            let docs: Vec<&DraftDocument> = closes.iter().flat_map(|c| &c.documents).collect();
+            let issued = insert_documents(conn, ctx.numbering, Some(ctx.run), &docs, ctx.now).await?;
+            let moves: Vec<Move> = closes
+                .iter()
+                .map(|c| (c.account.as_str(), c.balance_before, c.balance_after))
+                .collect();
+            update_balances(conn, &moves).await?;
+            Ok(issued)
+        }
+
         /// Issue documents made outside a close run (a change, a licence operation) and move
         /// the account's balance from what they were computed from.
         pub(crate) async fn issue_out_of_run(
             conn: &mut Conn,
             numbering: &Numbering,
-            documents: &[DraftDocument],
-            account: &str,
-            (before, after): (Decimal, Decimal),
+            account: &AccountId,
+            outcome: &impl Issues,
             now: DateTime<Utc>,
         ) -> Result<Vec<StoredDocument>, Fail> {
-            let docs: Vec<&DraftDocument> = documents.iter().collect();
+            let docs: Vec<&DraftDocument> = outcome.documents().iter().collect();
             let issued = insert_documents(conn, numbering, None, &docs, now).await?;
-            update_balances(conn, &[(account, before, after)]).await?;
+            let (before, after) = outcome.balance();
+            update_balances(conn, &[(account.as_str(), before, after)]).await?;
             Ok(issued)
         }
 
         /// Move account balances, each only from the value it was computed from:
         /// (account, before, after).
-        pub(crate) async fn update_balances(
-            conn: &mut Conn,
-            moves: &[(&str, Decimal, Decimal)],
-        ) -> Result<(), Fail> {
-            let moves: Vec<&(&str, Decimal, Decimal)> =
-                moves.iter().filter(|m| m.1 != m.2).collect();
+        pub(crate) async fn update_balances(conn: &mut Conn, moves: &[Move<'_>]) -> Result<(), Fail> {
+            let moves: Vec<&Move> = moves.iter().filter(|m| m.1 != m.2).collect();
             if moves.is_empty() {
                 return Ok(());
             }
@@ -247,7 +285,7 @@ macro_rules! write_helpers {
                 .map(|u| (u.id.as_str(), u.items.as_slice()))
                 .collect();
             replace_items(conn, &new_items).await?;
-            let applied: Vec<(i64, Option<NaiveDate>)> = changed
+            let applied: Vec<Applied> = changed
                 .iter()
                 .flat_map(|u| {
                     u.applied_changes
@@ -284,6 +322,97 @@ macro_rules! write_helpers {
                 .bind(run)
                 .execute(&mut *conn)
                 .await?;
+            Ok(())
+        }
+
+        /// The audit row of an import, by the CLI: how many accounts and subscriptions it
+        /// stored, as JSON text in the form PostgreSQL prints JSONB.
+        pub(crate) async fn audit_import(
+            conn: &mut Conn,
+            now: DateTime<Utc>,
+            batch: &ImportBatch,
+        ) -> Result<(), Fail> {
+            let details = format!(
+                "{{\"accounts\": {}, \"subscriptions\": {}}}",
+                batch.accounts.len(),
+                batch.subscriptions.len()
+            );
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, details) VALUES ($1, 'cli', 'import', $2)",
+            )
+            .bind(ts(now))
+            .bind(json_text(details))
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+
+        /// The pending items a change queues for the subscription's next invoice, in order.
+        pub(crate) async fn insert_pending(
+            conn: &mut Conn,
+            sub: &str,
+            pending: &[NewPending],
+            now: DateTime<Utc>,
+        ) -> Result<(), Fail> {
+            for p in pending {
+                sqlx::query(
+                    "INSERT INTO pending_items (subscription_id, description, amount, discountable, created_at, \
+                     source_key) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(sub)
+                .bind(&p.description)
+                .bind(money(p.amount))
+                .bind(p.discountable)
+                .bind(ts(now))
+                .bind(&p.key)
+                .execute(&mut *conn)
+                .await
+                .map_err(conflict_as(format!("pending item {}", p.key)))?;
+            }
+            Ok(())
+        }
+
+        /// `count` new available licences of `plan`, in one statement.
+        pub(crate) async fn add_licences(
+            conn: &mut Conn,
+            sub: &str,
+            plan: &str,
+            count: u32,
+            now: DateTime<Utc>,
+        ) -> Result<(), Fail> {
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 WHERE $4 > 0 UNION ALL SELECT i + 1 FROM n WHERE i < $4) \
+                 INSERT INTO licences (subscription_id, plan, status, created_at) \
+                 SELECT $1, $2, 'available', $3 FROM n",
+            )
+            .bind(sub)
+            .bind(plan)
+            .bind(ts(now))
+            .bind(i64::from(count))
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+
+        /// One audit row of billrun's: `action` on an account (and one of its subscriptions).
+        pub(crate) async fn audit<T: serde::Serialize + ?Sized>(
+            conn: &mut Conn,
+            now: DateTime<Utc>,
+            action: &str,
+            (account, subscription): (&str, Option<&str>),
+            details: &T,
+        ) -> Result<(), Fail> {
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) \
+                 VALUES ($1, 'billrun', $2, $3, $4, $5)",
+            )
+            .bind(ts(now))
+            .bind(action)
+            .bind(account)
+            .bind(subscription)
+            .bind(json(details))
+            .execute(conn)
+            .await?;
             Ok(())
         }
 

@@ -125,34 +125,14 @@ impl CloseStore for SqliteStore {
                     .into());
                 }
             }
-            apply_queued(&mut tx, &updates).await?;
-
-            let docs: Vec<&DraftDocument> = closes.iter().flat_map(|c| &c.documents).collect();
-            let issued =
-                insert_documents(&mut tx, ctx.numbering, Some(ctx.run), &docs, ctx.now).await?;
-            let moves: Vec<(&str, Decimal, Decimal)> = closes
-                .iter()
-                .map(|c| (c.account.as_str(), c.balance_before, c.balance_after))
-                .collect();
-            update_balances(&mut tx, &moves).await?;
+            let issued = issue_chunk(&mut tx, ctx, closes, &updates).await?;
 
             // Canceled accounts and their refunds, in bulk like the rest.
             let (mut canceled, mut refunds) = (JsonRows::new(), JsonRows::new());
-            for close in closes {
-                let Some(at) = close.canceled_at else {
-                    continue;
-                };
-                canceled
-                    .row()
-                    .cell(close.account.as_str())
-                    .cell(at)
-                    .cell(at + chrono::Days::new(u64::from(ctx.retention_days)));
-                if !close.refund.is_zero() {
-                    refunds
-                        .row()
-                        .cell(close.account.as_str())
-                        .cell(at)
-                        .cell(-close.refund);
+            for (account, at, delete_after, refund) in cancellations(closes, ctx.retention_days) {
+                canceled.row().cell(account).cell(at).cell(delete_after);
+                if !refund.is_zero() {
+                    refunds.row().cell(account).cell(at).cell(-refund);
                 }
             }
             write_rows(

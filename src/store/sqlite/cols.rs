@@ -11,6 +11,7 @@ use sqlx::sqlite::SqliteRow;
 
 pub(crate) type Db = sqlx::Sqlite;
 pub(crate) type Conn = sqlx::SqliteConnection;
+pub(crate) type DbRow = SqliteRow;
 
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -28,6 +29,11 @@ pub(crate) fn money(d: Decimal) -> String {
 /// licence operations, audit details) are plain data that always serialise.
 pub(crate) fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+/// JSON text already written, for a JSON column.
+pub(crate) fn json_text(text: String) -> String {
+    text
 }
 
 /// A JSON array of strings (ids), for [`in_list!`].

@@ -40,17 +40,12 @@ impl ImportStore for SqliteStore {
                     .push_bind(created.as_str());
             });
             q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-            let inserted: BTreeSet<String> = q
-                .build_query_scalar()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
+            let inserted = q.build_query_scalar().persistent(false);
+            let inserted = inserted.fetch_all(&mut *tx).await?;
             refuse_existing(
                 "account",
                 part.iter().map(|n| n.account.id.as_str()),
-                &inserted,
+                inserted,
             )?;
         }
         let credited: Vec<_> = batch
@@ -92,18 +87,10 @@ impl ImportStore for SqliteStore {
                     .push_bind(created.as_str());
             });
             q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-            let inserted: BTreeSet<String> = q
-                .build_query_scalar()
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-            refuse_existing(
-                "subscription",
-                part.iter().map(|n| n.subscription.id.as_str()),
-                &inserted,
-            )?;
+            let inserted = q.build_query_scalar().persistent(false);
+            let inserted = inserted.fetch_all(&mut *tx).await?;
+            let ids = part.iter().map(|n| n.subscription.id.as_str());
+            refuse_existing("subscription", ids, inserted)?;
         }
         insert_items(&mut tx, &items(batch)).await?;
         for part in licences(batch).chunks(rows_per_statement(5)) {
@@ -159,17 +146,7 @@ impl ImportStore for SqliteStore {
                 .await
                 .map_err(conflict_as("a pending item key already stored"))?;
         }
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, details) VALUES ($1, 'cli', 'import', $2)",
-        )
-        .bind(&created)
-        .bind(format!(
-            "{{\"accounts\": {}, \"subscriptions\": {}}}",
-            batch.accounts.len(),
-            batch.subscriptions.len()
-        ))
-        .execute(&mut *tx)
-        .await?;
+        audit_import(&mut tx, now, batch).await?;
         tx.commit().await?;
         Ok(())
     }

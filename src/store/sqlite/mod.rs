@@ -10,10 +10,9 @@
 //! one JSONB parameter (`jsonb.rs`) in statements compiled once, `INDEXED BY` where SQLite
 //! without statistics would scan, claims found and written inside the one write transaction.
 //! `claims.rs` claims work, `close.rs` reads and commits a close's chunks, `writes.rs` the
-//! bulk writes of documents and items, `import.rs` imports, `changes.rs` the pending items
-//! and licences of changes, `outbox.rs`, `finance.rs` and `parking.rs` their concern.
+//! bulk writes of documents and items, `import.rs` imports, and `outbox.rs`, `finance.rs` and
+//! `parking.rs` their concern.
 
-mod changes;
 mod claims;
 mod close;
 pub(crate) mod cols;
@@ -26,19 +25,22 @@ mod queries;
 mod writes;
 
 // The names the shared bodies use, for this file and (`use super::*`) the files beside it.
-use super::conflict::{Fail, conflict_as, written};
+use super::conflict::{Fail, conflict_as, guarded, written};
 use super::modules::{ModuleTable, is_identifier};
 use super::rows::{self, Cols, account_id};
-use super::shared::{self, queries::DocFilter, runs::Claim, writes::Issue};
+use super::shared::changes::Issues;
+use super::shared::writes::{Applied, Issue, Move, cancellations};
+use super::shared::{self, parking::Parks, queries::DocFilter, runs::Claim};
 use super::*;
 use crate::core::billing::SubscriptionUpdate;
-use crate::core::change::{CancelOutcome, ChangeOutcome};
+use crate::core::change::{CancelOutcome, ChangeOutcome, NewPending};
 use crate::core::document::{DraftDocument, Line};
 use crate::core::domain::{Item, PendingItem, QueuedChange};
 use crate::core::licence::{Licence, LicenceMutation, LicenceOutcome};
 use chrono::Datelike;
 use cols::*;
 use jsonb::{JsonRows, json_rows, write_rows};
+use queries::all;
 use sqlx::QueryBuilder;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlitePool, Transaction};
@@ -197,7 +199,10 @@ impl SqliteStore {
     }
 }
 
+impl Store for SqliteStore {}
+
 shared::schema::schema_store!(SqliteStore);
+shared::changes::change_store!(SqliteStore);
 shared::deletion::deletion_store!(SqliteStore);
 
 #[cfg(test)]

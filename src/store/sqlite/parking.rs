@@ -9,10 +9,7 @@ shared::parking::parking_store!(SqliteStore);
 impl SqliteStore {
     /// Each subscription's latest period invoice: `subscription_id, total, period_start,
     /// period_end`.
-    async fn previous_invoices(
-        &self,
-        subscriptions: &[&str],
-    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, StoreError> {
+    async fn previous_invoices(&self, subscriptions: &[&str]) -> Result<Vec<DbRow>, StoreError> {
         // One bound parameter whatever the chunk size (json_each), and the partial index
         // documents_subscription_invoices makes each MAX(id) an index lookup.
         Ok(sqlx::query(concat!(
@@ -28,12 +25,7 @@ impl SqliteStore {
     }
 
     /// Park these accounts for `run`: rows upserted, events and audit rows written.
-    async fn park(
-        &self,
-        run: RunId,
-        parked: &[(AccountId, String)],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn park(&self, run: RunId, parked: &Parks, now: DateTime<Utc>) -> Result<(), StoreError> {
         let now = ts(now);
         let mut tx = self.write_tx().await?;
         let mut q = QueryBuilder::<Db>::new(

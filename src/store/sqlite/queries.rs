@@ -2,6 +2,7 @@
 
 use super::*;
 
+shared::queries::read_helpers!();
 shared::queries::query_store!(SqliteStore);
 
 /// A page of documents finds its lines by the page's own query, as every other filter does.

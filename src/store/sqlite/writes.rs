@@ -8,7 +8,7 @@ shared::writes::write_helpers!();
 
 /// Write numbered documents with their lines, ledger entries, consumed pending items and one
 /// outbox message each; their ids, in order.
-pub(crate) async fn write_documents(conn: &mut Conn, issue: &Issue<'_>) -> Result<Vec<i64>, Fail> {
+async fn write_documents(conn: &mut Conn, issue: &Issue<'_>) -> Result<Vec<i64>, Fail> {
     let docs = issue.docs;
     let created = ts(issue.now);
     let mut rows = JsonRows::new();
@@ -170,10 +170,7 @@ pub(crate) async fn insert_items(conn: &mut Conn, items: &[(&str, &Item)]) -> Re
 
 /// Balances moved from (account, before, after) where they still are `before`; the accounts
 /// moved.
-pub(crate) async fn move_balances(
-    conn: &mut Conn,
-    moves: &[&(&str, Decimal, Decimal)],
-) -> Result<BTreeSet<String>, Fail> {
+async fn move_balances(conn: &mut Conn, moves: &[&Move<'_>]) -> Result<BTreeSet<String>, Fail> {
     let mut rows = JsonRows::new();
     for (account, before, after) in moves.iter().copied() {
         rows.row().cell(*account).cell(*before).cell(*after);
@@ -190,10 +187,7 @@ pub(crate) async fn move_balances(
 }
 
 /// Queued changes marked applied on (change, date); the changes marked.
-pub(crate) async fn mark_applied(
-    conn: &mut Conn,
-    applied: &[(i64, Option<NaiveDate>)],
-) -> Result<BTreeSet<i64>, Fail> {
+async fn mark_applied(conn: &mut Conn, applied: &[Applied]) -> Result<BTreeSet<i64>, Fail> {
     let mut rows = JsonRows::new();
     for (id, at) in applied {
         rows.row().cell(*id).cell(*at);
