@@ -73,7 +73,8 @@ macro_rules! query_store {
                      amount_due FROM documents",
                 );
                 where_clause(&mut q);
-                if !matches!(filter, DocFilter::Page(..)) {
+                let page = matches!(filter, DocFilter::Page(..));
+                if !page {
                     q.push(" ORDER BY id");
                 }
                 let rows = q.build().fetch_all(&self.pool).await?;
@@ -81,7 +82,6 @@ macro_rules! query_store {
                 let mut lq = QueryBuilder::<Db>::new(
                     "SELECT document_id, kind, description, amount FROM document_lines WHERE document_id",
                 );
-                let page = matches!(filter, DocFilter::Page(..));
                 if !(page && page_lines(&mut lq, &rows)?) {
                     lq.push(" IN (SELECT id FROM documents");
                     where_clause(&mut lq);
