@@ -261,6 +261,7 @@ pub trait SchemaStore: Send + Sync {
     async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError>;
 }
 
+/// Imports of accounts and subscriptions.
 #[async_trait]
 pub trait ImportStore: Send + Sync {
     /// Insert a validated import in one transaction; any id already stored rejects it whole.

@@ -47,7 +47,7 @@ use crate::core::licence::{Licence, LicenceMutation, LicenceOutcome};
 use chrono::Datelike;
 use cols::*;
 use queries::all;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, QueryBuilder, Transaction};
 use std::collections::BTreeSet;
 use std::str::FromStr;

@@ -1,9 +1,10 @@
 //! The write steps several concerns share (a close's chunk, a change, a licence operation, a
-//! finance batch, a deletion), as free functions a backend expands with `write_helpers!()`:
-//! numbering, the run's finance batch, issuing documents, moving balances, replacing items,
-//! applying queued changes, releasing a chunk's claims, auditing, purging module tables. Each takes
-//! the open transaction's connection and leaves the bulk statements to the backend's own
-//! `write_documents`, `insert_items`, `move_balances` and `mark_applied`.
+//! finance batch, a deletion, an import), as free functions a backend expands with
+//! `write_helpers!()`: numbering, the run's finance batch, issuing documents (in a chunk or
+//! outside a run), moving balances, replacing items, applying queued changes, a change's
+//! pending items, new licences, releasing a chunk's claims, audit rows, purging module tables.
+//! Each takes the open transaction's connection and leaves the bulk statements to the
+//! backend's own `write_documents`, `insert_items`, `move_balances` and `mark_applied`.
 
 use crate::core::billing::AccountClose;
 use crate::core::document::{DocumentKind, DraftDocument, Line};
