@@ -20,7 +20,8 @@ use crate::core::domain::{
 use crate::core::money::Currency;
 use crate::core::period::Period;
 use crate::input::{ImportBatch, NewAccount, NewPendingItem, NewQueuedChange, NewSubscription};
-use crate::store::{self, Store, StoreError};
+use crate::store::prelude::*;
+use crate::store::{self, StoreError};
 use chrono::{Months, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;

@@ -8,7 +8,8 @@ use crate::core::change::{ChangeOutcome, ChangeRequest, Refusal, plan_change};
 use crate::core::domain::{SubscriptionId, Target};
 use crate::core::licence::{LicenceOp, LicenceOutcome, plan_licence_op};
 use crate::output::DocumentJson;
-use crate::store::{Store, StoreError, StoredDocument};
+use crate::store::prelude::*;
+use crate::store::{StoreError, StoredDocument};
 use chrono::NaiveDate;
 use serde::Serialize;
 

@@ -11,7 +11,8 @@ use crate::core::catalog::Catalog;
 use crate::core::party::Seller;
 use crate::core::sanity::SanityBounds;
 use crate::mail::Transport;
-use crate::store::{ModuleMap, Numbering, Store};
+use crate::store::prelude::*;
+use crate::store::{ModuleMap, Numbering};
 
 #[derive(Clone, Copy)]
 pub struct Billing<'a> {

@@ -24,7 +24,7 @@ use crate::close::{CloseOptions, CloseSettings};
 use crate::context::Billing;
 use crate::core::catalog::Catalog;
 use crate::mail::Transport;
-use crate::store::Store;
+use crate::store::prelude::*;
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

@@ -9,7 +9,8 @@ use crate::core::document::Document;
 use crate::core::party::Seller;
 use crate::mail::finance::BatchReport;
 use crate::mail::{MailError, Transport};
-use crate::store::{OutboxEntry, OutboxKind, OutboxWaiting, Store, StoreError, StoredDocument};
+use crate::store::prelude::*;
+use crate::store::{OutboxEntry, OutboxKind, OutboxWaiting, StoreError, StoredDocument};
 use chrono::Duration;
 use serde::Serialize;
 

@@ -14,7 +14,7 @@ use crate::core::domain::Target;
 use crate::core::licence::LicenceOp;
 use crate::input::{self, RawAccount, RawSubscription, parse_date};
 use crate::output::DocumentJson;
-use crate::store::Store;
+use crate::store::prelude::*;
 use crate::store::sqlite::SqliteStore;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::mail::Transport;
 use crate::schedule::Schedule;
-use crate::store::Store;
+use crate::store::prelude::*;
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::Duration;

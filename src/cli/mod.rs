@@ -29,7 +29,8 @@ use crate::config::Config;
 use crate::context::Billing;
 use crate::core::catalog::Catalog;
 use crate::mail::Transport;
-use crate::store::{self, Store};
+use crate::store;
+use crate::store::prelude::*;
 use anyhow::{Context, Result};
 use std::path::Path;
 

@@ -21,9 +21,9 @@ use crate::panics::catch_panic;
 use parks::{ChunkParks, sanity_check};
 
 mod parks;
+use crate::store::prelude::*;
 use crate::store::{
-    ChunkContext, OutboxWaiting, ParkStatus, ParkedAccount, Pipelining, Store, StoreError,
-    StoredDocument,
+    ChunkContext, OutboxWaiting, ParkStatus, ParkedAccount, Pipelining, StoreError, StoredDocument,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;

@@ -9,7 +9,8 @@ use crate::core::billing;
 use crate::core::domain::{AccountId, SubscriptionId};
 use crate::core::money::Currency;
 use crate::core::sanity::{self, SanityBounds};
-use crate::store::{ParkStatus, ParkedAccount, Store, StoreError};
+use crate::store::prelude::*;
+use crate::store::{ParkStatus, ParkedAccount, StoreError};
 use std::collections::BTreeMap;
 
 /// What the sanity check made of one chunk.

@@ -1,15 +1,30 @@
-//! Storage: one trait, [`Store`], implemented for SQLite (embedded default) and — in the
-//! production mode — PostgreSQL. The close run, the CLI and the simulator only see the trait.
+//! Storage: the store traits, implemented for SQLite (embedded default) and — in the
+//! production mode — PostgreSQL. The close run, the CLI and the simulator only see [`Store`],
+//! the sum of one trait per concern ([`RunStore`], [`CloseStore`], [`ChangeStore`], …);
+//! `use crate::store::prelude::*` brings them all into scope, as calling their methods on a
+//! `dyn Store` needs.
 //!
 //! Writes that belong together happen in one transaction inside one method: a chunk of
 //! closed accounts (documents, lines, numbers, ledger, subscription state, outbox) is
 //! committed whole or not at all. Idempotency is enforced by unique keys in the schema
 //! (`documents.doc_key`, `outbox.message_key`, `finance_batches.run_id`) and by guarded
-//! updates (`… WHERE next_bill_date = expected`), not by the caller's good behaviour.
+//! updates (a subscription `… WHERE version = expected`, a balance `… WHERE balance =
+//! before`), not by the caller's good behaviour.
+//!
+//! The code is laid out by concern, and what is the same on both backends is written once:
+//! `rows.rs` reads stored rows into domain types, `conflict.rs` tells a conflict (retry) from
+//! any other failure, and `shared/` holds every statement and method body the backends share
+//! (SQL with `$N` placeholders, bound through each backend's column encoders). `sqlite/` and
+//! `postgres/` hold only what differs: how bulk rows travel, how work is claimed, planner
+//! hints, the schema.
 
 pub mod modules;
 pub mod postgres;
 pub mod sqlite;
+
+mod conflict;
+mod rows;
+mod shared;
 
 use crate::core::billing::{AccountClose, AccountState};
 use crate::core::document::{Document, DocumentKind, RefundOwed};
@@ -171,7 +186,7 @@ pub struct BatchExtras {
     pub refunds: Vec<RefundOwed>,
     pub deleted_accounts: Vec<String>,
     /// (account, reason) of each account parked by the run(s) the batch reports. Filled by
-    /// [`Store::batch_parked`].
+    /// [`ParkingStore::batch_parked`].
     pub parked: Vec<(String, String)>,
 }
 
@@ -213,17 +228,49 @@ pub struct ParkedAccount {
     pub released_at: Option<DateTime<Utc>>,
 }
 
+/// Every concern of the store, for callers that hold one `dyn Store`; each backend is one.
+pub trait Store:
+    SchemaStore
+    + ImportStore
+    + RunStore
+    + CloseStore
+    + ChangeStore
+    + DeletionStore
+    + FinanceStore
+    + OutboxStore
+    + QueryStore
+    + ParkingStore
+{
+}
+
+/// The store traits, to call their methods on a `dyn Store`.
+pub mod prelude {
+    pub use super::{
+        ChangeStore, CloseStore, DeletionStore, FinanceStore, ImportStore, OutboxStore,
+        ParkingStore, QueryStore, RunStore, SchemaStore, Store,
+    };
+}
+
+/// The schema and what the configuration expects of it.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait SchemaStore: Send + Sync {
     /// Create or upgrade the schema.
     async fn migrate(&self) -> Result<(), StoreError>;
 
-    /// Accounts with these ids that exist.
-    async fn accounts(&self, ids: &[String]) -> Result<Vec<Account>, StoreError>;
+    /// Check that every configured module table and column exists.
+    async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError>;
+}
 
+/// Imports of accounts and subscriptions.
+#[async_trait]
+pub trait ImportStore: Send + Sync {
     /// Insert a validated import in one transaction; any id already stored rejects it whole.
     async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<(), StoreError>;
+}
 
+/// Runs, and the claims that keep two workers from closing the same account.
+#[async_trait]
+pub trait RunStore: Send + Sync {
     async fn begin_run(&self, as_of: NaiveDate, now: DateTime<Utc>) -> Result<RunId, StoreError>;
     async fn finish_run(
         &self,
@@ -236,9 +283,6 @@ pub trait Store: Send + Sync {
     /// Claim up to `limit` accounts with a subscription due at `as_of` for `worker` until
     /// `lease_until`: accounts nobody holds, or whose claim has expired (a worker that died).
     /// Two workers never hold the same account; `commit_chunk` releases the claims it wrote.
-    /// Drop every claim `worker` still holds (accounts it could not close, at the end of a run).
-    async fn release_claims(&self, worker: &str) -> Result<(), StoreError>;
-
     ///
     /// `after` is where this worker's last claim ended: the search starts there, so each
     /// claim reads only the next stretch of the id index instead of sorting every due account
@@ -254,6 +298,9 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError>;
 
+    /// Drop every claim `worker` still holds (accounts it could not close, at the end of a run).
+    async fn release_claims(&self, worker: &str) -> Result<(), StoreError>;
+
     /// Up to `limit` ids of accounts with a subscription due at `as_of`, in id order, after
     /// `after` (keyset pagination, so a run walks each account once).
     async fn due_accounts(
@@ -263,6 +310,13 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError>;
 
+    /// How a close overlaps the next chunk with the writing of the current one.
+    fn pipelining(&self) -> Pipelining;
+}
+
+/// What a close reads and writes per chunk.
+#[async_trait]
+pub trait CloseStore: Send + Sync {
     /// The state the billing core needs to close these accounts.
     async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError>;
 
@@ -274,7 +328,11 @@ pub trait Store: Send + Sync {
         ctx: &ChunkContext<'_>,
         closes: &[AccountClose],
     ) -> Result<Vec<StoredDocument>, StoreError>;
+}
 
+/// Plan changes, cancellations and licences.
+#[async_trait]
+pub trait ChangeStore: Send + Sync {
     /// Write an applied or queued change in one transaction: subscription state (guarded by
     /// the version it was computed from), items, the change record, pending items, documents
     /// and the balance.
@@ -314,9 +372,16 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<StoredDocument>, StoreError>;
 
-    /// Check that every configured module table and column exists.
-    async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError>;
+    /// (assigned, available) licences of a subscription.
+    async fn licence_counts(&self, subscription: &str) -> Result<(u32, u32), StoreError>;
 
+    /// Every change requested, applied or queued, in order.
+    async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError>;
+}
+
+/// Deleting the data of canceled accounts past their retention.
+#[async_trait]
+pub trait DeletionStore: Send + Sync {
     /// Canceled accounts whose retention has passed at `as_of`.
     async fn deletable_accounts(&self, as_of: NaiveDate) -> Result<Vec<AccountId>, StoreError>;
 
@@ -333,16 +398,11 @@ pub trait Store: Send + Sync {
 
     /// Ids of deleted accounts.
     async fn deleted_accounts(&self) -> Result<Vec<String>, StoreError>;
+}
 
-    /// Refunds and deletions a batch reports.
-    async fn batch_extras(&self, batch: i64) -> Result<BatchExtras, StoreError>;
-
-    /// (assigned, available) licences of a subscription.
-    async fn licence_counts(&self, subscription: &str) -> Result<(u32, u32), StoreError>;
-
-    /// Every change requested, applied or queued, in order.
-    async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError>;
-
+/// Finance batches: what is reported to finance, once.
+#[async_trait]
+pub trait FinanceStore: Send + Sync {
     /// Put every document not yet reported to finance into a batch for `run`, and queue its
     /// message. None when there is nothing to report.
     async fn create_finance_batch(
@@ -353,6 +413,13 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError>;
 
+    /// Refunds and deletions a batch reports.
+    async fn batch_extras(&self, batch: i64) -> Result<BatchExtras, StoreError>;
+}
+
+/// The outbox: one message per document and per sealed finance batch.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
     /// Outbox messages not yet sent whose next attempt is due.
     async fn due_outbox(
         &self,
@@ -374,25 +441,24 @@ pub trait Store: Send + Sync {
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
     async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
 
-    /// How a close overlaps the next chunk with the writing of the current one.
-    fn pipelining(&self) -> Pipelining {
-        Pipelining::ReadNext
-    }
-
     /// Unsent messages that a send at `now` cannot take: in backoff, or claimed.
     async fn outbox_waiting(&self, now: DateTime<Utc>) -> Result<OutboxWaiting, StoreError>;
 
     /// Messages not yet sent (for the outbox-depth metric).
-    async fn outbox_depth(&self) -> Result<u64, StoreError> {
-        let far = DateTime::<Utc>::MAX_UTC;
-        Ok(self.due_outbox(far, u32::MAX).await?.len() as u64)
-    }
+    async fn outbox_depth(&self) -> Result<u64, StoreError>;
     async fn mark_failed(
         &self,
         id: i64,
         error: &str,
         next_attempt: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+}
+
+/// Documents, balances and accounts as stored, for the CLI, delivery and the reports.
+#[async_trait]
+pub trait QueryStore: Send + Sync {
+    /// Accounts with these ids that exist.
+    async fn accounts(&self, ids: &[String]) -> Result<Vec<Account>, StoreError>;
 
     async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError>;
     async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError>;
@@ -422,9 +488,11 @@ pub trait Store: Send + Sync {
     async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError>;
     /// Balances of every account, by id.
     async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError>;
+}
 
-    // Parked accounts (sanity bounds, src/core/sanity.rs).
-
+/// Parked accounts (sanity bounds, src/core/sanity.rs).
+#[async_trait]
+pub trait ParkingStore: Send + Sync {
     /// The latest period invoice (an invoice with a period: a renewal) issued to each of
     /// these subscriptions that has one. One query for the lot.
     async fn previous_invoice_totals(
@@ -468,32 +536,6 @@ pub trait Store: Send + Sync {
     /// (account, reason) of each parking a finance batch reports, by account.
     async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>, StoreError>;
 }
-
-/// Why `unpark` refuses: `exists` whether the account exists, `status` its parked row's.
-pub(crate) fn unpark_refusal(
-    account: &str,
-    exists: bool,
-    status: Option<ParkStatus>,
-) -> StoreError {
-    StoreError::Rejected(match (exists, status) {
-        (false, _) => format!("unknown account {account:?}; nothing was released"),
-        (true, Some(ParkStatus::Released)) => format!(
-            "account {account} is already released; the next close bills it without the sanity bounds"
-        ),
-        (true, _) => format!("account {account} is not parked; nothing was released"),
-    })
-}
-
-/// How many refunds, deletions and parks no finance batch has reported yet (the same SQL on
-/// both backends).
-const UNREPORTED_EXTRAS: &str = "SELECT (SELECT COUNT(*) FROM balance_ledger WHERE reason = 'refund' AND finance_batch_id IS NULL) + \
-     (SELECT COUNT(*) FROM accounts WHERE status = 'deleted' AND finance_batch_id IS NULL) + \
-     (SELECT COUNT(*) FROM parked_events WHERE finance_batch_id IS NULL)";
-
-/// How many documents wait for a batch: issued outside a run, or in a batch never sealed.
-const UNREPORTED_DOCUMENTS: &str = "SELECT (SELECT COUNT(*) FROM documents WHERE finance_batch_id IS NULL) + \
-     (SELECT COUNT(*) FROM finance_batches b \
-      WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.finance_batch_id = b.id))";
 
 /// Open the store a database URL names.
 pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {

@@ -1,0 +1,14 @@
+//! Documents, balances and accounts on PostgreSQL ([`QueryStore`], shared).
+
+use super::*;
+
+shared::queries::read_helpers!();
+shared::queries::query_store!(PgStore);
+
+/// A page of documents finds its lines by the page's own ids: index probes whatever the
+/// statistics say (a subquery with a LIMIT, misjudged, became a scan of every line per page).
+fn page_lines(q: &mut QueryBuilder<Db>, page: &[DbRow]) -> Result<bool, StoreError> {
+    let ids: Vec<i64> = page.iter().map(|r| r.int("id")).collect::<Result<_, _>>()?;
+    q.push(" = ANY(").push_bind(ids).push(")");
+    Ok(true)
+}

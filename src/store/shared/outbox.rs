@@ -1,0 +1,127 @@
+//! The outbox ([`OutboxStore`](crate::store::OutboxStore)): the same statements on both
+//! backends. A claim takes the backend's `skip_locked!()` (PostgreSQL skips rows another
+//! worker is claiming; SQLite's write lock already excludes them), and the depth metric is
+//! the backend's `pending_count`.
+
+/// `impl OutboxStore for $store`.
+macro_rules! outbox_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl OutboxStore for $store {
+            async fn due_outbox(
+                &self,
+                now: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<OutboxEntry>, StoreError> {
+                let query = sqlx::query(
+                    "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status \
+                     FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+                );
+                let query = query.bind(ts(now)).bind(i64::from(limit));
+                all(&self.pool, query, rows::outbox_from_row).await
+            }
+
+            async fn claim_outbox(
+                &self,
+                worker: &str,
+                due_before: DateTime<Utc>,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<OutboxEntry>, StoreError> {
+                // The usual queue pattern: an expired claim (a crashed sender) is claimable
+                // again.
+                let mut tx = self.write_tx().await?;
+                let rows = sqlx::query(concat!(
+                    "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
+                       SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $3 \
+                       AND (claimed_until IS NULL OR claimed_until <= $4) ORDER BY id LIMIT $5",
+                    skip_locked!(),
+                    ") RETURNING id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status",
+                ))
+                .bind(worker)
+                .bind(ts(lease_until))
+                .bind(ts(due_before))
+                .bind(ts(now))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let mut out = rows
+                    .iter()
+                    .map(rows::outbox_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.sort_by_key(|e| e.id);
+                Ok(out)
+            }
+
+            async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+                let query = sqlx::query(
+                    "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status \
+                     FROM outbox ORDER BY id",
+                );
+                all(&self.pool, query, rows::outbox_from_row).await
+            }
+
+            async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, last_error = NULL, \
+                     claimed_by = NULL, claimed_until = NULL WHERE id = $2",
+                )
+                .bind(ts(now))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn outbox_waiting(
+                &self,
+                now: DateTime<Utc>,
+            ) -> Result<OutboxWaiting, StoreError> {
+                let r = sqlx::query(
+                    "SELECT \
+                       COUNT(*) FILTER (WHERE next_attempt_at > $1 AND (claimed_until IS NULL OR claimed_until <= $1)) \
+                         AS in_backoff, \
+                       MIN(next_attempt_at) FILTER (WHERE next_attempt_at > $1 \
+                         AND (claimed_until IS NULL OR claimed_until <= $1)) AS next_attempt, \
+                       COUNT(*) FILTER (WHERE claimed_until > $1) AS claimed, \
+                       MAX(claimed_until) FILTER (WHERE claimed_until > $1) AS claimed_until \
+                     FROM outbox WHERE status = 'pending'",
+                )
+                .bind(ts(now))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(OutboxWaiting {
+                    in_backoff: r.int("in_backoff")? as u64,
+                    next_attempt: r.opt_ts("next_attempt")?,
+                    claimed: r.int("claimed")? as u64,
+                    claimed_until: r.opt_ts("claimed_until")?,
+                })
+            }
+
+            async fn outbox_depth(&self) -> Result<u64, StoreError> {
+                self.pending_count().await
+            }
+
+            async fn mark_failed(
+                &self,
+                id: i64,
+                error: &str,
+                next_attempt: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
+                     claimed_by = NULL, claimed_until = NULL WHERE id = $3",
+                )
+                .bind(crate::redact(error))
+                .bind(ts(next_attempt))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use outbox_store;

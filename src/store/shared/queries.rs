@@ -1,0 +1,210 @@
+//! Documents, balances and accounts as stored ([`QueryStore`](crate::store::QueryStore)):
+//! the same queries on both backends, but for how a page of documents finds its lines (the
+//! backend's `page_lines`).
+
+/// The columns of `accounts` that [`AccountRow`](crate::store::rows::AccountRow) reads.
+macro_rules! account_cols {
+    () => {
+        "id, name, email, currency, timezone, taxes, discount, status, balance, identity"
+    };
+}
+pub(crate) use account_cols;
+
+/// `all(pool, query, read)`: every row a query returns, each read by `read` — a function of
+/// the backend module that expands this.
+macro_rules! read_helpers {
+    () => {
+        pub(crate) async fn all<T>(
+            pool: &sqlx::Pool<Db>,
+            query: sqlx::query::Query<'_, Db, <Db as sqlx::Database>::Arguments>,
+            read: impl Fn(&<Db as sqlx::Database>::Row) -> Result<T, StoreError>,
+        ) -> Result<Vec<T>, StoreError> {
+            query.fetch_all(pool).await?.iter().map(read).collect()
+        }
+    };
+}
+pub(crate) use read_helpers;
+
+/// Which documents a query reads.
+#[derive(Clone, Copy)]
+pub(crate) enum DocFilter<'a> {
+    All,
+    Account(&'a str),
+    Number(&'a str),
+    Id(i64),
+    Batch(i64),
+    /// Issued on or after the first date and before the second.
+    Issued(chrono::NaiveDate, chrono::NaiveDate),
+    /// Ids above the first, at most the second many.
+    Page(i64, u32),
+}
+
+/// `impl QueryStore for $store`, and its `fetch_documents`.
+macro_rules! query_store {
+    ($store:ty) => {
+        impl $store {
+            /// The documents a filter selects, in id order, each with its lines.
+            async fn fetch_documents(
+                &self,
+                filter: DocFilter<'_>,
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                let where_clause = |q: &mut QueryBuilder<Db>| match filter {
+                    DocFilter::All => {}
+                    DocFilter::Account(a) => {
+                        q.push(" WHERE account_id = ").push_bind(a.to_string());
+                    }
+                    DocFilter::Number(n) => {
+                        q.push(" WHERE number = ").push_bind(n.to_string());
+                    }
+                    DocFilter::Id(id) => {
+                        q.push(" WHERE id = ").push_bind(id);
+                    }
+                    DocFilter::Batch(b) => {
+                        q.push(" WHERE finance_batch_id = ").push_bind(b);
+                    }
+                    DocFilter::Issued(from, to) => {
+                        q.push(" WHERE issued_at >= ")
+                            .push_bind(day(from))
+                            .push(" AND issued_at < ")
+                            .push_bind(day(to));
+                    }
+                    DocFilter::Page(after, limit) => {
+                        q.push(" WHERE id > ")
+                            .push_bind(after)
+                            .push(" ORDER BY id LIMIT ")
+                            .push_bind(i64::from(limit));
+                    }
+                };
+                let mut q = QueryBuilder::<Db>::new(
+                    "SELECT id, number, doc_key, kind, account_id, subscription_id, finance_batch_id, issued_at, \
+                     due_at, period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, \
+                     amount_due, customer FROM documents",
+                );
+                where_clause(&mut q);
+                let page = matches!(filter, DocFilter::Page(..));
+                if !page {
+                    q.push(" ORDER BY id");
+                }
+                let rows = q.build().fetch_all(&self.pool).await?;
+
+                let mut lq = QueryBuilder::<Db>::new(
+                    "SELECT document_id, kind, description, amount, detail FROM document_lines WHERE document_id",
+                );
+                if !(page && page_lines(&mut lq, &rows)?) {
+                    lq.push(" IN (SELECT id FROM documents");
+                    where_clause(&mut lq);
+                    lq.push(")");
+                }
+                lq.push(" ORDER BY document_id, position");
+                let mut lines: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
+                for r in lq.build().fetch_all(&self.pool).await? {
+                    let (document, line) = rows::line_from_row(&r)?;
+                    lines.entry(document).or_default().push(line);
+                }
+                rows.iter()
+                    .map(|r| rows::document_from_row(r, &mut lines))
+                    .collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl QueryStore for $store {
+            async fn accounts(&self, wanted: &[String]) -> Result<Vec<Account>, StoreError> {
+                if wanted.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let query = sqlx::query(concat!(
+                    "SELECT ",
+                    crate::store::shared::queries::account_cols!(),
+                    " FROM accounts WHERE id ",
+                    in_list!(1),
+                    " ORDER BY id"
+                ));
+                let query = query.bind(ids(wanted.iter().map(String::as_str)));
+                all(&self.pool, query, |r| rows::account_from_row(r).map(|(a, _)| a)).await
+            }
+
+            async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError> {
+                Ok(self.fetch_documents(DocFilter::Number(number)).await?.pop())
+            }
+
+            async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError> {
+                Ok(self.fetch_documents(DocFilter::Id(id)).await?.pop())
+            }
+
+            async fn documents(
+                &self,
+                account: Option<&str>,
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                self.fetch_documents(account.map_or(DocFilter::All, DocFilter::Account))
+                    .await
+            }
+
+            async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
+                self.fetch_documents(DocFilter::Batch(batch)).await
+            }
+
+            async fn documents_issued(
+                &self,
+                from: NaiveDate,
+                to: NaiveDate,
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                self.fetch_documents(DocFilter::Issued(from, to)).await
+            }
+
+            async fn refunds_recorded(
+                &self,
+                from: NaiveDate,
+                to: NaiveDate,
+            ) -> Result<Vec<RefundOwed>, StoreError> {
+                let query = sqlx::query(concat!(
+                    crate::store::shared::finance::refunds_select!(),
+                    "l.at >= $1 AND l.at < $2 ORDER BY l.id"
+                ));
+                all(&self.pool, query.bind(day(from)).bind(day(to)), rows::refund_from_row).await
+            }
+
+            async fn documents_page(
+                &self,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                self.fetch_documents(DocFilter::Page(after, limit)).await
+            }
+
+            async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError> {
+                let Some(row) = sqlx::query(concat!(
+                    "SELECT ",
+                    crate::store::shared::queries::account_cols!(),
+                    " FROM accounts WHERE id = $1"
+                ))
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let (account_row, balance) = rows::account_from_row(&row)?;
+                let query = sqlx::query(
+                    "SELECT l.at, l.amount, l.reason, d.number FROM balance_ledger l \
+                     LEFT JOIN documents d ON d.id = l.document_id WHERE l.account_id = $1 ORDER BY l.id",
+                );
+                let entries = all(&self.pool, query.bind(account), rows::ledger_from_row).await?;
+                Ok(Some(BalanceReport {
+                    account: account_row,
+                    balance,
+                    entries,
+                }))
+            }
+
+            async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError> {
+                let query = sqlx::query("SELECT id, balance FROM accounts ORDER BY id");
+                all(&self.pool, query, |r| {
+                    Ok((account_id(&r.text("id")?)?, r.money("balance")?))
+                })
+                .await
+            }
+        }
+    };
+}
+pub(crate) use query_store;

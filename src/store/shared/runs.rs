@@ -1,0 +1,115 @@
+//! Runs and claims ([`RunStore`](crate::store::RunStore)). The run rows and releasing a
+//! worker's claims are the same statements on both backends; how accounts are claimed and
+//! walked in order is each backend's own `claim` and `due` (locking and planner hints differ).
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// What a claim asks for (`RunStore::claim_accounts`), as each backend's `claim` takes it.
+pub(crate) struct Claim<'a> {
+    pub as_of: NaiveDate,
+    pub worker: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    /// Where this worker's last claim ended; empty from the beginning.
+    pub after: &'a str,
+    pub limit: i64,
+}
+
+/// `impl RunStore for $store`, over the backend's `claim`, `due` and `PIPELINING`.
+macro_rules! run_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl RunStore for $store {
+            async fn begin_run(
+                &self,
+                as_of: NaiveDate,
+                now: DateTime<Utc>,
+            ) -> Result<RunId, StoreError> {
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO runs (as_of, started_at) VALUES ($1, $2) RETURNING id",
+                )
+                .bind(day(as_of))
+                .bind(ts(now))
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn finish_run(
+                &self,
+                run: RunId,
+                now: DateTime<Utc>,
+                documents: u64,
+                error: Option<&str>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE runs SET finished_at = $1, status = $2, documents = $3, error = $4 WHERE id = $5",
+                )
+                .bind(ts(now))
+                .bind(if error.is_some() {
+                    "failed"
+                } else {
+                    "completed"
+                })
+                .bind(documents as i64)
+                .bind(error)
+                .bind(run)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn claim_accounts(
+                &self,
+                as_of: NaiveDate,
+                worker: &str,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+                after: Option<&AccountId>,
+                limit: u32,
+            ) -> Result<Vec<AccountId>, StoreError> {
+                let claim = Claim {
+                    as_of,
+                    worker,
+                    now,
+                    lease_until,
+                    after: after.map_or("", |a| a.as_str()),
+                    limit: i64::from(limit),
+                };
+                let mut ids: Vec<AccountId> = self
+                    .claim(&claim)
+                    .await?
+                    .iter()
+                    .map(|s| account_id(s))
+                    .collect::<Result<_, _>>()?;
+                ids.sort();
+                Ok(ids)
+            }
+
+            async fn release_claims(&self, worker: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM close_claims WHERE worker = $1")
+                    .bind(worker)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn due_accounts(
+                &self,
+                as_of: NaiveDate,
+                after: Option<&AccountId>,
+                limit: u32,
+            ) -> Result<Vec<AccountId>, StoreError> {
+                self.due(as_of, after.map_or("", |a| a.as_str()), i64::from(limit))
+                    .await?
+                    .iter()
+                    .map(|s| account_id(s))
+                    .collect()
+            }
+
+            fn pipelining(&self) -> Pipelining {
+                PIPELINING
+            }
+        }
+    };
+}
+pub(crate) use run_store;

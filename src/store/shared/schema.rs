@@ -1,0 +1,35 @@
+//! The schema ([`SchemaStore`](crate::store::SchemaStore)): migrations run by the backend's
+//! own `MIGRATOR` (its errors told by its `migrate_error`), and the configured module tables
+//! checked by its `COLUMN_EXISTS` query, which counts a (table, column) pair.
+
+/// `impl SchemaStore for $store`.
+macro_rules! schema_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl SchemaStore for $store {
+            async fn migrate(&self) -> Result<(), StoreError> {
+                MIGRATOR.run(&self.pool).await.map_err(migrate_error)
+            }
+
+            async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError> {
+                for (module, tables) in modules {
+                    for t in tables {
+                        let n: i64 = sqlx::query_scalar(COLUMN_EXISTS)
+                            .bind(&t.table)
+                            .bind(&t.account_column)
+                            .fetch_one(&self.pool)
+                            .await?;
+                        if n != 1 {
+                            return Err(StoreError::Rejected(format!(
+                                "modules.{module}: table {:?} with column {:?} does not exist",
+                                t.table, t.account_column
+                            )));
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use schema_store;
