@@ -14,8 +14,8 @@ use crate::context::Billing;
 use crate::core::catalog::Catalog;
 use crate::core::document::DocumentKind;
 use crate::core::domain::{
-    Account, AccountId, Discount, DiscountValue, Item, Subscription, SubscriptionId,
-    SubscriptionStatus, Target, TaxRate,
+    Account, AccountId, Discount, DiscountValue, Item, Subscription, SubscriptionId, Target,
+    TaxRate,
 };
 use crate::core::money::Currency;
 use crate::core::period::Period;
@@ -28,34 +28,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 /// The catalog the generated subscriptions use.
-pub const CATALOG: &str = r#"
-[[plans]]
-code = "basic"
-name = "Basic"
-rank = 1
-prices.USD = { monthly = "19.00", quarterly = "54.00", annual = "190.00" }
-prices.EUR = { monthly = "18.00", quarterly = "51.00", annual = "180.00" }
-prices.CAD = { monthly = "25.00", quarterly = "71.00", annual = "250.00" }
-prices.GBP = { monthly = "16.00", quarterly = "45.00", annual = "160.00" }
-
-[[plans]]
-code = "pro"
-name = "Pro"
-rank = 2
-prices.USD = { monthly = "49.00", quarterly = "139.00", annual = "490.00" }
-prices.EUR = { monthly = "45.00", quarterly = "128.00", annual = "450.00" }
-prices.CAD = { monthly = "65.00", quarterly = "185.00", annual = "650.00" }
-prices.GBP = { monthly = "39.00", quarterly = "111.00", annual = "390.00" }
-
-[[plans]]
-code = "team"
-name = "Team seat"
-rank = 3
-prices.USD = { monthly = "12.50", quarterly = "35.50", annual = "125.00" }
-prices.EUR = { monthly = "11.50", quarterly = "33.00", annual = "115.00" }
-prices.CAD = { monthly = "16.75", quarterly = "47.50", annual = "167.50" }
-prices.GBP = { monthly = "9.99", quarterly = "28.50", annual = "99.90" }
-"#;
+pub const CATALOG: &str = include_str!("bench_catalog.toml");
 
 /// The date the benchmark closes at; every generated subscription renews on it.
 pub fn as_of() -> NaiveDate {
@@ -273,23 +246,17 @@ async fn generate(store: &dyn Store, n: u64, seed: u64) -> Result<Generated, Ben
             }
             batch.subscriptions.push(NewSubscription {
                 subscription: Subscription {
-                    id,
-                    account: account_id.clone(),
-                    policy: "deferred".into(),
-                    cycle: cycle.into(),
-                    items: vec![item],
-                    discount: None,
-                    start: anchor,
-                    anchor,
                     current_period: Some(current),
                     next_bill_date: as_of,
                     periods_billed: periods,
-                    status: SubscriptionStatus::Active,
-                    cancel_at: None,
-                    pending: Vec::new(),
-                    last_change_at: None,
-                    version: 0,
-                    queued: Vec::new(),
+                    ..Subscription::new(
+                        id,
+                        account_id.clone(),
+                        "deferred",
+                        cycle,
+                        vec![item],
+                        anchor,
+                    )
                 },
                 licences: Vec::new(),
             });

@@ -207,17 +207,7 @@ pub struct RenewalJson {
 impl ChangeJson {
     pub fn new(o: &ChangeOutcome, issued: &[StoredDocument]) -> Self {
         let currency = o.currency;
-        let documents = if issued.is_empty() {
-            o.documents
-                .iter()
-                .map(|d| DocumentJson::new(None, d))
-                .collect()
-        } else {
-            issued
-                .iter()
-                .map(|d| DocumentJson::from(&d.document))
-                .collect()
-        };
+        let documents = crate::output::documents_json(&o.documents, issued);
         ChangeJson {
             subscription: o.subscription.to_string(),
             kind: o.kind.to_string(),

@@ -7,7 +7,7 @@
 use crate::core::catalog::Catalog;
 use crate::core::domain::{
     Account, AccountId, AccountStatus, Discount, DiscountValue, Item, Subscription, SubscriptionId,
-    SubscriptionStatus, TaxRate,
+    TaxRate,
 };
 use crate::core::limits;
 use crate::core::money::{Currency, parse_amount};
@@ -252,7 +252,7 @@ pub fn validate(
                 currency,
             )
         };
-        account.customer().check().map_err(ctx)?;
+        account.identity().check().map_err(ctx)?;
         batch.accounts.push(NewAccount {
             account,
             opening_credit,
@@ -355,23 +355,15 @@ pub fn validate(
             .map_err(ctx)?;
         batch.subscriptions.push(NewSubscription {
             subscription: Subscription {
-                id,
-                account: AccountId::new(&raw.account).map_err(ctx)?,
-                policy: raw.policy.clone(),
-                cycle: raw.cycle.clone(),
-                items,
                 discount,
-                start,
-                anchor: start,
-                current_period: None,
-                next_bill_date: start,
-                periods_billed: 0,
-                status: SubscriptionStatus::Active,
-                cancel_at: None,
-                pending: Vec::new(),
-                last_change_at: None,
-                version: 0,
-                queued: Vec::new(),
+                ..Subscription::new(
+                    id,
+                    AccountId::new(&raw.account).map_err(ctx)?,
+                    &raw.policy,
+                    &raw.cycle,
+                    items,
+                    start,
+                )
             },
             licences,
         });

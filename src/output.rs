@@ -59,6 +59,22 @@ impl DocumentJson {
     }
 }
 
+/// What an operation reports: the documents it issued (numbered), or, when it issued none (a
+/// quote, a dry run), the drafts it computed.
+pub fn documents_json(
+    drafts: &[crate::core::document::DraftDocument],
+    issued: &[crate::store::StoredDocument],
+) -> Vec<DocumentJson> {
+    if issued.is_empty() {
+        drafts.iter().map(|d| DocumentJson::new(None, d)).collect()
+    } else {
+        issued
+            .iter()
+            .map(|d| DocumentJson::from(&d.document))
+            .collect()
+    }
+}
+
 impl From<&Document> for DocumentJson {
     fn from(doc: &Document) -> Self {
         DocumentJson::new(Some(&doc.number), &doc.draft)

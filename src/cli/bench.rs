@@ -2,7 +2,7 @@
 //! verify it, and print the timings and peak memory — as text, or as one line of JSON (the
 //! `BenchReport` itself).
 
-use super::Exit;
+use super::{Exit, print_either};
 use crate::bench::{BenchOptions, BenchReport};
 use crate::close::CloseSettings;
 use crate::config::Config;
@@ -23,12 +23,7 @@ pub(super) async fn bench(
         settings.chunk_size = n;
     }
     let report = crate::bench::run(&options, &settings).await?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", BenchText(&report));
-    }
-    Ok(Exit::Ok)
+    print_either(json, &report, BenchText(&report))
 }
 
 /// A benchmark for people: the close, then generation and verification, then the baseline

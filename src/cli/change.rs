@@ -16,7 +16,8 @@ pub(super) async fn quote(
     target: &TargetArgs,
     json: bool,
 ) -> Result<Exit> {
-    let session = Session::open(config, configured_catalog(config)?, Mail::Send).await?;
+    // A quote sends nothing, so it opens no mail transport.
+    let session = Session::open(config, configured_catalog(config)?, Mail::Queued).await?;
     let outcome = session
         .billing()
         .quote_change(subscription, target.target(), target.at)

@@ -98,18 +98,7 @@ impl LicenceView {
         issued: &[StoredDocument],
         applied: bool,
     ) -> LicenceView {
-        let documents = if issued.is_empty() {
-            outcome
-                .documents
-                .iter()
-                .map(|d| DocumentJson::new(None, d))
-                .collect()
-        } else {
-            issued
-                .iter()
-                .map(|d| DocumentJson::from(&d.document))
-                .collect()
-        };
+        let documents = crate::output::documents_json(&outcome.documents, issued);
         LicenceView {
             subscription: subscription.to_string(),
             op: outcome.op.clone(),

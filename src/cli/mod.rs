@@ -156,6 +156,20 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// A command's result: as JSON (`--json`, secrets masked) or as its text for people.
+fn print_either(
+    json: bool,
+    value: &impl serde::Serialize,
+    text: impl std::fmt::Display,
+) -> Result<Exit> {
+    if json {
+        print_json(value)?;
+    } else {
+        print!("{text}");
+    }
+    Ok(Exit::Ok)
+}
+
 /// Open the configured store, its schema brought up to date.
 async fn open_store(config: &Config) -> Result<Box<dyn Store>> {
     let store = store::open(&config.database_url).await?;

@@ -2,7 +2,7 @@
 //! throwaway in-memory store and print what it issued, the balances, and what was refused
 //! or parked — as text, or as JSON (the `SimulationOutput` itself).
 
-use super::{Exit, print_json, read};
+use super::{Exit, print_either, read};
 use crate::scenario::{Scenario, SimulationOutput, simulate as run_scenario};
 use anyhow::{Context, Result};
 use std::fmt;
@@ -12,12 +12,7 @@ pub(super) async fn simulate(scenario: &Path, json: bool) -> Result<Exit> {
     let src = read(scenario, crate::core::limits::MAX_SCENARIO_BYTES)?;
     let parsed = Scenario::parse(&src).with_context(|| format!("{}", scenario.display()))?;
     let out = run_scenario(&parsed).await?;
-    if json {
-        print_json(&out)?;
-    } else {
-        print!("{}", SimulationText(&out));
-    }
-    Ok(Exit::Ok)
+    print_either(json, &out, SimulationText(&out))
 }
 
 /// A simulation for people: one row per document, then the balances, refusals and parked

@@ -132,14 +132,7 @@ pub fn close_account(
                 if !pending.is_empty() {
                     // Proration still waiting for "the next invoice" goes on a final one.
                     let mut b = DocumentBuilder::new(account.currency);
-                    for p in pending {
-                        b.line(
-                            LineKind::Pending,
-                            p.description.clone(),
-                            p.amount,
-                            p.discountable,
-                        );
-                    }
+                    pending_lines(&mut b, pending);
                     let discount =
                         sub.discount_on(account, start, update.periods_billed.saturating_sub(1));
                     let mut doc = b.finish(
@@ -179,14 +172,7 @@ pub fn close_account(
                 period,
             )
             .map_err(err)?;
-            for p in pending {
-                b.line(
-                    LineKind::Pending,
-                    p.description.clone(),
-                    p.amount,
-                    p.discountable,
-                );
-            }
+            pending_lines(&mut b, pending);
             let discount = sub.discount_on(account, period.start, update.periods_billed);
             let mut doc = b.finish(
                 format!("renewal/{}/{}", sub.id, period.start),
@@ -277,6 +263,18 @@ pub fn period_lines(
         );
     }
     Ok(())
+}
+
+/// Proration carried to this invoice, a line each.
+fn pending_lines(b: &mut DocumentBuilder, pending: &[super::domain::PendingItem]) {
+    for p in pending {
+        b.line(
+            LineKind::Pending,
+            p.description.clone(),
+            p.amount,
+            p.discountable,
+        );
+    }
 }
 
 /// Price of a set of items for one period of `cycle`.

@@ -659,13 +659,11 @@ fn settle(
     Ok(docs)
 }
 
-/// Checks every dated operation makes: the subscription is active, billed, and `at` lies in
-/// its current period and not before its last change.
-pub(crate) fn dated_subscription<'a>(
+/// The subscription `id` of the account, if it exists and is active.
+fn active_subscription<'a>(
     state: &'a AccountState,
     id: &SubscriptionId,
-    at: NaiveDate,
-) -> Result<(&'a Subscription, Period), Refusal> {
+) -> Result<&'a Subscription, Refusal> {
     let sub = state
         .subscriptions
         .iter()
@@ -674,6 +672,17 @@ pub(crate) fn dated_subscription<'a>(
     if sub.status != SubscriptionStatus::Active {
         return Err(Refusal::Ended(sub.id.clone()));
     }
+    Ok(sub)
+}
+
+/// Checks every dated operation makes: the subscription is active, billed, and `at` lies in
+/// its current period and not before its last change.
+pub(crate) fn dated_subscription<'a>(
+    state: &'a AccountState,
+    id: &SubscriptionId,
+    at: NaiveDate,
+) -> Result<(&'a Subscription, Period), Refusal> {
+    let sub = active_subscription(state, id)?;
     let period = sub
         .current_period
         .ok_or_else(|| Refusal::NotBilledYet(sub.id.clone()))?;
@@ -704,14 +713,7 @@ pub fn plan_cancel(
     at: NaiveDate,
     undo: bool,
 ) -> Result<CancelOutcome, Refusal> {
-    let sub = state
-        .subscriptions
-        .iter()
-        .find(|s| &s.id == id)
-        .ok_or_else(|| Refusal::UnknownSubscription(id.to_string()))?;
-    if sub.status != SubscriptionStatus::Active {
-        return Err(Refusal::Ended(sub.id.clone()));
-    }
+    let sub = active_subscription(state, id)?;
     let cancel_at = if undo {
         if sub.cancel_at.is_none() {
             return Err(Refusal::NothingToUndo(sub.id.clone()));

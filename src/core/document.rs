@@ -405,6 +405,30 @@ pub fn apply_balance(doc: &mut DraftDocument, balance: Decimal) -> Result<Decima
     }
 }
 
+/// Documents for other modules' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use crate::core::domain::Account;
+
+    /// `b` finished as subscription s1's invoice INV-2026-000042 for February 2026.
+    pub(crate) fn february_invoice(b: DocumentBuilder, account: &Account) -> Document {
+        let day: NaiveDate = "2026-02-01".parse().unwrap();
+        let period = Period {
+            start: day,
+            end: "2026-03-01".parse().unwrap(),
+        };
+        let sub = SubscriptionId::new("s1").unwrap();
+        let draft = b
+            .finish("k".into(), account, Some(sub), day, day, Some(period), None)
+            .unwrap();
+        Document {
+            number: "INV-2026-000042".into(),
+            draft,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,14 +196,19 @@ impl Account {
         }
     }
 
-    /// Address, country, tax ID and reverse charge as stored (`None`: none of them).
-    pub fn identity_json(&self) -> Option<String> {
-        let identity = super::party::Identity {
+    /// Address, country, tax ID and reverse charge.
+    pub fn identity(&self) -> super::party::Identity {
+        super::party::Identity {
             address: self.address.clone(),
             country: self.country.clone(),
             tax_id: self.tax_id.clone(),
             reverse_charge: self.reverse_charge,
-        };
+        }
+    }
+
+    /// The identity as stored (`None`: it has none).
+    pub fn identity_json(&self) -> Option<String> {
+        let identity = self.identity();
         (!identity.is_empty()).then(|| serde_json::to_string(&identity).unwrap_or_default())
     }
 
@@ -234,10 +239,7 @@ impl Account {
     pub fn customer(&self) -> super::party::Customer {
         super::party::Customer {
             name: self.name.clone(),
-            address: self.address.clone(),
-            country: self.country.clone(),
-            tax_id: self.tax_id.clone(),
-            reverse_charge: self.reverse_charge,
+            identity: self.identity(),
         }
     }
 }
@@ -312,6 +314,36 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// A new active subscription, not billed yet: its first period starts at `start`.
+    pub fn new(
+        id: SubscriptionId,
+        account: AccountId,
+        policy: &str,
+        cycle: &str,
+        items: Vec<Item>,
+        start: NaiveDate,
+    ) -> Subscription {
+        Subscription {
+            id,
+            account,
+            policy: policy.into(),
+            cycle: cycle.into(),
+            items,
+            discount: None,
+            start,
+            anchor: start,
+            current_period: None,
+            next_bill_date: start,
+            periods_billed: 0,
+            status: SubscriptionStatus::Active,
+            cancel_at: None,
+            pending: Vec::new(),
+            last_change_at: None,
+            version: 0,
+            queued: Vec::new(),
+        }
+    }
+
     /// The discount of a document dated `on` for this subscription: its own discount, else
     /// the account's, if still running. `period_index` is the number of recurring periods
     /// billed before the one the document belongs to.

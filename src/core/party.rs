@@ -120,10 +120,10 @@ impl Seller {
     }
 }
 
-/// The customer as a document names them: a copy of the account's identity at issue time.
+/// What a party is besides its name: address, country, tax ID, reverse charge. An account
+/// stores it as one JSON value (the `accounts.identity` column).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Customer {
-    pub name: String,
+pub struct Identity {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub address: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +134,11 @@ pub struct Customer {
     pub reverse_charge: bool,
 }
 
-impl Customer {
+impl Identity {
+    pub fn is_empty(&self) -> bool {
+        *self == Identity::default()
+    }
+
     /// The rule of SPEC §11 checked wherever a customer enters (import, scenarios): reverse
     /// charge needs the customer's tax ID, since the document must print it.
     pub fn check(&self) -> Result<(), String> {
@@ -152,23 +156,33 @@ impl Customer {
     }
 }
 
-/// What an account stores of its identity besides its name, as one JSON value (the
-/// `accounts.identity` column): written at import, read with the account.
+/// The customer as a document names them: the account's name and identity, copied at issue
+/// time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub address: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tax_id: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub reverse_charge: bool,
+pub struct Customer {
+    pub name: String,
+    #[serde(flatten)]
+    pub identity: Identity,
 }
 
-impl Identity {
-    pub fn is_empty(&self) -> bool {
-        *self == Identity::default()
+/// A customer reads as its identity (`customer.tax_id`), named.
+impl std::ops::Deref for Customer {
+    type Target = Identity;
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+/// The seller of the tests.
+#[cfg(test)]
+pub(crate) fn example_seller() -> Seller {
+    Seller {
+        legal_name: "Example Software Ltd".into(),
+        address: vec!["1 Example Street".into(), "London EC1A 1AA".into()],
+        country: "GB".into(),
+        tax_id: Some("GB123456789".into()),
+        email: Some("billing@example.com".into()),
+        payment_instructions: Some("IBAN GB33 BUKB 2020 1555 5555 55".into()),
     }
 }
 
@@ -177,14 +191,7 @@ mod tests {
     use super::*;
 
     fn seller() -> Seller {
-        Seller {
-            legal_name: "Example GmbH".into(),
-            address: vec!["Hauptstraße 1".into(), "10115 Berlin".into()],
-            country: "DE".into(),
-            tax_id: Some("DE123456789".into()),
-            email: Some("billing@example.com".into()),
-            payment_instructions: Some("IBAN DE00 0000\nBIC EXAMPLE".into()),
-        }
+        example_seller()
     }
 
     #[test]
@@ -221,10 +228,9 @@ mod tests {
 
     #[test]
     fn reverse_charge_needs_a_tax_id() {
-        let mut c = Customer {
-            name: "Zoë".into(),
+        let mut c = Identity {
             reverse_charge: true,
-            ..Customer::default()
+            ..Identity::default()
         };
         assert_eq!(
             c.check(),

@@ -426,251 +426,114 @@ mod tests {
     const DEC: Option<(&str, &str)> = Some(("2025-12-01", "2026-01-01"));
     const YEAR: Option<(&str, &str)> = Some(("2026-01-01", "2027-01-01"));
 
-    #[test]
-    fn table() {
-        let defaults = SanityBounds::default();
-        struct Case {
-            name: &'static str,
-            documents: Vec<DraftDocument>,
-            balance_after: &'static str,
-            previous: Vec<(&'static str, PreviousInvoice)>,
-            bounds: SanityBounds,
-            /// Expected reasons, as displayed.
-            want: Vec<&'static str>,
+    /// A case of `sanity_cases.toml` (its header says how documents are written).
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Case {
+        name: String,
+        documents: Vec<String>,
+        #[serde(default = "zero")]
+        balance_after: String,
+        #[serde(default)]
+        previous: Vec<String>,
+        #[serde(default)]
+        bounds: Bounds,
+        /// Expected reasons, as displayed.
+        #[serde(default)]
+        want: Vec<String>,
+    }
+
+    fn zero() -> String {
+        "0".into()
+    }
+
+    #[derive(Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Bounds {
+        #[serde(default)]
+        none: bool,
+        max_increase: Option<String>,
+        max_documents_per_subscription: Option<u32>,
+        max_invoice: Option<BTreeMap<String, String>>,
+    }
+
+    impl Bounds {
+        fn get(&self) -> SanityBounds {
+            let mut b = if self.none {
+                SanityBounds::NONE
+            } else {
+                SanityBounds::default()
+            };
+            if let Some(x) = &self.max_increase {
+                b.max_increase = dec(x);
+            }
+            if let Some(n) = self.max_documents_per_subscription {
+                b.max_documents_per_subscription = n;
+            }
+            if let Some(table) = &self.max_invoice {
+                b.max_invoice = MaxInvoice::default();
+                for (key, amount) in table {
+                    match key.as_str() {
+                        "default" => b.max_invoice.default = dec(amount),
+                        code => {
+                            b.max_invoice
+                                .per_currency
+                                .insert(Currency::new(code).unwrap(), dec(amount));
+                        }
+                    }
+                }
+            }
+            b
         }
-        let cases = vec![
-            Case {
-                name: "an ordinary renewal",
-                documents: vec![doc("S1", "100.00", JAN)],
-                balance_after: "0",
-                previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![],
-            },
-            Case {
-                name: "a first invoice above the absolute bound",
-                documents: vec![doc("S1", "373662154665.00", JAN)],
-                balance_after: "0",
-                previous: vec![],
-                bounds: defaults.clone(),
-                want: vec![
-                    "invoice of S1 would be 373662154665.00 USD, above the limit of 10000000 USD for one invoice",
-                ],
-            },
-            Case {
-                name: "the absolute bound per currency, and 0 disables it",
-                documents: vec![doc("S1", "600.00", JAN)],
-                balance_after: "0",
-                previous: vec![],
-                bounds: SanityBounds {
-                    max_invoice: MaxInvoice {
-                        default: Decimal::ZERO,
-                        per_currency: [(usd(), dec("500"))].into_iter().collect(),
-                    },
-                    ..defaults.clone()
-                },
-                want: vec![
-                    "invoice of S1 would be 600.00 USD, above the limit of 500 USD for one invoice",
-                ],
-            },
-            Case {
-                name: "a first invoice has nothing to compare with",
-                documents: vec![doc("S1", "99999.00", JAN)],
-                balance_after: "0",
-                previous: vec![],
-                bounds: defaults.clone(),
-                want: vec![],
-            },
-            Case {
-                name: "exactly the limit passes",
-                documents: vec![doc("S1", "1000.00", JAN)],
-                balance_after: "0",
-                previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![],
-            },
-            Case {
-                name: "15 times the previous invoice",
-                documents: vec![doc("S1", "1500.00", JAN)],
-                balance_after: "0",
-                previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![
-                    "invoice of S1 would be 1500.00 USD, 15× its previous 100.00 (limit 10×)",
-                ],
-            },
-            Case {
-                name: "just above the limit never reads as the limit",
-                documents: vec![doc("S1", "1000.01", JAN)],
-                balance_after: "0",
-                previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![
-                    "invoice of S1 would be 1000.01 USD, 10.01× its previous 100.00 (limit 10×)",
-                ],
-            },
-            Case {
-                name: "a previous invoice of zero is no reference",
-                documents: vec![doc("S1", "1500.00", JAN)],
-                balance_after: "0",
-                previous: vec![("S1", prev("0.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![],
-            },
-            Case {
-                name: "a limit of 0 disables the increase check",
-                documents: vec![doc("S1", "1500.00", JAN)],
-                balance_after: "0",
-                previous: vec![("S1", prev("100.00", DEC))],
-                bounds: SanityBounds {
-                    max_increase: Decimal::ZERO,
-                    ..defaults.clone()
-                },
-                want: vec![],
-            },
-            Case {
-                name: "a fractional limit",
-                documents: vec![doc("S1", "300.00", JAN)],
-                balance_after: "0",
-                previous: vec![("S1", prev("100.00", DEC))],
-                bounds: SanityBounds {
-                    max_increase: dec("2.5"),
-                    ..defaults.clone()
-                },
-                want: vec![
-                    "invoice of S1 would be 300.00 USD, 3× its previous 100.00 (limit 2.5×)",
-                ],
-            },
-            Case {
-                name: "monthly to annual at the same daily rate is no jump",
-                documents: vec![doc("S1", "365.00", YEAR)],
-                balance_after: "0",
-                previous: vec![("S1", prev("31.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![],
-            },
-            Case {
-                name: "a longer period at a much higher daily rate is",
-                documents: vec![doc("S1", "3700.00", YEAR)],
-                balance_after: "0",
-                previous: vec![("S1", prev("31.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![
-                    "invoice of S1 would be 3700.00 USD for 365 days, 10.14× the daily rate of its previous 31.00 for 31 days (limit 10×)",
-                ],
-            },
-            Case {
-                name: "a catch-up compares each invoice with the one before it",
-                documents: vec![doc("S1", "100.00", JAN), doc("S1", "2000.00", FEB)],
-                balance_after: "0",
-                previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![
-                    "invoice of S1 would be 2000.00 USD, 20× its previous 100.00 (limit 10×)",
-                ],
-            },
-            Case {
-                name: "one reason per subscription, each subscription on its own",
-                documents: vec![
-                    doc("S1", "2000.00", JAN),
-                    doc("S1", "4000.00", FEB),
-                    doc("S2", "50.00", JAN),
-                ],
-                balance_after: "0",
-                previous: vec![("S1", prev("100.00", DEC)), ("S2", prev("50.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![
-                    "invoice of S1 would be 2000.00 USD, 20× its previous 100.00 (limit 10×)",
-                ],
-            },
-            Case {
-                name: "a final invoice (no period) is compared with the last renewal",
-                documents: vec![doc("S1", "5000.00", None)],
-                balance_after: "0",
-                previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![
-                    "invoice of S1 would be 5000.00 USD, 50× its previous 100.00 (limit 10×)",
-                ],
-            },
-            Case {
-                name: "credit notes are not invoices",
-                documents: vec![doc("S1", "-5000.00", None)],
-                balance_after: "5000.00",
-                previous: vec![("S1", prev("100.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![],
-            },
-            Case {
-                name: "a year of monthly catch-up is legitimate",
-                documents: monthly("S1", "10.00", 12),
-                balance_after: "0",
-                previous: vec![],
-                bounds: defaults.clone(),
-                want: vec![],
-            },
-            Case {
-                name: "more is suspicious",
-                documents: monthly("S1", "10.00", 14),
-                balance_after: "0",
-                previous: vec![],
-                bounds: defaults.clone(),
-                want: vec!["subscription S1 would get 14 documents in one run (limit 12)"],
-            },
-            Case {
-                name: "a document limit of 0 disables the count",
-                documents: monthly("S1", "10.00", 40),
-                balance_after: "0",
-                previous: vec![],
-                bounds: SanityBounds {
-                    max_documents_per_subscription: 0,
-                    ..defaults.clone()
-                },
-                want: vec![],
-            },
-            Case {
-                name: "negative balance",
-                documents: vec![doc("S1", "10.00", JAN)],
-                balance_after: "-3.00",
-                previous: vec![],
-                bounds: defaults.clone(),
-                want: vec!["balance would go negative (-3.00 USD)"],
-            },
-            Case {
-                name: "negative balance even with every limit off",
-                documents: vec![],
-                balance_after: "-0.01",
-                previous: vec![],
-                bounds: SanityBounds::NONE,
-                want: vec!["balance would go negative (-0.01 USD)"],
-            },
-            Case {
-                name: "several reasons at once",
-                documents: monthly("S1", "10.00", 13)
-                    .into_iter()
-                    .chain([doc("S2", "500.00", JAN)])
-                    .collect(),
-                balance_after: "-1.00",
-                previous: vec![("S2", prev("10.00", DEC))],
-                bounds: defaults.clone(),
-                want: vec![
-                    "subscription S1 would get 13 documents in one run (limit 12)",
-                    "invoice of S2 would be 500.00 USD, 50× its previous 10.00 (limit 10×)",
-                    "balance would go negative (-1.00 USD)",
-                ],
-            },
-        ];
-        for case in cases {
+    }
+
+    fn named_period(name: &str) -> Option<(&'static str, &'static str)> {
+        match name {
+            "JAN" => JAN,
+            "FEB" => FEB,
+            "DEC" => DEC,
+            "YEAR" => YEAR,
+            "FINAL" => None,
+            other => panic!("unknown period {other}"),
+        }
+    }
+
+    /// "SUB TOTAL PERIOD", or "SUB TOTAL monthly*N".
+    fn documents(spec: &str) -> Vec<DraftDocument> {
+        let [s, total, period] = spec.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("a document is \"SUB TOTAL PERIOD\", not {spec:?}");
+        };
+        match period.strip_prefix("monthly*") {
+            Some(n) => monthly(s, total, n.parse().unwrap()),
+            None => vec![doc(s, total, named_period(period))],
+        }
+    }
+
+    #[test]
+    fn the_cases_of_sanity_cases_toml() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            case: Vec<Case>,
+        }
+        let file: File = toml::from_str(include_str!("sanity_cases.toml")).unwrap();
+        assert!(file.case.len() >= 20);
+        for case in file.case {
             let previous: BTreeMap<SubscriptionId, PreviousInvoice> = case
                 .previous
-                .into_iter()
-                .map(|(s, p)| (sub(s), p))
+                .iter()
+                .map(|spec| {
+                    let [s, total, period] = spec.split(' ').collect::<Vec<_>>()[..] else {
+                        panic!("a previous invoice is \"SUB TOTAL PERIOD\", not {spec:?}");
+                    };
+                    (sub(s), prev(total, named_period(period)))
+                })
                 .collect();
+            let docs = case.documents.iter().flat_map(|d| documents(d)).collect();
             let got: Vec<String> = check(
-                &close(case.documents, case.balance_after),
+                &close(docs, &case.balance_after),
                 usd(),
                 &previous,
-                &case.bounds,
+                &case.bounds.get(),
             )
             .iter()
             .map(ToString::to_string)

@@ -253,10 +253,10 @@ pub fn document_email(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::core::document::fixtures::february_invoice;
     use crate::core::document::{DocumentBuilder, LineKind};
-    use crate::core::domain::{Account, AccountId, SubscriptionId};
+    use crate::core::domain::{Account, AccountId};
     use crate::core::money::Currency;
-    use crate::core::period::Period;
     use rust_decimal::Decimal;
     use std::borrow::Cow;
 
@@ -279,26 +279,8 @@ pub(super) mod tests {
             Decimal::new(1234, 2),
             true,
         );
-        let day: chrono::NaiveDate = "2026-02-01".parse().unwrap();
         let account = Account::new(AccountId::new("a1").unwrap(), name, "zoe@example.com", usd);
-        let draft = b
-            .finish(
-                "k".into(),
-                &account,
-                Some(SubscriptionId::new("s1").unwrap()),
-                day,
-                day,
-                Some(Period {
-                    start: day,
-                    end: "2026-03-01".parse().unwrap(),
-                }),
-                None,
-            )
-            .unwrap();
-        Document {
-            number: "INV-2026-000042".into(),
-            draft,
-        }
+        february_invoice(b, &account)
     }
 
     pub(crate) fn quoted_printable(s: &str) -> Vec<u8> {

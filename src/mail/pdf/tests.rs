@@ -1,20 +1,13 @@
 use super::*;
+use crate::core::document::fixtures::february_invoice;
 use crate::core::document::{DocumentBuilder, LineKind};
-use crate::core::domain::{Account, AccountId, SubscriptionId, TaxRate};
+use crate::core::domain::{Account, AccountId, TaxRate};
 use crate::core::money::Currency;
-use crate::core::period::Period;
 use printpdf::PdfDocument;
 use rust_decimal::Decimal;
 
-pub fn seller() -> Seller {
-    Seller {
-        legal_name: "Example Software Ltd".into(),
-        address: vec!["1 Example Street".into(), "London EC1A 1AA".into()],
-        country: "GB".into(),
-        tax_id: Some("GB123456789".into()),
-        email: Some("billing@example.com".into()),
-        payment_instructions: Some("IBAN GB33 BUKB 2020 1555 5555 55".into()),
-    }
+fn seller() -> Seller {
+    crate::core::party::example_seller()
 }
 
 fn document(lines: usize, description: &str) -> Document {
@@ -41,25 +34,7 @@ fn document(lines: usize, description: &str) -> Document {
             usd,
         )
     };
-    let day: chrono::NaiveDate = "2026-02-01".parse().unwrap();
-    let draft = b
-        .finish(
-            "k".into(),
-            &account,
-            Some(SubscriptionId::new("s1").unwrap()),
-            day,
-            day,
-            Some(Period {
-                start: day,
-                end: "2026-03-01".parse().unwrap(),
-            }),
-            None,
-        )
-        .unwrap();
-    Document {
-        number: "INV-2026-000042".into(),
-        draft,
-    }
+    february_invoice(b, &account)
 }
 
 fn page_count(pdf: &[u8]) -> usize {

@@ -182,7 +182,7 @@ fn advanced_rows(updates: &[&SubscriptionUpdate]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::domain::{Subscription, SubscriptionStatus};
+    use crate::core::domain::Subscription;
     use crate::core::money::Currency;
     use crate::core::period::Period;
 
@@ -210,26 +210,20 @@ mod tests {
         for id in ["sub1", "sub2"] {
             batch.subscriptions.push(NewSubscription {
                 subscription: Subscription {
-                    id: SubscriptionId::new(id).unwrap(),
-                    account: account.clone(),
-                    policy: "deferred".into(),
-                    cycle: "monthly".into(),
-                    items: vec![Item {
-                        plan: "basic".into(),
-                        quantity: 1,
-                    }],
-                    discount: None,
-                    start,
-                    anchor: start,
                     current_period: Some(Period { start, end: as_of }),
                     next_bill_date: as_of,
                     periods_billed: 1,
-                    status: SubscriptionStatus::Active,
-                    cancel_at: None,
-                    pending: Vec::new(),
-                    last_change_at: None,
-                    version: 0,
-                    queued: Vec::new(),
+                    ..Subscription::new(
+                        SubscriptionId::new(id).unwrap(),
+                        account.clone(),
+                        "deferred",
+                        "monthly",
+                        vec![Item {
+                            plan: "basic".into(),
+                            quantity: 1,
+                        }],
+                        start,
+                    )
                 },
                 licences: Vec::new(),
             });
