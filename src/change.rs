@@ -4,8 +4,9 @@
 
 use crate::clock::today_in;
 use crate::context::Billing;
+use crate::core::billing::AccountState;
 use crate::core::change::{ChangeOutcome, ChangeRequest, Refusal, plan_change};
-use crate::core::domain::{SubscriptionId, Target};
+use crate::core::domain::{AccountId, SubscriptionId, Target};
 use crate::core::licence::{LicenceOp, LicenceOutcome, plan_licence_op};
 use crate::output::DocumentJson;
 use crate::store::prelude::*;
@@ -28,26 +29,39 @@ impl From<Refusal> for ChangeError {
     }
 }
 
+/// What an operator asks of a subscription: a change (`Target`) or a licence operation
+/// (`LicenceOp`), dated `at` (default: today in the account's timezone).
+#[derive(Debug, Clone)]
+pub struct Order<T> {
+    pub subscription: String,
+    pub what: T,
+    pub at: Option<NaiveDate>,
+}
+
+impl<T> Order<T> {
+    pub fn new(subscription: &str, what: T, at: Option<NaiveDate>) -> Order<T> {
+        Order {
+            subscription: subscription.into(),
+            what,
+            at,
+        }
+    }
+}
+
 impl Billing<'_> {
     /// Price a change of plan, cycle or quantity; write nothing.
-    pub async fn quote_change(
-        &self,
-        subscription: &str,
-        target: Target,
-        at: Option<NaiveDate>,
-    ) -> Result<ChangeOutcome, ChangeError> {
-        Ok(self.plan_change(subscription, target, at).await?.0)
+    pub async fn quote_change(&self, order: Order<Target>) -> Result<ChangeOutcome, ChangeError> {
+        Ok(self.plan_change(order).await?.0)
     }
 
     /// Make a change (or queue it, as its policy says): written in one transaction, its
     /// documents sent. Returns the outcome and the documents issued.
     pub async fn change(
         &self,
-        subscription: &str,
-        target: Target,
-        at: Option<NaiveDate>,
+        order: Order<Target>,
     ) -> Result<(ChangeOutcome, Vec<StoredDocument>), ChangeError> {
-        let (outcome, account) = self.plan_change(subscription, target, at).await?;
+        let subscription = order.subscription.clone();
+        let (outcome, account) = self.plan_change(order).await?;
         let s = self.settings;
         let issued = self
             .store
@@ -59,24 +73,19 @@ impl Billing<'_> {
                 self.clock.now(),
             )
             .await?;
-        tracing::info!(subscription, kind = %outcome.kind, documents = issued.len(), "change applied");
+        tracing::info!(%subscription, kind = %outcome.kind, documents = issued.len(), "change applied");
         self.deliver_due().await?;
         Ok((outcome, issued))
     }
 
     async fn plan_change(
         &self,
-        subscription: &str,
-        target: Target,
-        at: Option<NaiveDate>,
-    ) -> Result<(ChangeOutcome, crate::core::domain::AccountId), ChangeError> {
-        let sub_id = SubscriptionId::new(subscription)
-            .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
-        let (account, state) = load(self.store, subscription).await?;
-        let at = at.unwrap_or_else(|| today_in(self.clock, &state.account.timezone));
+        order: Order<Target>,
+    ) -> Result<(ChangeOutcome, AccountId), ChangeError> {
+        let (subscription, account, state, at) = self.subject(&order).await?;
         let request = ChangeRequest {
-            subscription: sub_id,
-            target,
+            subscription,
+            target: order.what,
             at,
         };
         let outcome = plan_change(&state, self.catalog, self.settings.terms, &request)?;
@@ -86,21 +95,18 @@ impl Billing<'_> {
     /// Price a licence operation; write nothing.
     pub async fn quote_licence_op(
         &self,
-        subscription: &str,
-        op: LicenceOp,
-        at: Option<NaiveDate>,
+        order: Order<LicenceOp>,
     ) -> Result<LicenceOutcome, ChangeError> {
-        Ok(self.plan_licence_op(subscription, op, at).await?.0)
+        Ok(self.plan_licence_op(order).await?.0)
     }
 
     /// Make a licence operation: written in one transaction, its documents sent.
     pub async fn licence_op(
         &self,
-        subscription: &str,
-        op: LicenceOp,
-        at: Option<NaiveDate>,
+        order: Order<LicenceOp>,
     ) -> Result<(LicenceOutcome, Vec<StoredDocument>), ChangeError> {
-        let (outcome, account) = self.plan_licence_op(subscription, op, at).await?;
+        let subscription = order.subscription.clone();
+        let (outcome, account) = self.plan_licence_op(order).await?;
         let issued = self
             .store
             .apply_licence_op(
@@ -111,7 +117,7 @@ impl Billing<'_> {
             )
             .await?;
         tracing::info!(
-            subscription,
+            %subscription,
             documents = issued.len(),
             "licence operation applied"
         );
@@ -121,25 +127,36 @@ impl Billing<'_> {
 
     async fn plan_licence_op(
         &self,
-        subscription: &str,
-        op: LicenceOp,
-        at: Option<NaiveDate>,
-    ) -> Result<(LicenceOutcome, crate::core::domain::AccountId), ChangeError> {
-        let (account, state) = load(self.store, subscription).await?;
-        let at = at.unwrap_or_else(|| today_in(self.clock, &state.account.timezone));
-        let id = SubscriptionId::new(subscription)
-            .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
-        let licences = self.store.licences(subscription).await?;
+        order: Order<LicenceOp>,
+    ) -> Result<(LicenceOutcome, AccountId), ChangeError> {
+        let (id, account, state, at) = self.subject(&order).await?;
+        let licences = self.store.licences(id.as_str()).await?;
         let outcome = plan_licence_op(
             &state,
             &licences,
             self.catalog,
             self.settings.terms,
             &id,
-            &op,
+            &order.what,
             at,
         )?;
         Ok((outcome, account))
+    }
+
+    /// What an order is about: the subscription, its account and its state, and the date
+    /// (today in the account's timezone unless the order names one).
+    async fn subject<T>(
+        &self,
+        order: &Order<T>,
+    ) -> Result<(SubscriptionId, AccountId, AccountState, NaiveDate), ChangeError> {
+        let subscription = order.subscription.as_str();
+        let id = SubscriptionId::new(subscription)
+            .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
+        let (account, state) = load(self.store, subscription).await?;
+        let at = order
+            .at
+            .unwrap_or_else(|| today_in(self.clock, &state.account.timezone));
+        Ok((id, account, state, at))
     }
 
     /// Cancel a subscription at the end of its period.
@@ -273,13 +290,7 @@ impl ChangeJson {
 async fn load(
     store: &dyn Store,
     subscription: &str,
-) -> Result<
-    (
-        crate::core::domain::AccountId,
-        crate::core::billing::AccountState,
-    ),
-    ChangeError,
-> {
+) -> Result<(AccountId, crate::core::billing::AccountState), ChangeError> {
     let unknown = || Refusal::UnknownSubscription(subscription.to_string());
     let account = store
         .subscription_account(subscription)

@@ -5,7 +5,7 @@
 //! actions dated that day, in file order. The whole scenario is validated before the clock
 //! starts: a bad file is one error and no simulation.
 
-use crate::change::ChangeError;
+use crate::change::{ChangeError, Order};
 use crate::clock::ManualClock;
 use crate::close::{CloseOptions, CloseSettings};
 use crate::context::Billing;
@@ -225,7 +225,7 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
             let result = match action.kind {
                 "change" => {
                     let target = change_target(&action.body).map_err(ScenarioError::Invalid)?;
-                    billing.change(sub, target, at).await.map(drop)
+                    billing.change(Order::new(sub, target, at)).await.map(drop)
                 }
                 "cancel" | "uncancel" => {
                     if action.kind == "uncancel" {
@@ -236,7 +236,7 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
                 }
                 _ => {
                     let op = licence_op(&action.body).map_err(ScenarioError::Invalid)?;
-                    billing.licence_op(sub, op, at).await.map(drop)
+                    billing.licence_op(Order::new(sub, op, at)).await.map(drop)
                 }
             };
             // A refusal is part of the story; anything else stops the simulation.

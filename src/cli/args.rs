@@ -204,12 +204,14 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    pub(super) fn target(&self) -> Target {
-        Target {
+    /// The change these arguments ask of `subscription`.
+    pub(super) fn order(&self, subscription: &str) -> crate::change::Order<Target> {
+        let target = Target {
             plan: self.plan.clone(),
             cycle: self.cycle.clone(),
             quantity: self.quantity,
-        }
+        };
+        crate::change::Order::new(subscription, target, self.at)
     }
 }
 

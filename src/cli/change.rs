@@ -20,7 +20,7 @@ pub(super) async fn quote(
     let session = Session::open(config, configured_catalog(config)?, Mail::Queued).await?;
     let outcome = session
         .billing()
-        .quote_change(subscription, target.target(), target.at)
+        .quote_change(target.order(subscription))
         .await?;
     print_change(&ChangeJson::new(&outcome, &[]), "Quote for", json)
 }
@@ -32,10 +32,7 @@ pub(super) async fn change(
     json: bool,
 ) -> Result<Exit> {
     let session = Session::open(config, configured_catalog(config)?, Mail::Send).await?;
-    let (outcome, issued) = session
-        .billing()
-        .change(subscription, target.target(), target.at)
-        .await?;
+    let (outcome, issued) = session.billing().change(target.order(subscription)).await?;
     print_change(&ChangeJson::new(&outcome, &issued), "Changed", json)
 }
 

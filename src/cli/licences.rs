@@ -3,7 +3,7 @@
 //! `LicenceView`, as text or as JSON.
 
 use super::{Exit, LicenceCommand, Mail, Session, configured_catalog, open_store, print_json};
-use crate::change::RenewalJson;
+use crate::change::{Order, RenewalJson};
 use crate::config::Config;
 use crate::core::licence::{LicenceOp, LicenceOutcome};
 use crate::output::DocumentJson;
@@ -34,11 +34,11 @@ pub(super) async fn licences(
     let catalog = configured_catalog(config)?;
     let session = Session::with_store(config, store, catalog, Mail::Send)?;
     let billing = session.billing();
+    let order = Order::new(subscription, op, at);
     let (outcome, issued) = if quote {
-        let outcome = billing.quote_licence_op(subscription, op, at).await?;
-        (outcome, Vec::new())
+        (billing.quote_licence_op(order).await?, Vec::new())
     } else {
-        billing.licence_op(subscription, op, at).await?
+        billing.licence_op(order).await?
     };
     let view = LicenceView::new(subscription, &outcome, &issued, !quote);
     if json {

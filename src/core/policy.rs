@@ -218,87 +218,22 @@ impl Policy {
     }
 }
 
-fn schedule_100_70() -> Vec<CreditStep> {
-    vec![
-        CreditStep {
-            from_day: 0,
-            percent: Decimal::ONE_HUNDRED,
-        },
-        CreditStep {
-            from_day: 90,
-            percent: Decimal::from(70),
-        },
-    ]
-}
-
 pub const LICENCE_DOWNGRADE_MESSAGE: &str = "a licence cannot be moved to a lower plan directly: buy a licence of the \
      lower plan, reassign the user to it, then remove the old licence";
 
-/// The built-in presets, one per source document (SPEC §4).
+/// The built-in presets, one per source document (SPEC §4): `presets.toml`, in the catalog's
+/// own policy format.
 pub fn presets() -> Vec<Policy> {
-    use ChangeKind::*;
-    use Method::*;
-    use Settle::*;
-    use Timing::*;
-    let term_recalc = Policy {
-        name: "term_recalc".into(),
-        purge_modules_on_downgrade: false,
-        rules: vec![
-            Rule::new(CycleShorter, Immediate, RerateUsed, Balance),
-            Rule::new(CycleLonger, Immediate, Backdate, InvoiceNow),
-            Rule::new(TierUpgrade, Immediate, Prorate, InvoiceNow),
-            Rule::new(TierDowngrade, Immediate, Prorate, InvoiceNow),
-            Rule::new(SeatsAdded, Immediate, Prorate, InvoiceNow),
-            Rule::new(SeatsRemoved, Immediate, Prorate, InvoiceNow),
-        ],
-    };
-    let deferred = Policy {
-        name: "deferred".into(),
-        purge_modules_on_downgrade: true,
-        rules: ChangeKind::ALL
-            .iter()
-            .map(|k| Rule::new(*k, Immediate, Prorate, NextInvoice))
-            .collect(),
-    };
-    let annual_downgrade = |kind| Rule {
-        scope: CycleScope::Annual,
-        credit: schedule_100_70(),
-        ..Rule::new(kind, Immediate, Prorate, Balance)
-    };
-    let hybrid = Policy {
-        name: "hybrid_70_30".into(),
-        purge_modules_on_downgrade: false,
-        rules: vec![
-            Rule::new(TierUpgrade, Immediate, Prorate, InvoiceNow),
-            Rule::new(SeatsAdded, Immediate, Prorate, InvoiceNow),
-            annual_downgrade(TierDowngrade),
-            annual_downgrade(SeatsRemoved),
-            Rule::new(TierDowngrade, EndOfPeriod, None, NextInvoice),
-            Rule::new(SeatsRemoved, EndOfPeriod, None, NextInvoice),
-            Rule::new(CycleLonger, Immediate, Prorate, Balance),
-            Rule {
-                credit: schedule_100_70(),
-                ..Rule::new(CycleShorter, Immediate, Prorate, Balance)
-            },
-        ],
-    };
-    let license = Policy {
-        name: "license".into(),
-        purge_modules_on_downgrade: false,
-        rules: vec![
-            Rule::new(TierUpgrade, Immediate, Prorate, InvoiceNow),
-            Rule::new(SeatsAdded, Immediate, Prorate, InvoiceNow),
-            Rule {
-                forbidden: Some(LICENCE_DOWNGRADE_MESSAGE.into()),
-                ..Rule::new(TierDowngrade, Immediate, None, InvoiceNow)
-            },
-            // Removed licences stop billing at the next renewal; no refund.
-            Rule::new(SeatsRemoved, Immediate, None, InvoiceNow),
-            Rule::new(CycleLonger, Immediate, Prorate, Balance),
-            Rule::new(CycleShorter, Immediate, Prorate, Balance),
-        ],
-    };
-    vec![term_recalc, deferred, hybrid, license]
+    #[derive(Deserialize)]
+    struct Presets {
+        policies: Vec<RawPolicy>,
+    }
+    let file: Presets =
+        toml::from_str(include_str!("presets.toml")).expect("presets.toml is valid TOML");
+    file.policies
+        .into_iter()
+        .map(|p| policy_from_raw(p, &[]).expect("presets.toml holds valid policies"))
+        .collect()
 }
 
 /// A custom policy as written in the catalog.
@@ -349,103 +284,145 @@ pub fn validate_policies(
                 p.name
             ));
         }
-        let mut rules = Vec::new();
-        for (i, r) in p.rules.into_iter().enumerate() {
-            let at = format!("policies.{}.rules[{i}] ({})", p.name, r.kind);
-            let scope = match (r.cycles.is_empty(), r.cycle_class.as_deref()) {
-                (true, None) => CycleScope::Any,
-                (true, Some("annual")) => CycleScope::Annual,
-                (true, Some("shorter_than_annual")) => CycleScope::ShorterThanAnnual,
-                (true, Some(other)) => {
-                    return Err(format!(
-                        "{at}: cycle_class {other:?} must be \"annual\" or \"shorter_than_annual\""
-                    ));
-                }
-                (false, None) => {
-                    if let Some(c) = r.cycles.iter().find(|c| !cycles.contains(c)) {
-                        return Err(format!("{at}: unknown cycle {c:?}"));
-                    }
-                    CycleScope::Codes(r.cycles)
-                }
-                (false, Some(_)) => {
-                    return Err(format!("{at}: give `cycles` or `cycle_class`, not both"));
-                }
-            };
-            if r.forbidden {
-                rules.push(Rule {
-                    scope,
-                    forbidden: Some(
-                        r.message
-                            .unwrap_or_else(|| format!("policy {} forbids {}", p.name, r.kind)),
-                    ),
-                    ..Rule::new(r.kind, Timing::Immediate, Method::None, Settle::InvoiceNow)
-                });
-                continue;
-            }
-            let (Some(timing), Some(method), Some(settle)) = (r.timing, r.method, r.settle) else {
-                return Err(format!(
-                    "{at}: needs timing, method and settle (or forbidden = true)"
-                ));
-            };
-            if matches!(method, Method::RerateUsed | Method::Backdate) && !r.kind.is_cycle_change()
-            {
-                return Err(format!(
-                    "{at}: method {method:?} applies only to cycle changes"
-                ));
-            }
-            if timing == Timing::EndOfPeriod && method != Method::None {
-                return Err(format!(
-                    "{at}: an end_of_period change has no unused time left to prorate; use method = \"none\""
-                ));
-            }
-            let mut credit = Vec::new();
-            for (j, s) in r.credit.iter().enumerate() {
-                let percent =
-                    parse_amount(&s.percent).map_err(|e| format!("{at}: credit[{j}]: {e}"))?;
-                if percent.is_sign_negative() || percent > Decimal::ONE_HUNDRED {
-                    return Err(format!(
-                        "{at}: credit[{j}]: percent must be between 0 and 100"
-                    ));
-                }
-                let expected_first = j == 0 && s.from_day != 0;
-                let not_ascending = credit
-                    .last()
-                    .is_some_and(|l: &CreditStep| s.from_day <= l.from_day);
-                if expected_first || not_ascending {
-                    return Err(format!(
-                        "{at}: credit steps must start at from_day = 0 and ascend"
-                    ));
-                }
-                credit.push(CreditStep {
-                    from_day: s.from_day,
-                    percent,
-                });
-            }
-            rules.push(Rule {
-                kind: r.kind,
-                scope,
-                timing,
-                method,
-                settle,
-                credit,
-                forbidden: None,
-            });
-        }
-        out.insert(
-            p.name.clone(),
-            Policy {
-                name: p.name,
-                rules,
-                purge_modules_on_downgrade: p.purge_modules_on_downgrade,
-            },
-        );
+        let policy = policy_from_raw(p, cycles)?;
+        out.insert(policy.name.clone(), policy);
     }
     Ok(out)
+}
+
+/// One policy as the catalog (or `presets.toml`) writes it, checked; `cycles` are the
+/// catalog's cycle codes a rule may name.
+fn policy_from_raw(p: RawPolicy, cycles: &[String]) -> Result<Policy, String> {
+    let mut rules = Vec::new();
+    for (i, r) in p.rules.into_iter().enumerate() {
+        let at = format!("policies.{}.rules[{i}] ({})", p.name, r.kind);
+        let scope = match (r.cycles.is_empty(), r.cycle_class.as_deref()) {
+            (true, None) => CycleScope::Any,
+            (true, Some("annual")) => CycleScope::Annual,
+            (true, Some("shorter_than_annual")) => CycleScope::ShorterThanAnnual,
+            (true, Some(other)) => {
+                return Err(format!(
+                    "{at}: cycle_class {other:?} must be \"annual\" or \"shorter_than_annual\""
+                ));
+            }
+            (false, None) => {
+                if let Some(c) = r.cycles.iter().find(|c| !cycles.contains(c)) {
+                    return Err(format!("{at}: unknown cycle {c:?}"));
+                }
+                CycleScope::Codes(r.cycles)
+            }
+            (false, Some(_)) => {
+                return Err(format!("{at}: give `cycles` or `cycle_class`, not both"));
+            }
+        };
+        if r.forbidden {
+            rules.push(Rule {
+                scope,
+                forbidden: Some(
+                    r.message
+                        .unwrap_or_else(|| format!("policy {} forbids {}", p.name, r.kind)),
+                ),
+                ..Rule::new(r.kind, Timing::Immediate, Method::None, Settle::InvoiceNow)
+            });
+            continue;
+        }
+        let (Some(timing), Some(method), Some(settle)) = (r.timing, r.method, r.settle) else {
+            return Err(format!(
+                "{at}: needs timing, method and settle (or forbidden = true)"
+            ));
+        };
+        if matches!(method, Method::RerateUsed | Method::Backdate) && !r.kind.is_cycle_change() {
+            return Err(format!(
+                "{at}: method {method:?} applies only to cycle changes"
+            ));
+        }
+        if timing == Timing::EndOfPeriod && method != Method::None {
+            return Err(format!(
+                "{at}: an end_of_period change has no unused time left to prorate; use method = \"none\""
+            ));
+        }
+        let mut credit = Vec::new();
+        for (j, s) in r.credit.iter().enumerate() {
+            let percent =
+                parse_amount(&s.percent).map_err(|e| format!("{at}: credit[{j}]: {e}"))?;
+            if percent.is_sign_negative() || percent > Decimal::ONE_HUNDRED {
+                return Err(format!(
+                    "{at}: credit[{j}]: percent must be between 0 and 100"
+                ));
+            }
+            let expected_first = j == 0 && s.from_day != 0;
+            let not_ascending = credit
+                .last()
+                .is_some_and(|l: &CreditStep| s.from_day <= l.from_day);
+            if expected_first || not_ascending {
+                return Err(format!(
+                    "{at}: credit steps must start at from_day = 0 and ascend"
+                ));
+            }
+            credit.push(CreditStep {
+                from_day: s.from_day,
+                percent,
+            });
+        }
+        rules.push(Rule {
+            kind: r.kind,
+            scope,
+            timing,
+            method,
+            settle,
+            credit,
+            forbidden: None,
+        });
+    }
+    Ok(Policy {
+        name: p.name,
+        rules,
+        purge_modules_on_downgrade: p.purge_modules_on_downgrade,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn schedule_100_70() -> Vec<CreditStep> {
+        vec![
+            CreditStep {
+                from_day: 0,
+                percent: Decimal::ONE_HUNDRED,
+            },
+            CreditStep {
+                from_day: 90,
+                percent: Decimal::from(70),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_presets_file_holds_the_four_presets_as_the_sources_say() {
+        let presets: BTreeMap<String, Policy> =
+            presets().into_iter().map(|p| (p.name.clone(), p)).collect();
+        let names: Vec<&str> = presets.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["deferred", "hybrid_70_30", "license", "term_recalc"]
+        );
+        let hybrid = &presets["hybrid_70_30"];
+        let annual: Vec<&Rule> = hybrid
+            .rules
+            .iter()
+            .filter(|r| r.scope == CycleScope::Annual)
+            .collect();
+        assert_eq!(annual.len(), 2);
+        assert!(annual.iter().all(|r| r.credit == schedule_100_70()));
+        let forbidden = presets["license"]
+            .rules
+            .iter()
+            .find_map(|r| r.forbidden.as_deref());
+        assert_eq!(forbidden, Some(LICENCE_DOWNGRADE_MESSAGE));
+        assert!(presets["deferred"].purge_modules_on_downgrade);
+        assert_eq!(presets["deferred"].rules.len(), ChangeKind::ALL.len());
+    }
 
     #[test]
     fn names_are_the_serde_names() {
