@@ -6,6 +6,28 @@ use crate::common::{Backend, Sandbox, fixtures, snapshot};
 use std::path::Path;
 use std::process::Command;
 
+/// Whether `pdftotext` (poppler-utils) is here to read PDFs back. Like the SMTP suite's
+/// server, it is required with `BILLRUN_REQUIRE_SMTP=1` (CI), else its checks are skipped
+/// with a line on stderr.
+fn pdftotext_ready(test: &str) -> bool {
+    let ok = Command::new("pdftotext")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("BILLRUN_REQUIRE_SMTP").as_deref() != Ok("1"),
+            "BILLRUN_REQUIRE_SMTP=1 but pdftotext is missing (apt install poppler-utils)"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "{test}: pdftotext not installed, the PDFs' text is not checked (apt install poppler-utils)"
+        );
+    }
+    ok
+}
+
 /// The text of a PDF, as `pdftotext -layout` reads it.
 fn pdf_text(pdf: &Path) -> String {
     let out = Command::new("pdftotext")
@@ -119,15 +141,21 @@ async fn invoices_name_both_parties(backend: Backend) {
     let sb = sandbox(backend);
     sb.ok(&["close", "--as-of", "2026-01-01"]);
     let out = sb.dir.path().join("parts");
+    let read_pdfs = pdftotext_ready("invoices_name_seller_and_customer_as_written");
     let mut texts = std::collections::BTreeMap::new();
     for name in sb.emails() {
         for file in attachments(&sb.mail().join(&name), &out) {
-            if file.extension().is_some_and(|e| e == "pdf") {
+            if read_pdfs && file.extension().is_some_and(|e| e == "pdf") {
                 texts.insert(name.clone(), pdf_text(&file));
             }
         }
     }
-    assert_eq!(texts.len(), 2, "{:?}", texts.keys());
+    assert_eq!(
+        texts.len(),
+        if read_pdfs { 2 } else { 0 },
+        "{:?}",
+        texts.keys()
+    );
     for text in texts.values() {
         for seller in [
             "Example Software Ltd",
@@ -142,34 +170,34 @@ async fn invoices_name_both_parties(backend: Backend) {
         }
         assert!(text.contains("Page 1 of 1"), "{text}");
     }
-    let zoe = texts
-        .values()
-        .find(|t| t.contains("Юрий"))
-        .expect("the reverse-charge customer's invoice");
-    for written in [
-        "Zoë Łukasiewicz Ωmega Юрий",
-        "ul. Żółta 3",
-        "00-001 Warszawa",
-        "PL5260250274",
-    ] {
-        assert!(zoe.contains(written), "{written:?} not as written:\n{zoe}");
+    if let Some(zoe) = texts.values().find(|t| t.contains("Юрий")) {
+        for written in [
+            "Zoë Łukasiewicz Ωmega Юрий",
+            "ul. Żółta 3",
+            "00-001 Warszawa",
+            "PL5260250274",
+        ] {
+            assert!(zoe.contains(written), "{written:?} not as written:\n{zoe}");
+        }
+        assert!(
+            zoe.contains("Reverse charge: the customer accounts for the VAT."),
+            "{zoe}"
+        );
+        assert!(
+            !zoe.contains("VAT 23%"),
+            "a tax line on a reverse-charge invoice:\n{zoe}"
+        );
+        let beta = texts.values().find(|t| t.contains("Beta")).unwrap();
+        assert!(!beta.contains("Reverse charge"), "{beta}");
+        // Three at 30.00: the quantity and unit price, then a tax line per rate with its base.
+        assert!(beta.contains("30.00") && beta.contains("90.00"), "{beta}");
+        assert!(
+            beta.contains("GST 5% on 90.00 USD") && beta.contains("QST 9.975% on 90.00 USD"),
+            "{beta}"
+        );
+    } else {
+        assert!(!read_pdfs, "no invoice names the reverse-charge customer");
     }
-    assert!(
-        zoe.contains("Reverse charge: the customer accounts for the VAT."),
-        "{zoe}"
-    );
-    assert!(
-        !zoe.contains("VAT 23%"),
-        "a tax line on a reverse-charge invoice:\n{zoe}"
-    );
-    let beta = texts.values().find(|t| t.contains("Beta")).unwrap();
-    assert!(!beta.contains("Reverse charge"), "{beta}");
-    // Three at 30.00: the quantity and unit price, then a tax line per rate with its base.
-    assert!(beta.contains("30.00") && beta.contains("90.00"), "{beta}");
-    assert!(
-        beta.contains("GST 5% on 90.00 USD") && beta.contains("QST 9.975% on 90.00 USD"),
-        "{beta}"
-    );
 
     // The finance batch carries documents.csv and lines.csv that add up.
     let batch_name = sb
@@ -411,6 +439,10 @@ fn lines_run_over_pages_numbered_n_of_m() {
     let seller: billrun::core::party::Seller =
         toml::from_str(&billrun::config::EXAMPLE_SELLER.replace("\n[seller]\n", "")).unwrap();
     let pdf = billrun::mail::document_pdf(&doc, &seller).unwrap();
+    assert_eq!(pdf.replaced, 0);
+    if !pdftotext_ready("lines_run_over_pages_numbered_n_of_m") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("long.pdf");
     std::fs::write(&path, &pdf.bytes).unwrap();
