@@ -55,6 +55,10 @@ pub enum LineKind {
     Adjustment,
     /// Proration carried from a change to this (the next) invoice.
     Pending,
+    /// A one-off charge (SPEC §10).
+    OneOff,
+    /// A partial credit against an invoice (SPEC §10).
+    Credit,
     Discount,
     Tax,
 }
@@ -66,6 +70,8 @@ impl LineKind {
             LineKind::Proration => "proration",
             LineKind::Adjustment => "adjustment",
             LineKind::Pending => "pending",
+            LineKind::OneOff => "one_off",
+            LineKind::Credit => "credit",
             LineKind::Discount => "discount",
             LineKind::Tax => "tax",
         }
@@ -76,6 +82,8 @@ impl LineKind {
             "proration" => LineKind::Proration,
             "adjustment" => LineKind::Adjustment,
             "pending" => LineKind::Pending,
+            "one_off" => LineKind::OneOff,
+            "credit" => LineKind::Credit,
             "discount" => LineKind::Discount,
             "tax" => LineKind::Tax,
             _ => return None,
@@ -87,6 +95,8 @@ impl LineKind {
             LineKind::Recurring => "charge",
             LineKind::Proration | LineKind::Adjustment => "proration",
             LineKind::Pending => "pending",
+            LineKind::OneOff => "one_off",
+            LineKind::Credit => "credit",
             LineKind::Discount => "discount",
             LineKind::Tax => "tax",
         }
@@ -185,6 +195,12 @@ pub struct DraftDocument {
     /// The customer as they were when the document was issued.
     #[serde(skip)]
     pub customer: Customer,
+    /// For a credit note against an invoice: that invoice's number (SPEC §10).
+    #[serde(skip)]
+    pub corrects: Option<String>,
+    /// Why a correction was made.
+    #[serde(skip)]
+    pub reason: Option<String>,
     pub subscription: Option<SubscriptionId>,
     pub issued_at: NaiveDate,
     pub due_at: NaiveDate,
@@ -364,6 +380,8 @@ impl DocumentBuilder {
             kind,
             account: account.id.clone(),
             customer: account.customer(),
+            corrects: None,
+            reason: None,
             subscription,
             issued_at,
             due_at,

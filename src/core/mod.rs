@@ -4,6 +4,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod change;
+pub mod correction;
 pub mod document;
 pub mod domain;
 pub mod licence;

@@ -69,6 +69,8 @@ impl DocumentFacts {
             ("Due date", d.due_at.to_string()),
         ];
         references.extend(d.period.map(|p| ("Period", p.to_string())));
+        references.extend(d.corrects.iter().map(|n| ("Corrects invoice", n.clone())));
+        references.extend(d.reason.iter().map(|r| ("Reason", r.clone())));
         references.push(("Account", d.account.to_string()));
         references.extend(
             d.subscription

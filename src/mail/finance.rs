@@ -100,7 +100,7 @@ pub fn finance_files(
             [
                 doc.number.clone(),
                 d.kind.as_str().into(),
-                String::new(),
+                d.corrects.clone().unwrap_or_default(),
                 d.account.to_string(),
                 d.customer.name.clone(),
                 d.customer.tax_id.clone().unwrap_or_default(),
