@@ -13,6 +13,7 @@ pub mod close;
 pub mod config;
 pub mod context;
 pub mod core;
+pub mod correction;
 pub mod daemon;
 pub mod delivery;
 pub mod input;

@@ -13,6 +13,9 @@ pub struct LineJson {
 pub struct DocumentJson {
     pub number: Option<String>,
     pub kind: &'static str,
+    /// The invoice a credit note corrects (SPEC §10).
+    pub corrects: Option<String>,
+    pub reason: Option<String>,
     pub account: String,
     pub subscription: Option<String>,
     pub issued_at: String,
@@ -34,6 +37,8 @@ impl DocumentJson {
         DocumentJson {
             number: number.map(str::to_string),
             kind: d.kind.as_str(),
+            corrects: d.corrects.clone(),
+            reason: d.reason.clone(),
             account: d.account.to_string(),
             subscription: d.subscription.as_ref().map(|s| s.to_string()),
             issued_at: d.issued_at.to_string(),

@@ -3,8 +3,12 @@
 --   (NULL: none); the name stays its own column.
 -- * documents.customer: the customer as the document names them, copied when it is issued
 --   (JSON; NULL on documents issued before this migration, which name the account as it is).
+-- * documents.corrects, documents.reason: the invoice a credit note corrects, and why
+--   (SPEC §10; NULL for every other document).
 -- * document_lines.detail: quantity and unit price of a charge, name and rate of a tax line
 --   (JSON; NULL for a line that is one amount).
 ALTER TABLE accounts ADD COLUMN identity TEXT;
 ALTER TABLE documents ADD COLUMN customer TEXT;
+ALTER TABLE documents ADD COLUMN corrects TEXT;
+ALTER TABLE documents ADD COLUMN reason TEXT;
 ALTER TABLE document_lines ADD COLUMN detail TEXT;

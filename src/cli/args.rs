@@ -47,6 +47,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Void an invoice in full with a credit note (every line negated).
+    Void {
+        number: String,
+        /// Why, for the credit note and the audit log.
+        #[arg(long)]
+        reason: String,
+        /// The credit note's date (default: today in the account's timezone).
+        #[arg(long, value_name = "DATE", value_parser = date_arg)]
+        at: Option<NaiveDate>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Credit part of an invoice: NET before tax, the invoice's taxes on it.
+    Credit {
+        number: String,
+        #[arg(long, value_name = "NET")]
+        amount: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, value_name = "DATE", value_parser = date_arg)]
+        at: Option<NaiveDate>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The finance files (documents.csv, lines.csv, refunds.csv) of the documents issued in
     /// [from, to).
     Export {
@@ -182,6 +206,8 @@ impl Command {
                 | Command::Licences { .. }
                 | Command::Send { .. }
                 | Command::Invoice { .. }
+                | Command::Void { .. }
+                | Command::Credit { .. }
         )
     }
 }

@@ -11,6 +11,7 @@ mod bench;
 mod catalog;
 mod change;
 mod close;
+mod correction;
 mod daemon;
 mod documents;
 mod export;
@@ -76,6 +77,19 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             out,
             json,
         } => close::close(&config, as_of, dry_run, out.as_deref(), json).await,
+        Command::Void {
+            number,
+            reason,
+            at,
+            json,
+        } => correction::void(&config, &number, &reason, at, json).await,
+        Command::Credit {
+            number,
+            amount,
+            reason,
+            at,
+            json,
+        } => correction::credit(&config, &number, &amount, &reason, at, json).await,
         Command::Export { from, to, out } => export::export(&config, from, to, &out).await,
         Command::Parked { json } => parked::parked(&config, json).await,
         Command::Unpark { account } => parked::unpark(&config, &account).await,

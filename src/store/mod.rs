@@ -27,7 +27,7 @@ mod rows;
 mod shared;
 
 use crate::core::billing::{AccountClose, AccountState};
-use crate::core::document::{Document, DocumentKind, RefundOwed};
+use crate::core::document::{Document, DocumentKind, DraftDocument, RefundOwed};
 use crate::core::domain::{Account, AccountId, SubscriptionId};
 use crate::core::sanity::PreviousInvoice;
 use crate::input::ImportBatch;
@@ -357,6 +357,19 @@ pub trait ChangeStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
+    /// Issue a credit note correcting an invoice (a void or a partial credit, SPEC §10) in
+    /// one transaction: its number, lines and outbox message, the invoice it corrects and
+    /// why, its amount to the account's balance — or, when the account has no active
+    /// subscription left, as a refund owed (the balance stays as it was) — and an audit row
+    /// naming `actor`. A second void of one invoice meets the unique document key.
+    async fn issue_correction(
+        &self,
+        credit_note: &DraftDocument,
+        numbering: &Numbering,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StoredDocument, StoreError>;
+
     /// Licences of a subscription, removed ones included.
     async fn licences(
         &self,
@@ -465,6 +478,8 @@ pub trait QueryStore: Send + Sync {
     /// Documents in issue order, optionally of one account.
     async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError>;
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError>;
+    /// The credit notes that correct invoice `number`, in issue order.
+    async fn credit_notes_against(&self, number: &str) -> Result<Vec<StoredDocument>, StoreError>;
     /// Documents issued in `[from, to)`, in issue order (`billrun export`).
     async fn documents_issued(
         &self,

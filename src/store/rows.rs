@@ -359,8 +359,8 @@ pub(crate) fn document_from_row(
     let draft = DraftDocument {
         key: r.text("doc_key")?,
         customer,
-        corrects: None,
-        reason: None,
+        corrects: r.opt_text("corrects")?,
+        reason: r.opt_text("reason")?,
         kind: DocumentKind::parse(&kind).ok_or_else(|| corrupt("document kind")(kind.clone()))?,
         account: account_id(&r.text("account_id")?)?,
         subscription: r

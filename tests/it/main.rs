@@ -11,6 +11,7 @@
 mod common;
 
 mod cli;
+mod corrections;
 mod crash;
 mod daemon;
 mod fuzz;

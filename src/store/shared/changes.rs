@@ -262,6 +262,65 @@ macro_rules! change_store {
                 Ok((assigned as u32, available as u32))
             }
 
+            async fn issue_correction(
+                &self,
+                credit_note: &DraftDocument,
+                numbering: &Numbering,
+                actor: &str,
+                now: DateTime<Utc>,
+            ) -> Result<StoredDocument, StoreError> {
+                written(async {
+                    let mut tx = self.write_tx().await?;
+                    let account = credit_note.account.as_str();
+                    let mut issued = insert_documents(&mut tx, numbering, None, &[credit_note], now).await?;
+                    let issued = issued.pop().ok_or_else(|| StoreError::Database("no credit note written".into()))?;
+                    sqlx::query("UPDATE documents SET corrects = $1, reason = $2 WHERE id = $3")
+                        .bind(credit_note.corrects.as_deref())
+                        .bind(credit_note.reason.as_deref())
+                        .bind(issued.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let (active, balance): (i64, String) = sqlx::query_as(
+                        "SELECT (SELECT COUNT(*) FROM subscriptions WHERE account_id = $1 AND status = 'active'), \
+                         CAST(balance AS TEXT) FROM accounts WHERE id = $1",
+                    )
+                    .bind(account)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let before = rust_decimal::Decimal::from_str_exact(&balance)
+                        .map_err(|e| StoreError::Corrupt(format!("balance of {account}: {e}")))?;
+                    let credit = -credit_note.total;
+                    if active > 0 {
+                        update_balances(&mut tx, &[(account, before, before + credit)]).await?;
+                    } else {
+                        // Nothing left to bill: the credit is paid back, not kept.
+                        sqlx::query(
+                            "INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) \
+                             VALUES ($1, $2, $3, 'refund', $4)",
+                        )
+                        .bind(account)
+                        .bind(day(credit_note.issued_at))
+                        .bind(money(-credit))
+                        .bind(issued.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let action = if credit_note.key.starts_with("void/") { "void" } else { "credit" };
+                    let details = serde_json::json!({
+                        "credit_note": issued.document.number,
+                        "corrects": credit_note.corrects,
+                        "reason": credit_note.reason,
+                        "total": credit_note.total.to_string(),
+                        "refund": active == 0,
+                        "by": actor,
+                    });
+                    audit(&mut tx, now, action, (account, credit_note.subscription.as_ref().map(|s| s.as_str())), &details).await?;
+                    tx.commit().await?;
+                    Ok(issued)
+                })
+                .await
+            }
+
             async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError> {
                 let query = sqlx::query(
                     "SELECT subscription_id, kind, target, requested_at, effective_at, status \

@@ -33,6 +33,8 @@ pub(crate) enum DocFilter<'a> {
     Number(&'a str),
     Id(i64),
     Batch(i64),
+    /// The credit notes correcting an invoice.
+    Corrects(&'a str),
     /// Issued on or after the first date and before the second.
     Issued(chrono::NaiveDate, chrono::NaiveDate),
     /// Ids above the first, at most the second many.
@@ -62,6 +64,9 @@ macro_rules! query_store {
                     DocFilter::Batch(b) => {
                         q.push(" WHERE finance_batch_id = ").push_bind(b);
                     }
+                    DocFilter::Corrects(n) => {
+                        q.push(" WHERE corrects = ").push_bind(n.to_string());
+                    }
                     DocFilter::Issued(from, to) => {
                         q.push(" WHERE issued_at >= ")
                             .push_bind(day(from))
@@ -78,7 +83,7 @@ macro_rules! query_store {
                 let mut q = QueryBuilder::<Db>::new(
                     "SELECT id, number, doc_key, kind, account_id, subscription_id, finance_batch_id, issued_at, \
                      due_at, period_start, period_end, currency, subtotal, discount, tax, total, credit_applied, \
-                     amount_due, customer FROM documents",
+                     amount_due, customer, corrects, reason FROM documents",
                 );
                 where_clause(&mut q);
                 let page = matches!(filter, DocFilter::Page(..));
@@ -142,6 +147,13 @@ macro_rules! query_store {
 
             async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
                 self.fetch_documents(DocFilter::Batch(batch)).await
+            }
+
+            async fn credit_notes_against(
+                &self,
+                number: &str,
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                self.fetch_documents(DocFilter::Corrects(number)).await
             }
 
             async fn documents_issued(

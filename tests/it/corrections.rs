@@ -1,0 +1,160 @@
+//! Corrections through the real binary on each backend (SPEC §10): `void` and `credit` issue a
+//! credit note naming the invoice it corrects and why, move the balance, write the audit log,
+//! and refuse what the rules refuse with one line and nothing written.
+
+use crate::common::{Backend, Sandbox, count, fixtures, snapshot};
+use serde_json::Value;
+
+fn sandbox(backend: Backend) -> Sandbox {
+    let sb = Sandbox::new(backend);
+    sb.ok(&["migrate"]);
+    sb.ok(&[
+        "import",
+        fixtures().join("three_monthly.json").to_str().unwrap(),
+    ]);
+    sb.ok(&["close", "--as-of", "2026-01-01"]);
+    sb
+}
+
+/// The number and total of `account`'s first invoice.
+fn invoice_of(sb: &Sandbox, account: &str) -> (String, String) {
+    let docs: Value =
+        serde_json::from_str(&sb.ok(&["invoices", "--account", account, "--json"])).unwrap();
+    let d = &docs.as_array().unwrap()[0];
+    (
+        d["number"].as_str().unwrap().to_string(),
+        d["total"].as_str().unwrap().to_string(),
+    )
+}
+
+fn balance(sb: &Sandbox, account: &str) -> String {
+    let b: Value = serde_json::from_str(&sb.ok(&["balance", account, "--json"])).unwrap();
+    b["balance"].as_str().unwrap().to_string()
+}
+
+/// A refused command: exit 1, one line naming why, nothing written.
+async fn refused(sb: &Sandbox, args: &[&str], why: &str) {
+    let before = snapshot(&sb.db).await;
+    let out = sb.run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.contains(why), "{args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(snapshot(&sb.db).await, before, "{args:?} wrote something");
+}
+
+on_each_backend!(void_and_credit:
+    void_and_credit_issue_credit_notes_that_name_the_invoice_sqlite,
+    void_and_credit_issue_credit_notes_that_name_the_invoice_postgres
+);
+
+async fn void_and_credit(backend: Backend) {
+    let sb = sandbox(backend);
+    // a2: Plus at 50.00 with VAT 20% → 60.00.
+    let (inv, total) = invoice_of(&sb, "a2");
+    assert_eq!(total, "60.00");
+    let cn: Value = serde_json::from_str(&sb.ok(&[
+        "void",
+        &inv,
+        "--reason",
+        "wrong plan",
+        "--at",
+        "2026-01-05",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(cn["kind"], "credit_note");
+    assert_eq!(cn["corrects"].as_str(), Some(inv.as_str()));
+    assert_eq!(cn["reason"], "wrong plan");
+    assert_eq!(cn["total"], "-60.00");
+    assert_eq!(cn["issued_at"], "2026-01-05");
+    let lines: Vec<&str> = cn["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines, ["-50.00", "-10.00"], "every line negated");
+    assert_eq!(balance(&sb, "a2"), "60.00");
+    assert_eq!(
+        count(
+            &sb.db,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'void'"
+        )
+        .await,
+        1
+    );
+    // The credit note went to the customer, and the invoice shows it.
+    let number = cn["number"].as_str().unwrap();
+    assert!(
+        sb.emails().iter().any(|e| e.starts_with(number)),
+        "{:?}",
+        sb.emails()
+    );
+    let shown = sb.ok(&["invoice", number]);
+    assert!(
+        shown.contains(&format!("Corrects invoice: {inv}")),
+        "{shown}"
+    );
+    assert!(shown.contains("Reason: wrong plan"), "{shown}");
+
+    refused(&sb, &["void", &inv, "--reason", "again"], "already voided").await;
+    refused(
+        &sb,
+        &["credit", &inv, "--amount", "1.00", "--reason", "x"],
+        "already voided",
+    )
+    .await;
+    refused(&sb, &["void", number, "--reason", "x"], "is a credit note").await;
+    refused(
+        &sb,
+        &["void", "INV-2099-000001", "--reason", "x"],
+        "no document numbered",
+    )
+    .await;
+
+    // a1: Basic at 30.00, no tax. A partial credit, then one too many.
+    let (inv, total) = invoice_of(&sb, "a1");
+    assert_eq!(total, "30.00");
+    refused(
+        &sb,
+        &["credit", &inv, "--amount", "30.01", "--reason", "outage"],
+        "above its net 30.00",
+    )
+    .await;
+    refused(
+        &sb,
+        &["credit", &inv, "--amount", "0", "--reason", "x"],
+        "above zero",
+    )
+    .await;
+    let cn: Value = serde_json::from_str(&sb.ok(&[
+        "credit", &inv, "--amount", "12.50", "--reason", "outage", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(cn["total"], "-12.50");
+    assert_eq!(cn["lines"][0]["description"], "Credit: outage");
+    assert_eq!(balance(&sb, "a1"), "12.50");
+    refused(
+        &sb,
+        &["void", &inv, "--reason", "x"],
+        "credit the rest instead",
+    )
+    .await;
+    refused(
+        &sb,
+        &["credit", &inv, "--amount", "17.51", "--reason", "more"],
+        "to 30.01, above its net 30.00",
+    )
+    .await;
+    sb.ok(&["credit", &inv, "--amount", "17.50", "--reason", "the rest"]);
+    assert_eq!(balance(&sb, "a1"), "30.00");
+    assert_eq!(
+        count(
+            &sb.db,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'credit'"
+        )
+        .await,
+        2
+    );
+}
