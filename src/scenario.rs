@@ -12,6 +12,7 @@ use crate::context::Billing;
 use crate::core::catalog::{Catalog, RawCatalog, toml_error};
 use crate::core::domain::Target;
 use crate::core::licence::LicenceOp;
+use crate::correction::CorrectionError;
 use crate::input::{self, RawAccount, RawSubscription, parse_date};
 use crate::output::DocumentJson;
 use crate::store::prelude::*;
@@ -42,6 +43,8 @@ struct RawAction {
     cancel: Option<toml::Table>,
     uncancel: Option<toml::Table>,
     licence: Option<toml::Table>,
+    void: Option<toml::Table>,
+    credit: Option<toml::Table>,
 }
 
 /// A timed action of the scenario, as written.
@@ -91,6 +94,8 @@ impl Scenario {
                 ("cancel", a.cancel),
                 ("uncancel", a.uncancel),
                 ("licence", a.licence),
+                ("void", a.void),
+                ("credit", a.credit),
             ] {
                 if let Some(b) = body {
                     given.push((kind, b));
@@ -98,10 +103,15 @@ impl Scenario {
             }
             if given.len() != 1 {
                 return Err(bad(format!(
-                    "actions[{i}]: give exactly one of change, cancel, uncancel or licence"
+                    "actions[{i}]: give exactly one of change, cancel, uncancel, licence, void or credit"
                 )));
             }
             let (kind, body) = given.pop().expect("one action");
+            if matches!(kind, "void" | "credit") {
+                correction(kind, &body).map_err(|e| bad(format!("actions[{i}].{kind}: {e}")))?;
+                actions.push(Action { at, kind, body });
+                continue;
+            }
             match body.get("subscription") {
                 Some(toml::Value::String(sub)) => {
                     if !batch
@@ -223,6 +233,30 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
                 .unwrap_or_default();
             let at = Some(action.at);
             let result = match action.kind {
+                "void" | "credit" => {
+                    let c =
+                        correction(action.kind, &action.body).map_err(ScenarioError::Invalid)?;
+                    let done = match c.amount {
+                        None => billing.void(&c.document, &c.reason, at, "scenario").await,
+                        Some(net) => {
+                            billing
+                                .credit(&c.document, net, &c.reason, at, "scenario")
+                                .await
+                        }
+                    };
+                    match done {
+                        Ok(_) => Ok(()),
+                        Err(CorrectionError::Store(e)) => return Err(run_err(&e)),
+                        Err(e) => {
+                            refused.push(Refused {
+                                at: action.at.to_string(),
+                                action: action_text(action),
+                                error: e.to_string(),
+                            });
+                            Ok(())
+                        }
+                    }
+                }
                 "change" => {
                     let target = change_target(&action.body).map_err(ScenarioError::Invalid)?;
                     billing.change(Order::new(sub, target, at)).await.map(drop)
@@ -360,4 +394,37 @@ fn change_target(body: &toml::Table) -> Result<Target, String> {
 
 fn clock_now(clock: &ManualClock) -> chrono::DateTime<chrono::Utc> {
     crate::clock::Clock::now(clock)
+}
+
+/// A `void` or `credit` action: the invoice by number, the reason, and a credit's net amount.
+struct Correction {
+    document: String,
+    reason: String,
+    amount: Option<rust_decimal::Decimal>,
+}
+
+fn correction(kind: &str, body: &toml::Table) -> Result<Correction, String> {
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("needs `{key} = \"…\"`"))
+    };
+    let allowed: &[&str] = if kind == "void" {
+        &["document", "reason"]
+    } else {
+        &["document", "reason", "amount"]
+    };
+    if let Some(k) = body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("unknown key {k:?}"));
+    }
+    let amount = match kind {
+        "credit" => Some(crate::core::money::parse_amount(&text("amount")?)?),
+        _ => None,
+    };
+    Ok(Correction {
+        document: text("document")?,
+        reason: text("reason")?,
+        amount,
+    })
 }
