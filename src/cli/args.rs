@@ -47,6 +47,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The audit log: corrections, changes, cancellations, deletions, unparks; who and why.
+    Audit {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Void an invoice in full with a credit note (every line negated).
     Void {
         number: String,

@@ -7,6 +7,7 @@
 //! errors with one clear sentence.
 
 mod args;
+mod audit;
 mod bench;
 mod catalog;
 mod change;
@@ -77,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             out,
             json,
         } => close::close(&config, as_of, dry_run, out.as_deref(), json).await,
+        Command::Audit { account, json } => audit::audit(&config, account.as_deref(), json).await,
         Command::Void {
             number,
             reason,

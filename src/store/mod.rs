@@ -80,6 +80,18 @@ impl Numbering {
     }
 }
 
+/// One row of the audit log: what was done, to which account, by whom, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// The OS user who asked, `daemon`, or `billrun` for what a run did on its own.
+    pub actor: String,
+    pub action: String,
+    pub account: Option<String>,
+    pub subscription: Option<String>,
+    pub details: serde_json::Value,
+}
+
 /// A stored document with its row id and the id of the batch that reported it.
 #[derive(Debug, Clone)]
 pub struct StoredDocument {
@@ -478,6 +490,8 @@ pub trait QueryStore: Send + Sync {
     /// Documents in issue order, optionally of one account.
     async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError>;
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError>;
+    /// The audit log, oldest first, optionally of one account.
+    async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>, StoreError>;
     /// The credit notes that correct invoice `number`, in issue order.
     async fn credit_notes_against(&self, number: &str) -> Result<Vec<StoredDocument>, StoreError>;
     /// Documents issued in `[from, to)`, in issue order (`billrun export`).

@@ -391,6 +391,18 @@ pub(crate) fn document_from_row(
     })
 }
 
+/// An `audit_log` row.
+pub(crate) fn audit_from_row(r: &impl Cols) -> Result<super::AuditEntry, StoreError> {
+    Ok(super::AuditEntry {
+        at: r.ts("at")?,
+        actor: r.text("actor")?,
+        action: r.text("action")?,
+        account: r.opt_text("account_id")?,
+        subscription: r.opt_text("subscription_id")?,
+        details: from_json("audit details", &r.json_text("details")?)?,
+    })
+}
+
 /// A refund owed, from `shared::finance::refunds_select!` (the ledger holds it as a debit).
 pub(crate) fn refund_from_row(r: &impl Cols) -> Result<RefundOwed, StoreError> {
     Ok(RefundOwed {

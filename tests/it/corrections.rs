@@ -148,6 +148,31 @@ async fn void_and_credit(backend: Backend) {
     )
     .await;
     sb.ok(&["credit", &inv, "--amount", "17.50", "--reason", "the rest"]);
+    let audit: Value =
+        serde_json::from_str(&sb.ok(&["audit", "--account", "a1", "--json"])).unwrap();
+    let reasons: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "credit")
+        .map(|e| e["details"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["outage", "the rest"]);
+    let actor = audit.as_array().unwrap().last().unwrap()["actor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !actor.is_empty() && actor != "billrun",
+        "the OS user, not {actor:?}"
+    );
+    let all: Value = serde_json::from_str(&sb.ok(&["audit", "--json"])).unwrap();
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "void" && e["account"] == "a2")
+    );
     assert_eq!(balance(&sb, "a1"), "30.00");
     assert_eq!(
         count(

@@ -312,9 +312,9 @@ macro_rules! change_store {
                         "reason": credit_note.reason,
                         "total": credit_note.total.to_string(),
                         "refund": active == 0,
-                        "by": actor,
                     });
-                    audit(&mut tx, now, action, (account, credit_note.subscription.as_ref().map(|s| s.as_str())), &details).await?;
+                    let subject = (account, credit_note.subscription.as_ref().map(|s| s.as_str()));
+                    audit_by(&mut tx, now, actor, action, subject, &details).await?;
                     tx.commit().await?;
                     Ok(issued)
                 })

@@ -149,6 +149,14 @@ macro_rules! query_store {
                 self.fetch_documents(DocFilter::Batch(batch)).await
             }
 
+            async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
+                let query = sqlx::query(
+                    "SELECT at, actor, action, account_id, subscription_id, details FROM audit_log \
+                     WHERE CAST($1 AS TEXT) IS NULL OR account_id = $1 ORDER BY id",
+                );
+                all(&self.pool, query.bind(account), rows::audit_from_row).await
+            }
+
             async fn credit_notes_against(
                 &self,
                 number: &str,

@@ -400,14 +400,27 @@ macro_rules! write_helpers {
             conn: &mut Conn,
             now: DateTime<Utc>,
             action: &str,
+            subject: (&str, Option<&str>),
+            details: &T,
+        ) -> Result<(), Fail> {
+            audit_by(conn, now, "billrun", action, subject, details).await
+        }
+
+        /// One audit row naming who asked for it (an operator's OS user).
+        pub(crate) async fn audit_by<T: serde::Serialize + ?Sized>(
+            conn: &mut Conn,
+            now: DateTime<Utc>,
+            actor: &str,
+            action: &str,
             (account, subscription): (&str, Option<&str>),
             details: &T,
         ) -> Result<(), Fail> {
             sqlx::query(
                 "INSERT INTO audit_log (at, actor, action, account_id, subscription_id, details) \
-                 VALUES ($1, 'billrun', $2, $3, $4, $5)",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(ts(now))
+            .bind(actor)
             .bind(action)
             .bind(account)
             .bind(subscription)
