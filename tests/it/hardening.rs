@@ -275,6 +275,10 @@ async fn summaries(backend: Backend) {
     )
     .await;
     assert!(queued >= 3, "{queued}");
+    // The daemon's outbox-depth metric counts them, on SQLite too (it once read 0 there).
+    let store = billrun::store::open(&sb.db.url).await.unwrap();
+    assert_eq!(store.outbox_depth().await.unwrap(), queued as u64);
+    drop(store);
 
     // Two messages held by a worker that is gone, its lease far off.
     sb.db

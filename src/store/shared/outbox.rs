@@ -101,7 +101,11 @@ macro_rules! outbox_store {
             }
 
             async fn outbox_depth(&self) -> Result<u64, StoreError> {
-                self.pending_count().await
+                // Counted in the database rather than by loading every pending message.
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n as u64)
             }
 
             async fn mark_failed(
