@@ -1,11 +1,16 @@
 //! Corrections (SPEC §10): `Billing::void` and `Billing::credit` load the invoice and the
 //! credit notes already against it, apply the core's rules (`core::correction`), write the
-//! credit note in one transaction (`ChangeStore::issue_correction`) and send it.
+//! credit note in one transaction (`ChangeStore::issue_correction`) and send it;
+//! `Billing::charge` adds a one-off charge to a subscription's next invoice, or invoices it
+//! at once.
 
 use crate::clock::today_in;
 use crate::context::Billing;
-use crate::core::correction::{CorrectionRefusal, plan_credit, plan_void};
+use crate::core::correction::{
+    CorrectionRefusal, plan_charge_later, plan_charge_now, plan_credit, plan_void,
+};
 use crate::core::document::{Document, DraftDocument};
+use crate::core::domain::AccountId;
 use crate::store::{StoreError, StoredDocument};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -16,6 +21,8 @@ pub enum CorrectionError {
     Refused(#[from] CorrectionRefusal),
     #[error("no document numbered {0:?}")]
     UnknownDocument(String),
+    #[error("unknown account {0:?}")]
+    UnknownAccount(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -27,7 +34,89 @@ pub fn operator() -> String {
         .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
 }
 
+/// A one-off charge as asked (SPEC §10).
+#[derive(Debug, Clone)]
+pub struct Charge {
+    pub account: String,
+    pub net: Decimal,
+    pub description: String,
+    /// The subscription whose next invoice carries it (default: the one renewing first).
+    pub subscription: Option<String>,
+    /// Invoice it at once rather than on the next invoice.
+    pub now: bool,
+    pub at: Option<NaiveDate>,
+}
+
+/// What a charge did: an invoice issued now, or a line waiting for a subscription's next
+/// invoice.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "charged")]
+pub enum Charged {
+    Invoiced {
+        invoice: Box<crate::output::DocumentJson>,
+    },
+    OnNextInvoice {
+        subscription: String,
+    },
+}
+
 impl Billing<'_> {
+    /// Add a one-off charge: as a line of the next invoice of a subscription, or (`now`) as
+    /// an invoice issued at once, dated `at`, with the balance applied.
+    pub async fn charge(&self, c: &Charge, actor: &str) -> Result<Charged, CorrectionError> {
+        let id = AccountId::new(&c.account)
+            .map_err(|_| CorrectionError::UnknownAccount(c.account.clone()))?;
+        let state = self
+            .store
+            .load_accounts(std::slice::from_ref(&id))
+            .await?
+            .pop()
+            .ok_or_else(|| CorrectionError::UnknownAccount(c.account.clone()))?;
+        let now = self.clock.now();
+        let key = format!(
+            "charge/{}/{}",
+            c.account,
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
+        if c.now {
+            let at =
+                c.at.unwrap_or_else(|| today_in(self.clock, &state.account.timezone));
+            let (invoice, after) =
+                plan_charge_now(&state, c.net, &c.description, key, at, self.settings.terms)?;
+            let issued = self
+                .store
+                .issue_charge(
+                    &invoice,
+                    (state.balance, after),
+                    &self.settings.numbering,
+                    actor,
+                    now,
+                )
+                .await?;
+            tracing::info!(invoice = %issued.document.number, account = %c.account, "one-off charge invoiced");
+            self.deliver_due().await?;
+            return Ok(Charged::Invoiced {
+                invoice: Box::new(crate::output::DocumentJson::from(&issued.document)),
+            });
+        }
+        let sub = plan_charge_later(&state, c.net, &c.description, c.subscription.as_deref())?;
+        self.store
+            .add_charge(
+                &id,
+                sub.id.as_str(),
+                c.description.trim(),
+                c.net,
+                &key,
+                actor,
+                now,
+            )
+            .await?;
+        tracing::info!(subscription = %sub.id, account = %c.account, "one-off charge queued");
+        Ok(Charged::OnNextInvoice {
+            subscription: sub.id.to_string(),
+        })
+    }
+
     /// Void invoice `number` in full with a credit note dated `at` (default: today in the
     /// account's timezone).
     pub async fn void(

@@ -3,13 +3,13 @@
 use crate::core::document::Document;
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LineJson {
     pub description: String,
     pub amount: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DocumentJson {
     pub number: Option<String>,
     pub kind: &'static str,

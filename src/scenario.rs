@@ -45,6 +45,7 @@ struct RawAction {
     licence: Option<toml::Table>,
     void: Option<toml::Table>,
     credit: Option<toml::Table>,
+    charge: Option<toml::Table>,
 }
 
 /// A timed action of the scenario, as written.
@@ -96,6 +97,7 @@ impl Scenario {
                 ("licence", a.licence),
                 ("void", a.void),
                 ("credit", a.credit),
+                ("charge", a.charge),
             ] {
                 if let Some(b) = body {
                     given.push((kind, b));
@@ -103,10 +105,15 @@ impl Scenario {
             }
             if given.len() != 1 {
                 return Err(bad(format!(
-                    "actions[{i}]: give exactly one of change, cancel, uncancel, licence, void or credit"
+                    "actions[{i}]: give exactly one of change, cancel, uncancel, licence, void, credit or charge"
                 )));
             }
             let (kind, body) = given.pop().expect("one action");
+            if kind == "charge" {
+                charge(&body, at).map_err(|e| bad(format!("actions[{i}].charge: {e}")))?;
+                actions.push(Action { at, kind, body });
+                continue;
+            }
             if matches!(kind, "void" | "credit") {
                 correction(kind, &body).map_err(|e| bad(format!("actions[{i}].{kind}: {e}")))?;
                 actions.push(Action { at, kind, body });
@@ -233,16 +240,22 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
                 .unwrap_or_default();
             let at = Some(action.at);
             let result = match action.kind {
-                "void" | "credit" => {
-                    let c =
-                        correction(action.kind, &action.body).map_err(ScenarioError::Invalid)?;
-                    let done = match c.amount {
-                        None => billing.void(&c.document, &c.reason, at, "scenario").await,
-                        Some(net) => {
-                            billing
-                                .credit(&c.document, net, &c.reason, at, "scenario")
-                                .await
+                "void" | "credit" | "charge" => {
+                    let done = if action.kind == "charge" {
+                        let c = charge(&action.body, action.at).map_err(ScenarioError::Invalid)?;
+                        billing.charge(&c, "scenario").await.map(drop)
+                    } else {
+                        let c = correction(action.kind, &action.body)
+                            .map_err(ScenarioError::Invalid)?;
+                        match c.amount {
+                            None => billing.void(&c.document, &c.reason, at, "scenario").await,
+                            Some(net) => {
+                                billing
+                                    .credit(&c.document, net, &c.reason, at, "scenario")
+                                    .await
+                            }
                         }
+                        .map(drop)
                     };
                     match done {
                         Ok(_) => Ok(()),
@@ -426,5 +439,38 @@ fn correction(kind: &str, body: &toml::Table) -> Result<Correction, String> {
         document: text("document")?,
         reason: text("reason")?,
         amount,
+    })
+}
+
+/// A `charge` action: `account`, `amount`, `description`, and `subscription` or `now`.
+fn charge(body: &toml::Table, at: NaiveDate) -> Result<crate::correction::Charge, String> {
+    let allowed = ["account", "amount", "description", "subscription", "now"];
+    if let Some(k) = body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("unknown key {k:?}"));
+    }
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("needs `{key} = \"…\"`"))
+    };
+    let now = match body.get("now") {
+        None => false,
+        Some(v) => v.as_bool().ok_or("`now` is true or false")?,
+    };
+    Ok(crate::correction::Charge {
+        account: text("account")?,
+        net: crate::core::money::parse_amount(&text("amount")?)?,
+        description: text("description")?,
+        subscription: body
+            .get("subscription")
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or("`subscription` is a string")
+            })
+            .transpose()?,
+        now,
+        at: Some(at),
     })
 }

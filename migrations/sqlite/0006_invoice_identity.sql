@@ -12,3 +12,6 @@ ALTER TABLE documents ADD COLUMN customer TEXT;
 ALTER TABLE documents ADD COLUMN corrects TEXT;
 ALTER TABLE documents ADD COLUMN reason TEXT;
 ALTER TABLE document_lines ADD COLUMN detail TEXT;
+-- * pending_items.kind: a proration waiting for the next invoice (`pending`), or a one-off
+--   charge (`one_off`, SPEC §10), which the invoice shows as such.
+ALTER TABLE pending_items ADD COLUMN kind TEXT NOT NULL DEFAULT 'pending';

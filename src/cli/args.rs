@@ -78,6 +78,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A one-off charge of NET: on the next invoice of a subscription, or (--now) invoiced at
+    /// once with the account's taxes and its balance applied.
+    Charge {
+        account: String,
+        #[arg(long, value_name = "NET")]
+        amount: String,
+        #[arg(long)]
+        description: String,
+        /// The subscription whose next invoice carries it (default: the one renewing first).
+        #[arg(long, conflicts_with = "now")]
+        subscription: Option<String>,
+        /// Invoice it now instead.
+        #[arg(long)]
+        now: bool,
+        /// The invoice's date with --now (default: today in the account's timezone).
+        #[arg(long, value_name = "DATE", value_parser = date_arg, requires = "now")]
+        at: Option<NaiveDate>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The finance files (documents.csv, lines.csv, refunds.csv) of the documents issued in
     /// [from, to).
     Export {
@@ -215,6 +235,7 @@ impl Command {
                 | Command::Invoice { .. }
                 | Command::Void { .. }
                 | Command::Credit { .. }
+                | Command::Charge { .. }
         )
     }
 }

@@ -5,7 +5,7 @@
 use super::{Exit, Mail, Session, configured_catalog, print_either};
 use crate::config::Config;
 use crate::core::money::parse_amount;
-use crate::correction::operator;
+use crate::correction::{Charge, Charged, operator};
 use crate::output::DocumentJson;
 use crate::store::StoredDocument;
 use anyhow::{Result, anyhow};
@@ -42,6 +42,24 @@ pub(super) async fn credit(
         .credit(number, net, reason, at, &operator())
         .await?;
     print_either(json, &DocumentJson::from(&issued.document), Issued(&issued))
+}
+
+pub(super) async fn charge(config: &Config, charge: &Charge, json: bool) -> Result<Exit> {
+    let session = Session::open(config, configured_catalog(config)?, Mail::Send).await?;
+    let charged = session.billing().charge(charge, &operator()).await?;
+    let text = match &charged {
+        Charged::Invoiced { invoice } => format!(
+            "Invoiced {} at once: {} {}.\n",
+            invoice.number.as_deref().unwrap_or("?"),
+            invoice.total,
+            invoice.currency
+        ),
+        Charged::OnNextInvoice { subscription } => format!(
+            "Charge of {} added to the next invoice of {subscription}.\n",
+            charge.net
+        ),
+    };
+    print_either(json, &charged, text)
 }
 
 /// "Issued credit note CN-… against INV-…: -12.34 USD."

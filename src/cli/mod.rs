@@ -92,6 +92,27 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             at,
             json,
         } => correction::credit(&config, &number, &amount, &reason, at, json).await,
+        Command::Charge {
+            account,
+            amount,
+            description,
+            subscription,
+            now,
+            at,
+            json,
+        } => {
+            let net = crate::core::money::parse_amount(&amount)
+                .map_err(|e| anyhow::anyhow!("--amount {amount:?}: {e}"))?;
+            let charge = crate::correction::Charge {
+                account,
+                net,
+                description,
+                subscription,
+                now,
+                at,
+            };
+            correction::charge(&config, &charge, json).await
+        }
         Command::Export { from, to, out } => export::export(&config, from, to, &out).await,
         Command::Parked { json } => parked::parked(&config, json).await,
         Command::Unpark { account } => parked::unpark(&config, &account).await,

@@ -268,12 +268,7 @@ pub fn period_lines(
 /// Proration carried to this invoice, a line each.
 fn pending_lines(b: &mut DocumentBuilder, pending: &[super::domain::PendingItem]) {
     for p in pending {
-        b.line(
-            LineKind::Pending,
-            p.description.clone(),
-            p.amount,
-            p.discountable,
-        );
+        b.line(p.kind, p.description.clone(), p.amount, p.discountable);
     }
 }
 

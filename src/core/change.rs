@@ -651,6 +651,7 @@ fn settle(
                         description: p.description.clone(),
                         amount: p.amount,
                         discountable: p.discountable,
+                        kind: crate::core::document::LineKind::Pending,
                     }));
                 outcome.pending = new_pending;
             }

@@ -1,10 +1,14 @@
 //! Corrections of what was issued (SPEC §10), as pure rules: voiding an invoice with a credit
-//! note that negates it line by line, and a partial credit note of a net amount with the
-//! invoice's taxes on it. The shell loads the invoice and the credit notes already issued
+//! note that negates it line by line, a partial credit note of a net amount with the
+//! invoice's taxes on it, and one-off charges — on the next invoice, or invoiced at once. The shell loads the invoice and the credit notes already issued
 //! against it, and writes the credit note this returns — with its number, ledger entry or
 //! refund, outbox message and audit record — in one transaction.
 
-use super::document::{Document, DocumentKind, DraftDocument, Line, LineKind};
+use super::billing::{AccountState, Terms};
+use super::document::{
+    Document, DocumentBuilder, DocumentKind, DraftDocument, Line, LineKind, apply_balance,
+};
+use super::domain::{AccountStatus, Subscription, SubscriptionStatus};
 use super::money::{self, AmountOverflow};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -40,6 +44,21 @@ pub enum CorrectionRefusal {
     },
     #[error("a reason is required")]
     NoReason,
+    #[error("a description is required")]
+    NoDescription,
+    #[error("account {0} is canceled; it is charged nothing more")]
+    AccountCanceled(String),
+    #[error("account {account} has no subscription {subscription:?}")]
+    UnknownSubscription {
+        account: String,
+        subscription: String,
+    },
+    #[error("subscription {0} has ended")]
+    SubscriptionEnded(String),
+    #[error(
+        "account {0} has no active subscription whose next invoice could carry the charge; use --now"
+    )]
+    NoActiveSubscription(String),
     #[error(transparent)]
     Overflow(#[from] AmountOverflow),
 }
@@ -202,6 +221,86 @@ pub fn plan_credit(
     }
     let key = format!("credit/{}/{}", invoice.number, earlier.len() + 1);
     Ok(credit_note(invoice, key, at, lines, reason)?)
+}
+
+/// What every charge is checked for: an active account, a positive amount in whole minor
+/// units, a description.
+fn check_charge(
+    state: &AccountState,
+    net: Decimal,
+    description: &str,
+) -> Result<(), CorrectionRefusal> {
+    let account = &state.account;
+    if account.status != AccountStatus::Active {
+        return Err(CorrectionRefusal::AccountCanceled(account.id.to_string()));
+    }
+    if net <= Decimal::ZERO {
+        return Err(CorrectionRefusal::AmountNotPositive(net));
+    }
+    if !account.currency.is_whole_minor(net) {
+        return Err(CorrectionRefusal::NotWholeMinorUnits(
+            net,
+            account.currency.to_string(),
+        ));
+    }
+    if description.trim().is_empty() {
+        return Err(CorrectionRefusal::NoDescription);
+    }
+    Ok(())
+}
+
+/// The subscription whose next invoice carries a one-off charge (SPEC §10): the one named, or
+/// the account's active subscription renewing first (ties by subscription id).
+pub fn plan_charge_later<'a>(
+    state: &'a AccountState,
+    net: Decimal,
+    description: &str,
+    named: Option<&str>,
+) -> Result<&'a Subscription, CorrectionRefusal> {
+    check_charge(state, net, description)?;
+    let account = state.account.id.to_string();
+    match named {
+        Some(id) => {
+            let sub = state
+                .subscriptions
+                .iter()
+                .find(|s| s.id.as_str() == id)
+                .ok_or_else(|| CorrectionRefusal::UnknownSubscription {
+                    account: account.clone(),
+                    subscription: id.to_string(),
+                })?;
+            if sub.status != SubscriptionStatus::Active || sub.cancel_at.is_some() {
+                return Err(CorrectionRefusal::SubscriptionEnded(id.to_string()));
+            }
+            Ok(sub)
+        }
+        None => state
+            .subscriptions
+            .iter()
+            .filter(|s| s.status == SubscriptionStatus::Active && s.cancel_at.is_none())
+            .min_by(|a, b| (a.next_bill_date, &a.id).cmp(&(b.next_bill_date, &b.id)))
+            .ok_or(CorrectionRefusal::NoActiveSubscription(account)),
+    }
+}
+
+/// A one-off charge invoiced at once (SPEC §10, `--now`): one line of `net`, not
+/// discounted, with the account's taxes, the balance applied. Returns the invoice and the
+/// balance after it.
+pub fn plan_charge_now(
+    state: &AccountState,
+    net: Decimal,
+    description: &str,
+    key: String,
+    at: NaiveDate,
+    terms: Terms,
+) -> Result<(DraftDocument, Decimal), CorrectionRefusal> {
+    check_charge(state, net, description)?;
+    let account = &state.account;
+    let mut b = DocumentBuilder::new(account.currency);
+    b.line(LineKind::OneOff, description.trim(), net, false);
+    let mut doc = b.finish(key, account, None, at, terms.due(at), None, None)?;
+    let balance = apply_balance(&mut doc, state.balance)?;
+    Ok((doc, balance))
 }
 
 #[cfg(test)]

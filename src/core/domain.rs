@@ -274,13 +274,16 @@ pub struct Item {
     pub quantity: u32,
 }
 
-/// Proration waiting for the next renewal or final invoice.
+/// Proration (or a one-off charge) waiting for the next renewal or final invoice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PendingItem {
     pub id: i64,
     pub description: String,
     pub amount: Decimal,
     pub discountable: bool,
+    /// `Pending` for proration, `OneOff` for a charge.
+    #[serde(skip)]
+    pub kind: super::document::LineKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

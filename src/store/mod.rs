@@ -382,6 +382,31 @@ pub trait ChangeStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<StoredDocument, StoreError>;
 
+    /// Queue a one-off charge for `subscription`'s next invoice (a pending item of kind
+    /// `one_off`, not discountable), with an audit row naming `actor`. `key` is unique.
+    #[allow(clippy::too_many_arguments)]
+    async fn add_charge(
+        &self,
+        account: &AccountId,
+        subscription: &str,
+        description: &str,
+        amount: Decimal,
+        key: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Issue a one-off charge's invoice at once, moving the balance from `before` to `after`
+    /// (the credit it used), with an audit row naming `actor`.
+    async fn issue_charge(
+        &self,
+        invoice: &DraftDocument,
+        (before, after): (Decimal, Decimal),
+        numbering: &Numbering,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StoredDocument, StoreError>;
+
     /// Licences of a subscription, removed ones included.
     async fn licences(
         &self,

@@ -391,6 +391,14 @@ pub(crate) fn document_from_row(
     })
 }
 
+/// The line kind of a pending item's `kind` column.
+pub(crate) fn pending_kind(kind: &str) -> Result<LineKind, StoreError> {
+    match LineKind::parse(kind) {
+        Some(k @ (LineKind::Pending | LineKind::OneOff)) => Ok(k),
+        _ => Err(corrupt("pending item kind")(kind.to_string())),
+    }
+}
+
 /// An `audit_log` row.
 pub(crate) fn audit_from_row(r: &impl Cols) -> Result<super::AuditEntry, StoreError> {
     Ok(super::AuditEntry {

@@ -183,3 +183,94 @@ async fn void_and_credit(backend: Backend) {
         2
     );
 }
+
+on_each_backend!(charges:
+    one_off_charges_wait_for_the_next_invoice_or_are_invoiced_now_sqlite,
+    one_off_charges_wait_for_the_next_invoice_or_are_invoiced_now_postgres
+);
+
+async fn charges(backend: Backend) {
+    let sb = sandbox(backend);
+    let later: Value = serde_json::from_str(&sb.ok(&[
+        "charge",
+        "a2",
+        "--amount",
+        "25.00",
+        "--description",
+        "Onboarding",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(later["charged"], "on_next_invoice");
+    assert_eq!(later["subscription"], "s2");
+    let now: Value = serde_json::from_str(&sb.ok(&[
+        "charge",
+        "a2",
+        "--amount",
+        "10.00",
+        "--description",
+        "Setup",
+        "--now",
+        "--at",
+        "2026-01-03",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(now["charged"], "invoiced");
+    // VAT 20% on 10.00, nothing discounted.
+    assert_eq!(now["invoice"]["total"], "12.00");
+    assert_eq!(now["invoice"]["issued_at"], "2026-01-03");
+    refused(
+        &sb,
+        &["charge", "zz", "--amount", "1.00", "--description", "x"],
+        "unknown account",
+    )
+    .await;
+    refused(
+        &sb,
+        &["charge", "a2", "--amount", "0", "--description", "x"],
+        "above zero",
+    )
+    .await;
+    refused(
+        &sb,
+        &[
+            "charge",
+            "a2",
+            "--amount",
+            "1.00",
+            "--description",
+            "x",
+            "--subscription",
+            "s1",
+        ],
+        "has no subscription \"s1\"",
+    )
+    .await;
+    // February's renewal of s2 carries the waiting charge, taxed: (50.00 + 25.00) × 1.2.
+    sb.ok(&["close", "--as-of", "2026-02-01"]);
+    let docs: Value =
+        serde_json::from_str(&sb.ok(&["invoices", "--account", "a2", "--json"])).unwrap();
+    let feb = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["issued_at"] == "2026-02-01")
+        .unwrap();
+    assert_eq!(feb["total"], "90.00", "{feb}");
+    assert!(
+        feb["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["description"] == "Onboarding")
+    );
+    assert_eq!(
+        count(
+            &sb.db,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'charge'"
+        )
+        .await,
+        2
+    );
+}

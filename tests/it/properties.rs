@@ -134,6 +134,7 @@ impl Model {
         for p in out.pending {
             self.next_pending += 1;
             sub.pending.push(PendingItem {
+                kind: billrun::core::document::LineKind::Pending,
                 id: self.next_pending,
                 description: p.description,
                 amount: p.amount,

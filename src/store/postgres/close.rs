@@ -32,7 +32,7 @@ impl CloseStore for PgStore {
         }
         let mut pending = Vec::new();
         for r in fetch(
-            "SELECT id, subscription_id, description, amount, discountable FROM pending_items \
+            "SELECT id, subscription_id, description, amount, discountable, kind FROM pending_items \
              WHERE document_id IS NULL AND subscription_id IN \
              (SELECT id FROM subscriptions WHERE status = 'active' AND account_id = ANY($1)) ORDER BY id",
         )
@@ -43,6 +43,7 @@ impl CloseStore for PgStore {
                 description: r.text("description")?,
                 amount: r.money("amount")?,
                 discountable: r.flag("discountable")?,
+                kind: rows::pending_kind(&r.text("kind")?)?,
             };
             pending.push((r.text("subscription_id")?, item));
         }

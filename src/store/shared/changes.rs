@@ -321,6 +321,68 @@ macro_rules! change_store {
                 .await
             }
 
+            async fn add_charge(
+                &self,
+                account: &AccountId,
+                subscription: &str,
+                description: &str,
+                amount: rust_decimal::Decimal,
+                key: &str,
+                actor: &str,
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                written(async {
+                    let mut tx = self.write_tx().await?;
+                    sqlx::query(
+                        "INSERT INTO pending_items (subscription_id, description, amount, discountable, created_at, \
+                         source_key, kind) VALUES ($1, $2, $3, $4, $5, $6, 'one_off')",
+                    )
+                    .bind(subscription)
+                    .bind(description)
+                    .bind(money(amount))
+                    .bind(false)
+                    .bind(ts(now))
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(conflict_as(format!("charge {key}")))?;
+                    let details = serde_json::json!({
+                        "description": description, "amount": amount.to_string(), "on": "next invoice",
+                    });
+                    audit_by(&mut tx, now, actor, "charge", (account.as_str(), Some(subscription)), &details).await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn issue_charge(
+                &self,
+                invoice: &DraftDocument,
+                (before, after): (rust_decimal::Decimal, rust_decimal::Decimal),
+                numbering: &Numbering,
+                actor: &str,
+                now: DateTime<Utc>,
+            ) -> Result<StoredDocument, StoreError> {
+                written(async {
+                    let mut tx = self.write_tx().await?;
+                    let account = invoice.account.as_str();
+                    let mut issued = insert_documents(&mut tx, numbering, None, &[invoice], now).await?;
+                    let issued = issued.pop().ok_or_else(|| StoreError::Database("no invoice written".into()))?;
+                    update_balances(&mut tx, &[(account, before, after)]).await?;
+                    let details = serde_json::json!({
+                        "invoice": issued.document.number,
+                        "description": invoice.lines.first().map(|l| l.description.as_str()),
+                        "amount": invoice.subtotal.to_string(),
+                        "on": "invoice now",
+                    });
+                    audit_by(&mut tx, now, actor, "charge", (account, None), &details).await?;
+                    tx.commit().await?;
+                    Ok(issued)
+                })
+                .await
+            }
+
             async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError> {
                 let query = sqlx::query(
                     "SELECT subscription_id, kind, target, requested_at, effective_at, status \

@@ -33,7 +33,7 @@ impl CloseStore for SqliteStore {
                ORDER BY id) FROM subs), \
              (SELECT json_group_array(json_array(i.subscription_id, i.plan, i.quantity) ORDER BY i.subscription_id, i.plan) \
               FROM subs CROSS JOIN subscription_items i ON i.subscription_id = subs.id), \
-             (SELECT json_group_array(json_array(p.id, p.subscription_id, p.description, p.amount, p.discountable) ORDER BY p.id) \
+             (SELECT json_group_array(json_array(p.id, p.subscription_id, p.description, p.amount, p.discountable, p.kind) ORDER BY p.id) \
               FROM subs CROSS JOIN pending_items p ON p.subscription_id = subs.id AND p.document_id IS NULL), \
              (SELECT json_group_array(json_array(c.id, c.subscription_id, c.effective_at, c.kind, c.target) ORDER BY c.effective_at, c.id) \
               FROM subs CROSS JOIN scheduled_changes c INDEXED BY scheduled_changes_queued \
@@ -45,8 +45,11 @@ impl CloseStore for SqliteStore {
         let accounts = json_rows("accounts", row.try_get(0)?)?;
         let items = json_rows("items", row.try_get(2)?)?;
         let mut pending = Vec::new();
-        for (id, sub, description, amount, discountable) in
-            json_rows::<(i64, String, String, String, i64)>("pending items", row.try_get(3)?)?
+        for (id, sub, description, amount, discountable, kind) in
+            json_rows::<(i64, String, String, String, i64, String)>(
+                "pending items",
+                row.try_get(3)?,
+            )?
         {
             let amount = rows::text::amount(&amount)?;
             let discountable = discountable != 0;
@@ -57,6 +60,7 @@ impl CloseStore for SqliteStore {
                     description,
                     amount,
                     discountable,
+                    kind: rows::pending_kind(&kind)?,
                 },
             ));
         }
