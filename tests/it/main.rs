@@ -11,6 +11,7 @@
 mod common;
 
 mod cli;
+mod correction_properties;
 mod corrections;
 mod crash;
 mod daemon;
