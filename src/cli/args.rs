@@ -47,6 +47,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Close runs, newest first: as-of date, times, outcome, documents, finance batch, and
+    /// their customer emails sent and waiting.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit log: corrections, changes, cancellations, deletions, unparks; who and why.
     Audit {
         #[arg(long)]

@@ -20,6 +20,7 @@ mod import;
 mod licences;
 mod migrate;
 mod parked;
+mod runs;
 mod send;
 mod simulate;
 
@@ -78,6 +79,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             out,
             json,
         } => close::close(&config, as_of, dry_run, out.as_deref(), json).await,
+        Command::Runs { json } => runs::runs(&config, json).await,
         Command::Audit { account, json } => audit::audit(&config, account.as_deref(), json).await,
         Command::Void {
             number,

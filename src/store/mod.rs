@@ -80,6 +80,23 @@ impl Numbering {
     }
 }
 
+/// A close run as `billrun runs` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub run: RunId,
+    pub as_of: NaiveDate,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// running, completed or failed.
+    pub status: String,
+    pub documents: i64,
+    pub finance_batch: Option<i64>,
+    /// Customer emails of the run's documents sent, and not sent yet.
+    pub emails_sent: i64,
+    pub emails_waiting: i64,
+    pub error: Option<String>,
+}
+
 /// One row of the audit log: what was done, to which account, by whom, and why.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditEntry {
@@ -284,6 +301,8 @@ pub trait ImportStore: Send + Sync {
 #[async_trait]
 pub trait RunStore: Send + Sync {
     async fn begin_run(&self, as_of: NaiveDate, now: DateTime<Utc>) -> Result<RunId, StoreError>;
+    /// Every run, newest first, with its finance batch and its customer emails.
+    async fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
     async fn finish_run(
         &self,
         run: RunId,

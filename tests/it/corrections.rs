@@ -249,6 +249,21 @@ async fn charges(backend: Backend) {
     .await;
     // February's renewal of s2 carries the waiting charge, taxed: (50.00 + 25.00) × 1.2.
     sb.ok(&["close", "--as-of", "2026-02-01"]);
+    let runs: Value = serde_json::from_str(&sb.ok(&["runs", "--json"])).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["as_of"], "2026-02-01", "newest first");
+    assert_eq!(runs[0]["status"], "completed");
+    assert_eq!(runs[0]["documents"], 3);
+    assert_eq!(
+        (
+            runs[0]["emails_sent"].as_i64(),
+            runs[0]["emails_waiting"].as_i64()
+        ),
+        (Some(3), Some(0))
+    );
+    assert!(runs[1]["finance_batch"].is_i64());
+    assert!(sb.ok(&["runs"]).contains("completed"));
     let docs: Value =
         serde_json::from_str(&sb.ok(&["invoices", "--account", "a2", "--json"])).unwrap();
     let feb = docs

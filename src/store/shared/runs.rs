@@ -20,6 +20,33 @@ macro_rules! run_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl RunStore for $store {
+            async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+                let query = sqlx::query(
+                    "SELECT r.id, r.as_of, r.started_at, r.finished_at, r.status, r.documents, r.error, \
+                     (SELECT b.id FROM finance_batches b WHERE b.run_id = r.id) AS batch, \
+                     (SELECT COUNT(*) FROM outbox o JOIN documents d ON d.id = o.document_id \
+                      WHERE d.run_id = r.id AND o.status = 'sent') AS sent, \
+                     (SELECT COUNT(*) FROM outbox o JOIN documents d ON d.id = o.document_id \
+                      WHERE d.run_id = r.id AND o.status = 'pending') AS waiting \
+                     FROM runs r ORDER BY r.id DESC",
+                );
+                all(&self.pool, query, |r| {
+                    Ok(RunRecord {
+                        run: r.int("id")?,
+                        as_of: r.day("as_of")?,
+                        started_at: r.ts("started_at")?,
+                        finished_at: r.opt_ts("finished_at")?,
+                        status: r.text("status")?,
+                        documents: r.int("documents")?,
+                        finance_batch: r.opt_int("batch")?,
+                        emails_sent: r.int("sent")?,
+                        emails_waiting: r.int("waiting")?,
+                        error: r.opt_text("error")?,
+                    })
+                })
+                .await
+            }
+
             async fn begin_run(
                 &self,
                 as_of: NaiveDate,
