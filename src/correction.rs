@@ -1,6 +1,6 @@
 //! Corrections (SPEC §10): `Billing::void` and `Billing::credit` load the invoice and the
 //! credit notes already against it, apply the core's rules (`core::correction`), write the
-//! credit note in one transaction (`ChangeStore::issue_correction`) and send it;
+//! credit note in one transaction (`ChangeStore::issue_requested`) and send it;
 //! `Billing::charge` adds a one-off charge to a subscription's next invoice, or invoices it
 //! at once.
 
@@ -11,7 +11,7 @@ use crate::core::correction::{
 };
 use crate::core::document::{Document, DraftDocument};
 use crate::core::domain::AccountId;
-use crate::store::{StoreError, StoredDocument};
+use crate::store::{Requested, StoreError, StoredDocument};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
@@ -85,9 +85,12 @@ impl Billing<'_> {
                 plan_charge_now(&state, c.net, &c.description, key, at, self.settings.terms)?;
             let issued = self
                 .store
-                .issue_charge(
+                .issue_requested(
                     &invoice,
-                    (state.balance, after),
+                    Requested::Charge {
+                        before: state.balance,
+                        after,
+                    },
                     &self.settings.numbering,
                     actor,
                     now,
@@ -191,7 +194,13 @@ impl Billing<'_> {
     ) -> Result<StoredDocument, CorrectionError> {
         let issued = self
             .store
-            .issue_correction(&note, &self.settings.numbering, actor, self.clock.now())
+            .issue_requested(
+                &note,
+                Requested::Correction,
+                &self.settings.numbering,
+                actor,
+                self.clock.now(),
+            )
             .await?;
         tracing::info!(
             credit_note = %issued.document.number,

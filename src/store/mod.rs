@@ -80,6 +80,17 @@ impl Numbering {
     }
 }
 
+/// What a document an operator asked for does to the account (`issue_requested`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// A credit note correcting an invoice: its amount to the balance, or a refund owed when
+    /// the account has no active subscription left; what it corrects and why recorded.
+    Correction,
+    /// An invoice of a one-off charge issued now: the balance moves from `before` to `after`
+    /// (the credit it used).
+    Charge { before: Decimal, after: Decimal },
+}
+
 /// A close run as `billrun runs` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunRecord {
@@ -388,14 +399,13 @@ pub trait ChangeStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// Issue a credit note correcting an invoice (a void or a partial credit, SPEC §10) in
-    /// one transaction: its number, lines and outbox message, the invoice it corrects and
-    /// why, its amount to the account's balance — or, when the account has no active
-    /// subscription left, as a refund owed (the balance stays as it was) — and an audit row
+    /// Issue one document an operator asked for (SPEC §10) in one transaction: its number,
+    /// lines and outbox message, its effect on the balance (`Requested`), and an audit row
     /// naming `actor`. A second void of one invoice meets the unique document key.
-    async fn issue_correction(
+    async fn issue_requested(
         &self,
-        credit_note: &DraftDocument,
+        doc: &DraftDocument,
+        effect: Requested,
         numbering: &Numbering,
         actor: &str,
         now: DateTime<Utc>,
@@ -414,17 +424,6 @@ pub trait ChangeStore: Send + Sync {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
-
-    /// Issue a one-off charge's invoice at once, moving the balance from `before` to `after`
-    /// (the credit it used), with an audit row naming `actor`.
-    async fn issue_charge(
-        &self,
-        invoice: &DraftDocument,
-        (before, after): (Decimal, Decimal),
-        numbering: &Numbering,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<StoredDocument, StoreError>;
 
     /// Licences of a subscription, removed ones included.
     async fn licences(

@@ -262,61 +262,40 @@ macro_rules! change_store {
                 Ok((assigned as u32, available as u32))
             }
 
-            async fn issue_correction(
+            async fn issue_requested(
                 &self,
-                credit_note: &DraftDocument,
+                doc: &DraftDocument,
+                effect: Requested,
                 numbering: &Numbering,
                 actor: &str,
                 now: DateTime<Utc>,
             ) -> Result<StoredDocument, StoreError> {
                 written(async {
                     let mut tx = self.write_tx().await?;
-                    let account = credit_note.account.as_str();
-                    let mut issued = insert_documents(&mut tx, numbering, None, &[credit_note], now).await?;
-                    let issued = issued.pop().ok_or_else(|| StoreError::Database("no credit note written".into()))?;
-                    sqlx::query("UPDATE documents SET corrects = $1, reason = $2 WHERE id = $3")
-                        .bind(credit_note.corrects.as_deref())
-                        .bind(credit_note.reason.as_deref())
-                        .bind(issued.id)
-                        .execute(&mut *tx)
-                        .await?;
-                    let (active, balance): (i64, String) = sqlx::query_as(
-                        "SELECT (SELECT COUNT(*) FROM subscriptions WHERE account_id = $1 AND status = 'active'), \
-                         CAST(balance AS TEXT) FROM accounts WHERE id = $1",
-                    )
-                    .bind(account)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let before = rust_decimal::Decimal::from_str_exact(&balance)
-                        .map_err(|e| StoreError::Corrupt(format!("balance of {account}: {e}")))?;
-                    let credit = -credit_note.total;
-                    if active > 0 {
-                        update_balances(&mut tx, &[(account, before, before + credit)]).await?;
-                    } else {
-                        // Nothing left to bill: the credit is paid back, not kept.
-                        sqlx::query(
-                            "INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) \
-                             VALUES ($1, $2, $3, 'refund', $4)",
-                        )
-                        .bind(account)
-                        .bind(day(credit_note.issued_at))
-                        .bind(money(-credit))
-                        .bind(issued.id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    let action = if credit_note.key.starts_with("void/") { "void" } else { "credit" };
-                    let details = serde_json::json!({
-                        "credit_note": issued.document.number,
-                        "corrects": credit_note.corrects,
-                        "reason": credit_note.reason,
-                        "total": credit_note.total.to_string(),
-                        "refund": active == 0,
-                    });
-                    let subject = (account, credit_note.subscription.as_ref().map(|s| s.as_str()));
+                    let account = doc.account.as_str();
+                    let issued = issue_one(&mut tx, numbering, doc, now).await?;
+                    let (action, details) = match effect {
+                        Requested::Charge { before, after } => {
+                            update_balances(&mut tx, &[(account, before, after)]).await?;
+                            let details = serde_json::json!({
+                                "invoice": issued.document.number, "amount": doc.subtotal.to_string(),
+                                "description": doc.lines.first().map(|l| l.description.as_str()),
+                            });
+                            ("charge", details)
+                        }
+                        Requested::Correction => {
+                            let refund = credit_or_refund(&mut tx, doc, issued.id).await?;
+                            let details = serde_json::json!({
+                                "credit_note": issued.document.number, "corrects": doc.corrects,
+                                "reason": doc.reason, "total": doc.total.to_string(), "refund": refund,
+                            });
+                            let void = doc.key.starts_with("void/");
+                            (if void { "void" } else { "credit" }, details)
+                        }
+                    };
+                    let subject = (account, doc.subscription.as_ref().map(|s| s.as_str()));
                     audit_by(&mut tx, now, actor, action, subject, &details).await?;
-                    tx.commit().await?;
-                    Ok(issued)
+                    tx.commit().await.map(|()| issued).map_err(Into::into)
                 })
                 .await
             }
@@ -331,6 +310,9 @@ macro_rules! change_store {
                 actor: &str,
                 now: DateTime<Utc>,
             ) -> Result<(), StoreError> {
+                let details = serde_json::json!({
+                    "description": description, "amount": amount.to_string(), "on": "next invoice",
+                });
                 written(async {
                     let mut tx = self.write_tx().await?;
                     sqlx::query(
@@ -346,39 +328,9 @@ macro_rules! change_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(conflict_as(format!("charge {key}")))?;
-                    let details = serde_json::json!({
-                        "description": description, "amount": amount.to_string(), "on": "next invoice",
-                    });
-                    audit_by(&mut tx, now, actor, "charge", (account.as_str(), Some(subscription)), &details).await?;
-                    tx.commit().await?;
-                    Ok(())
-                })
-                .await
-            }
-
-            async fn issue_charge(
-                &self,
-                invoice: &DraftDocument,
-                (before, after): (rust_decimal::Decimal, rust_decimal::Decimal),
-                numbering: &Numbering,
-                actor: &str,
-                now: DateTime<Utc>,
-            ) -> Result<StoredDocument, StoreError> {
-                written(async {
-                    let mut tx = self.write_tx().await?;
-                    let account = invoice.account.as_str();
-                    let mut issued = insert_documents(&mut tx, numbering, None, &[invoice], now).await?;
-                    let issued = issued.pop().ok_or_else(|| StoreError::Database("no invoice written".into()))?;
-                    update_balances(&mut tx, &[(account, before, after)]).await?;
-                    let details = serde_json::json!({
-                        "invoice": issued.document.number,
-                        "description": invoice.lines.first().map(|l| l.description.as_str()),
-                        "amount": invoice.subtotal.to_string(),
-                        "on": "invoice now",
-                    });
-                    audit_by(&mut tx, now, actor, "charge", (account, None), &details).await?;
-                    tx.commit().await?;
-                    Ok(issued)
+                    let subject = (account.as_str(), Some(subscription));
+                    audit_by(&mut tx, now, actor, "charge", subject, &details).await?;
+                    Ok(tx.commit().await?)
                 })
                 .await
             }

@@ -193,6 +193,62 @@ macro_rules! write_helpers {
                 .collect())
         }
 
+        /// Issue one document outside a run: its number, lines, ledger entry and outbox message.
+        pub(crate) async fn issue_one(
+            conn: &mut Conn,
+            numbering: &Numbering,
+            doc: &DraftDocument,
+            now: DateTime<Utc>,
+        ) -> Result<StoredDocument, Fail> {
+            let mut issued = insert_documents(conn, numbering, None, &[doc], now).await?;
+            issued
+                .pop()
+                .ok_or_else(|| StoreError::Database("no document written".into()).into())
+        }
+
+        /// A credit note's amount to its account: to the balance, or — when the account has no
+        /// active subscription left — paid back as a refund owed, the balance as it was.
+        /// Records what it corrects and why. Returns whether it was a refund.
+        pub(crate) async fn credit_or_refund(
+            conn: &mut Conn,
+            note: &DraftDocument,
+            id: i64,
+        ) -> Result<bool, Fail> {
+            let account = note.account.as_str();
+            sqlx::query("UPDATE documents SET corrects = $1, reason = $2 WHERE id = $3")
+                .bind(note.corrects.as_deref())
+                .bind(note.reason.as_deref())
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            let (active, balance): (i64, String) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM subscriptions WHERE account_id = $1 AND status = 'active'), \
+                 CAST(balance AS TEXT) FROM accounts WHERE id = $1",
+            )
+            .bind(account)
+            .fetch_one(&mut *conn)
+            .await?;
+            let before = Decimal::from_str_exact(&balance)
+                .map_err(|e| StoreError::Corrupt(format!("balance of {account}: {e}")))?;
+            let credit = -note.total;
+            if active > 0 {
+                update_balances(conn, &[(account, before, before + credit)]).await?;
+                return Ok(false);
+            }
+            // Nothing left to bill: the credit is paid back, not kept.
+            sqlx::query(
+                "INSERT INTO balance_ledger (account_id, at, amount, reason, document_id) \
+                 VALUES ($1, $2, $3, 'refund', $4)",
+            )
+            .bind(account)
+            .bind(day(note.issued_at))
+            .bind(money(-credit))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(true)
+        }
+
         /// A chunk's writes once its subscriptions advanced: the queued changes it applied,
         /// its documents (in the run's batch), its balances. Returns the documents as issued.
         pub(crate) async fn issue_chunk(
