@@ -41,6 +41,8 @@ pub struct CloseSettings {
     /// How long a claim on a chunk of accounts lasts; a worker that dies holding one is
     /// replaced after this.
     pub lease_seconds: u32,
+    /// Hours a run's customer emails wait for review (0: none).
+    pub review_hours: u32,
     /// Bounds a close must stay within to be issued unattended; an account whose close
     /// exceeds one is parked (see `core::sanity`).
     pub sanity: SanityBounds,
@@ -66,6 +68,7 @@ impl CloseSettings {
             modules: config.modules.clone(),
             worker: worker_name(),
             lease_seconds: config.lease_seconds,
+            review_hours: config.review_hours,
             sanity: config.sanity_bounds(),
             // Required by every command that renders documents (cli::run checks it); the
             // simulator and the bench render nothing.

@@ -152,6 +152,22 @@ impl Billing<'_> {
         self.issue(note, actor).await
     }
 
+    /// Hold run `run`'s unsent customer emails until released; returns how many.
+    pub async fn hold(&self, run: i64, actor: &str) -> Result<u64, CorrectionError> {
+        let held = self.store.hold_run(run, actor, self.clock.now()).await?;
+        tracing::info!(run, held, "customer emails held");
+        Ok(held)
+    }
+
+    /// Send run `run`'s held customer emails now (those a void withdrew stay unsent);
+    /// returns how many were released.
+    pub async fn release(&self, run: i64, actor: &str) -> Result<u64, CorrectionError> {
+        let released = self.store.release_run(run, actor, self.clock.now()).await?;
+        tracing::info!(run, released, "customer emails released");
+        self.deliver_due().await?;
+        Ok(released)
+    }
+
     async fn invoice_and_corrections(
         &self,
         number: &str,

@@ -15,3 +15,7 @@ ALTER TABLE document_lines ADD COLUMN detail TEXT;
 -- * pending_items.kind: a proration waiting for the next invoice (`pending`), or a one-off
 --   charge (`one_off`, SPEC §10), which the invoice shows as such.
 ALTER TABLE pending_items ADD COLUMN kind TEXT NOT NULL DEFAULT 'pending';
+-- * outbox.hold: a customer email an operator holds (`operator`, `billrun hold RUN`) or that
+--   will never go because its invoice was voided while it waited (`withdrawn`); NULL: it goes
+--   when due. A run's review window is its messages' first `next_attempt_at` (SPEC §10).
+ALTER TABLE outbox ADD COLUMN hold TEXT;

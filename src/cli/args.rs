@@ -53,6 +53,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep a run's customer emails from going until `release RUN`.
+    Hold { run: i64 },
+    /// Send a run's held customer emails now.
+    Release { run: i64 },
     /// The audit log: corrections, changes, cancellations, deletions, unparks; who and why.
     Audit {
         #[arg(long)]
@@ -242,6 +246,7 @@ impl Command {
                 | Command::Void { .. }
                 | Command::Credit { .. }
                 | Command::Charge { .. }
+                | Command::Release { .. }
         )
     }
 }

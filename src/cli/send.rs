@@ -57,6 +57,17 @@ impl fmt::Display for Waiting<'_> {
                 at(&w.claimed_until)
             )?;
         }
+        if w.held > 0 {
+            let until = match &w.review_until {
+                Some(_) => format!("the review window ends by {}", at(&w.review_until)),
+                None => "released".into(),
+            };
+            writeln!(
+                f,
+                "{} customer email(s) held for review until {until}; `billrun runs` lists them, `billrun release RUN` sends them now.",
+                w.held
+            )?;
+        }
         Ok(())
     }
 }

@@ -655,10 +655,13 @@ impl Pipeline<'_, '_> {
         } = inputs;
         let mut attempts = 0;
         loop {
+            let now = clock.now();
             let ctx = ChunkContext {
                 run,
                 numbering: &settings.numbering,
-                now: clock.now(),
+                now,
+                // Customer emails wait out the review window; the finance batch does not.
+                mail_at: now + chrono::Duration::hours(i64::from(settings.review_hours)),
                 retention_days: settings.retention_days,
             };
             let t = std::time::Instant::now();

@@ -45,6 +45,9 @@ pub struct Config {
     pub chunk_size: u32,
     /// Seconds a worker's claim on a chunk lasts before another worker may take it over.
     pub lease_seconds: u32,
+    /// Hours a run's customer emails wait before they go, so finance can look first
+    /// (`billrun hold RUN` / `release RUN`); the finance batch goes at once. 0: no wait.
+    pub review_hours: u32,
     /// When the daemon closes: cron with seconds, in the billing timezone.
     pub schedule: String,
     /// Where the daemon serves /healthz and /metrics.
@@ -194,6 +197,7 @@ impl Default for Config {
             retention_days: 0,
             chunk_size: 2000,
             lease_seconds: 300,
+            review_hours: 0,
             schedule: "0 0 0 * * *".into(),
             http_addr: "127.0.0.1:9464".into(),
             modules: BTreeMap::new(),
@@ -227,6 +231,7 @@ const KEYS: &[&str] = &[
     "retention_days",
     "chunk_size",
     "lease_seconds",
+    "review_hours",
     "schedule",
     "http_addr",
     "sanity_max_documents_per_subscription",
@@ -402,6 +407,7 @@ impl Config {
             "retention_days" => self.retention_days = number(value)?,
             "chunk_size" => self.chunk_size = number(value)?,
             "lease_seconds" => self.lease_seconds = number(value)?,
+            "review_hours" => self.review_hours = number(value)?,
             "schedule" => self.schedule = value.into(),
             "http_addr" => self.http_addr = value.into(),
             "sanity_max_documents_per_subscription" => {
@@ -527,6 +533,12 @@ impl Config {
                     "{:?} is not an address:port (e.g. 127.0.0.1:9464)",
                     self.http_addr
                 ),
+            );
+        }
+        if self.review_hours > 24 * 31 {
+            return bad(
+                "review_hours",
+                format!("{} must be at most 744 (a month)", self.review_hours),
             );
         }
         if !(10..=86_400).contains(&self.lease_seconds) {

@@ -105,6 +105,8 @@ pub struct RunRecord {
     /// Customer emails of the run's documents sent, and not sent yet.
     pub emails_sent: i64,
     pub emails_waiting: i64,
+    /// Of those waiting: held for review or by an operator.
+    pub emails_held: i64,
     pub error: Option<String>,
 }
 
@@ -156,6 +158,11 @@ pub struct OutboxWaiting {
     pub claimed: u64,
     /// When the last of those claims ends, if its worker never finishes.
     pub claimed_until: Option<DateTime<Utc>>,
+    /// Customer emails held for review: in a run's review window, or held by an operator
+    /// (`billrun hold RUN`) until released. Not a failure.
+    pub held: u64,
+    /// When the last review window ends (messages held by an operator wait for `release`).
+    pub review_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +196,8 @@ pub struct ChunkContext<'a> {
     pub run: RunId,
     pub numbering: &'a Numbering,
     pub now: DateTime<Utc>,
+    /// When the run's customer emails may go: `now`, or the end of its review window.
+    pub mail_at: DateTime<Utc>,
     /// Days after an account is canceled before its data may be deleted.
     pub retention_days: u32,
 }
@@ -313,7 +322,22 @@ pub trait ImportStore: Send + Sync {
 pub trait RunStore: Send + Sync {
     async fn begin_run(&self, as_of: NaiveDate, now: DateTime<Utc>) -> Result<RunId, StoreError>;
     /// Every run, newest first, with its finance batch and its customer emails.
-    async fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    async fn runs(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError>;
+    /// Hold a run's unsent customer emails until `release_run` (SPEC §10); returns how many.
+    async fn hold_run(
+        &self,
+        run: RunId,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Let a run's held customer emails go now (held, or in their review window); returns
+    /// how many. Those withdrawn by a void stay unsent.
+    async fn release_run(
+        &self,
+        run: RunId,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
     async fn finish_run(
         &self,
         run: RunId,

@@ -289,3 +289,61 @@ async fn charges(backend: Backend) {
         2
     );
 }
+
+on_each_backend!(review_window:
+    the_review_window_holds_customer_emails_until_released_sqlite,
+    the_review_window_holds_customer_emails_until_released_postgres
+);
+
+async fn review_window(backend: Backend) {
+    let sb = Sandbox::with_config_extra(backend, "review_hours = 24");
+    sb.ok(&["migrate"]);
+    sb.ok(&[
+        "import",
+        fixtures().join("three_monthly.json").to_str().unwrap(),
+    ]);
+    let out = sb.ok(&["close", "--as-of", "2026-01-01"]);
+    assert!(out.contains("3 customer email(s) held for review"), "{out}");
+    // The finance batch went at once; no customer email did.
+    let emails = sb.emails();
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    assert!(emails[0].starts_with("finance-batch"), "{emails:?}");
+    // Not even when an operator retries everything.
+    let out = sb.ok(&["send", "--retry-now"]);
+    assert!(out.contains("held for review"), "{out}");
+    assert_eq!(sb.emails().len(), 1);
+    let runs: Value = serde_json::from_str(&sb.ok(&["runs", "--json"])).unwrap();
+    assert_eq!(runs[0]["emails_held"], 3, "{runs}");
+
+    // An operator holds the run, voids a2's invoice while it waits, then releases the run.
+    assert!(sb.ok(&["hold", "1"]).contains("Held 3"));
+    let (voided, _) = invoice_of(&sb, "a2");
+    let cn: Value =
+        serde_json::from_str(&sb.ok(&["void", &voided, "--reason", "wrong plan", "--json"]))
+            .unwrap();
+    let cn = cn["number"].as_str().unwrap().to_string();
+    assert_eq!(
+        sb.emails().len(),
+        1,
+        "the credit note of a withdrawn invoice waits too"
+    );
+    assert!(sb.ok(&["release", "1"]).contains("Released 2"));
+    let emails = sb.emails();
+    assert_eq!(emails.len(), 3, "{emails:?}");
+    assert!(
+        !emails
+            .iter()
+            .any(|e| e.starts_with(&voided) || e.starts_with(&cn)),
+        "a voided invoice or its credit note reached the customer: {emails:?}"
+    );
+    refused(&sb, &["release", "9"], "no run 9").await;
+    let audit: Value = serde_json::from_str(&sb.ok(&["audit", "--json"])).unwrap();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .filter(|a| ["hold", "release", "void"].contains(a))
+        .collect();
+    assert_eq!(actions, ["hold", "void", "release"]);
+}

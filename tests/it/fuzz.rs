@@ -489,6 +489,7 @@ const CONFIG_KEYS: &[&str] = &[
     "retention_days",
     "chunk_size",
     "lease_seconds",
+    "review_hours",
     "schedule",
     "http_addr",
 ];

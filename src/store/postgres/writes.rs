@@ -139,7 +139,7 @@ async fn write_documents(conn: &mut Conn, issue: &Issue<'_>) -> Result<Vec<i64>,
 
     sqlx::query(
         "INSERT INTO outbox (message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
-         SELECT u.number, 'document', u.document_id, a.email, u.subject, $1, $1 \
+         SELECT u.number, 'document', u.document_id, a.email, u.subject, $6, $1 \
          FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[]) WITH ORDINALITY \
          AS u(number, document_id, subject, account_id, ord) \
          JOIN accounts a ON a.id = u.account_id ORDER BY u.ord",
@@ -154,6 +154,7 @@ async fn write_documents(conn: &mut Conn, issue: &Issue<'_>) -> Result<Vec<i64>,
             .collect::<Vec<_>>(),
     )
     .bind(docs.iter().map(|d| d.account.as_str()).collect::<Vec<_>>())
+    .bind(issue.mail_at)
     .execute(&mut *conn)
     .await?;
     Ok(ids)

@@ -284,7 +284,7 @@ macro_rules! change_store {
                             ("charge", details)
                         }
                         Requested::Correction => {
-                            let refund = credit_or_refund(&mut tx, doc, issued.id).await?;
+                            let refund = credit_or_refund(&mut tx, doc, issued.id, now).await?;
                             let details = serde_json::json!({
                                 "credit_note": issued.document.number, "corrects": doc.corrects,
                                 "reason": doc.reason, "total": doc.total.to_string(), "refund": refund,

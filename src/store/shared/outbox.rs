@@ -15,7 +15,7 @@ macro_rules! outbox_store {
             ) -> Result<Vec<OutboxEntry>, StoreError> {
                 let query = sqlx::query(
                     "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status \
-                     FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+                     FROM outbox WHERE status = 'pending' AND hold IS NULL AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
                 );
                 let query = query.bind(ts(now)).bind(i64::from(limit));
                 all(&self.pool, query, rows::outbox_from_row).await
@@ -30,11 +30,14 @@ macro_rules! outbox_store {
                 limit: u32,
             ) -> Result<Vec<OutboxEntry>, StoreError> {
                 // The usual queue pattern: an expired claim (a crashed sender) is claimable
-                // again.
+                // again. `due_before` may reach past now (`send --retry-now`) for messages that
+                // failed before, never for those still in their review window (no attempt
+                // yet) or held.
                 let mut tx = self.write_tx().await?;
                 let rows = sqlx::query(concat!(
                     "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
-                       SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $3 \
+                       SELECT id FROM outbox WHERE status = 'pending' AND hold IS NULL \
+                       AND (next_attempt_at <= $4 OR (attempts > 0 AND next_attempt_at <= $3)) \
                        AND (claimed_until IS NULL OR claimed_until <= $4) ORDER BY id LIMIT $5",
                     skip_locked!(),
                     ") RETURNING id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status",
@@ -81,12 +84,16 @@ macro_rules! outbox_store {
             ) -> Result<OutboxWaiting, StoreError> {
                 let r = sqlx::query(
                     "SELECT \
-                       COUNT(*) FILTER (WHERE next_attempt_at > $1 AND (claimed_until IS NULL OR claimed_until <= $1)) \
-                         AS in_backoff, \
-                       MIN(next_attempt_at) FILTER (WHERE next_attempt_at > $1 \
+                       COUNT(*) FILTER (WHERE hold IS NULL AND attempts > 0 AND next_attempt_at > $1 \
+                         AND (claimed_until IS NULL OR claimed_until <= $1)) AS in_backoff, \
+                       MIN(next_attempt_at) FILTER (WHERE hold IS NULL AND attempts > 0 AND next_attempt_at > $1 \
                          AND (claimed_until IS NULL OR claimed_until <= $1)) AS next_attempt, \
                        COUNT(*) FILTER (WHERE claimed_until > $1) AS claimed, \
-                       MAX(claimed_until) FILTER (WHERE claimed_until > $1) AS claimed_until \
+                       MAX(claimed_until) FILTER (WHERE claimed_until > $1) AS claimed_until, \
+                       COUNT(*) FILTER (WHERE hold = 'operator' OR (hold IS NULL AND attempts = 0 AND next_attempt_at > $1)) \
+                         AS held, \
+                       MAX(next_attempt_at) FILTER (WHERE hold IS NULL AND attempts = 0 AND next_attempt_at > $1) \
+                         AS review_until \
                      FROM outbox WHERE status = 'pending'",
                 )
                 .bind(ts(now))
@@ -97,6 +104,8 @@ macro_rules! outbox_store {
                     next_attempt: r.opt_ts("next_attempt")?,
                     claimed: r.int("claimed")? as u64,
                     claimed_until: r.opt_ts("claimed_until")?,
+                    held: r.int("held")? as u64,
+                    review_until: r.opt_ts("review_until")?,
                 })
             }
 

@@ -18,18 +18,88 @@ pub(crate) struct Claim<'a> {
 /// `impl RunStore for $store`, over the backend's `claim`, `due` and `PIPELINING`.
 macro_rules! run_store {
     ($store:ty) => {
+        impl $store {
+            /// Hold or release a run's customer emails (`sql` binds the run and now), with an
+            /// audit row naming `actor`. An unknown run is an error, not zero messages.
+            async fn mark_run_mail(
+                &self,
+                run: RunId,
+                actor: &str,
+                now: DateTime<Utc>,
+                action: &str,
+                sql: &'static str,
+                binds_now: bool,
+            ) -> Result<u64, StoreError> {
+                written(async {
+                    let mut tx = self.write_tx().await?;
+                    let known: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1")
+                        .bind(run)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if known.is_none() {
+                        return Err(StoreError::Rejected(format!("no run {run}")).into());
+                    }
+                    let query = sqlx::query(sql).bind(run);
+                    let query = if binds_now { query.bind(ts(now)) } else { query };
+                    let done = query.execute(&mut *tx).await?;
+                    let details = serde_json::json!({ "run": run, "messages": done.rows_affected() });
+                    sqlx::query(
+                        "INSERT INTO audit_log (at, actor, action, details) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(ts(now))
+                    .bind(actor)
+                    .bind(action)
+                    .bind(json(&details))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(done.rows_affected())
+                })
+                .await
+            }
+        }
+
         #[async_trait::async_trait]
         impl RunStore for $store {
-            async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+            async fn hold_run(
+                &self,
+                run: RunId,
+                actor: &str,
+                now: DateTime<Utc>,
+            ) -> Result<u64, StoreError> {
+                self.mark_run_mail(run, actor, now, "hold",
+                    "UPDATE outbox SET hold = 'operator' WHERE status = 'pending' AND hold IS NULL \
+                     AND kind = 'document' AND document_id IN (SELECT id FROM documents WHERE run_id = $1)",
+                    false).await
+            }
+
+            async fn release_run(
+                &self,
+                run: RunId,
+                actor: &str,
+                now: DateTime<Utc>,
+            ) -> Result<u64, StoreError> {
+                self.mark_run_mail(run, actor, now, "release",
+                    "UPDATE outbox SET hold = NULL, next_attempt_at = $2 WHERE status = 'pending' \
+                     AND kind = 'document' AND document_id IN (SELECT id FROM documents WHERE run_id = $1) \
+                     AND (hold = 'operator' OR (hold IS NULL AND attempts = 0 AND next_attempt_at > $2))",
+                    true).await
+            }
+
+            async fn runs(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError> {
                 let query = sqlx::query(
                     "SELECT r.id, r.as_of, r.started_at, r.finished_at, r.status, r.documents, r.error, \
                      (SELECT b.id FROM finance_batches b WHERE b.run_id = r.id) AS batch, \
                      (SELECT COUNT(*) FROM outbox o JOIN documents d ON d.id = o.document_id \
                       WHERE d.run_id = r.id AND o.status = 'sent') AS sent, \
                      (SELECT COUNT(*) FROM outbox o JOIN documents d ON d.id = o.document_id \
-                      WHERE d.run_id = r.id AND o.status = 'pending') AS waiting \
+                      WHERE d.run_id = r.id AND o.status = 'pending') AS waiting, \
+                     (SELECT COUNT(*) FROM outbox o JOIN documents d ON d.id = o.document_id \
+                      WHERE d.run_id = r.id AND o.status = 'pending' AND (o.hold = 'operator' \
+                      OR (o.hold IS NULL AND o.attempts = 0 AND o.next_attempt_at > $1))) AS held \
                      FROM runs r ORDER BY r.id DESC",
                 );
+                let query = query.bind(ts(now));
                 all(&self.pool, query, |r| {
                     Ok(RunRecord {
                         run: r.int("id")?,
@@ -41,6 +111,7 @@ macro_rules! run_store {
                         finance_batch: r.opt_int("batch")?,
                         emails_sent: r.int("sent")?,
                         emails_waiting: r.int("waiting")?,
+                        emails_held: r.int("held")?,
                         error: r.opt_text("error")?,
                     })
                 })

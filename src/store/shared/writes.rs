@@ -27,6 +27,8 @@ pub(crate) struct Issue<'a> {
     /// The run's finance batch, for documents issued by a run.
     pub batch: Option<i64>,
     pub now: DateTime<Utc>,
+    /// When the customer emails may go: `now`, or the end of a run's review window.
+    pub mail_at: DateTime<Utc>,
 }
 
 impl<'a> Issue<'a> {
@@ -160,7 +162,7 @@ macro_rules! write_helpers {
             numbering: &Numbering,
             run: Option<RunId>,
             docs: &[&DraftDocument],
-            now: DateTime<Utc>,
+            (now, mail_at): (DateTime<Utc>, DateTime<Utc>),
         ) -> Result<Vec<StoredDocument>, Fail> {
             if docs.is_empty() {
                 return Ok(Vec::new());
@@ -176,6 +178,7 @@ macro_rules! write_helpers {
                 run,
                 batch,
                 now,
+                mail_at,
             };
             let ids = write_documents(conn, &issue).await?;
             Ok(docs
@@ -200,7 +203,7 @@ macro_rules! write_helpers {
             doc: &DraftDocument,
             now: DateTime<Utc>,
         ) -> Result<StoredDocument, Fail> {
-            let mut issued = insert_documents(conn, numbering, None, &[doc], now).await?;
+            let mut issued = insert_documents(conn, numbering, None, &[doc], (now, now)).await?;
             issued
                 .pop()
                 .ok_or_else(|| StoreError::Database("no document written".into()).into())
@@ -213,8 +216,28 @@ macro_rules! write_helpers {
             conn: &mut Conn,
             note: &DraftDocument,
             id: i64,
+            now: DateTime<Utc>,
         ) -> Result<bool, Fail> {
             let account = note.account.as_str();
+            if let (true, Some(invoice)) = (note.key.starts_with("void/"), note.corrects.as_deref()) {
+                // An invoice voided while its email still waits for review (or is held) never
+                // reaches the customer, and neither does the credit note that voids it.
+                let withdrawn = sqlx::query(
+                    "UPDATE outbox SET hold = 'withdrawn' WHERE status = 'pending' AND kind = 'document' \
+                     AND document_id = (SELECT id FROM documents WHERE number = $1) \
+                     AND (hold IS NOT NULL OR (attempts = 0 AND next_attempt_at > $2))",
+                )
+                .bind(invoice)
+                .bind(ts(now))
+                .execute(&mut *conn)
+                .await?;
+                if withdrawn.rows_affected() > 0 {
+                    sqlx::query("UPDATE outbox SET hold = 'withdrawn' WHERE document_id = $1")
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
             sqlx::query("UPDATE documents SET corrects = $1, reason = $2 WHERE id = $3")
                 .bind(note.corrects.as_deref())
                 .bind(note.reason.as_deref())
@@ -259,7 +282,8 @@ macro_rules! write_helpers {
         ) -> Result<Vec<StoredDocument>, Fail> {
             apply_queued(conn, updates).await?;
             let docs: Vec<&DraftDocument> = closes.iter().flat_map(|c| &c.documents).collect();
-            let issued = insert_documents(conn, ctx.numbering, Some(ctx.run), &docs, ctx.now).await?;
+            let at = (ctx.now, ctx.mail_at);
+            let issued = insert_documents(conn, ctx.numbering, Some(ctx.run), &docs, at).await?;
             let moves: Vec<Move> = closes
                 .iter()
                 .map(|c| (c.account.as_str(), c.balance_before, c.balance_after))
@@ -278,7 +302,7 @@ macro_rules! write_helpers {
             now: DateTime<Utc>,
         ) -> Result<Vec<StoredDocument>, Fail> {
             let docs: Vec<&DraftDocument> = outcome.documents().iter().collect();
-            let issued = insert_documents(conn, numbering, None, &docs, now).await?;
+            let issued = insert_documents(conn, numbering, None, &docs, (now, now)).await?;
             let (before, after) = outcome.balance();
             update_balances(conn, &[(account.as_str(), before, after)]).await?;
             Ok(issued)

@@ -258,6 +258,7 @@ mod tests {
             run: store.begin_run(as_of, now).await.unwrap(),
             numbering: &numbering,
             now,
+            mail_at: now,
             retention_days: 30,
         };
         match store.commit_chunk(&ctx, &[close]).await {

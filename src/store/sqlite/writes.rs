@@ -136,11 +136,12 @@ async fn write_documents(conn: &mut Conn, issue: &Issue<'_>) -> Result<Vec<i64>,
     }
     let done = sqlx::query(
         "INSERT INTO outbox (message_key, kind, document_id, recipient, subject, next_attempt_at, created_at) \
-         SELECT u.value->>0, 'document', u.value->>1, a.email, u.value->>2, $2, $2 \
+         SELECT u.value->>0, 'document', u.value->>1, a.email, u.value->>2, $3, $2 \
          FROM jsonb_each($1) AS u JOIN accounts a ON a.id = u.value->>3 ORDER BY u.rowid",
     )
     .bind(messages.finish())
     .bind(&created)
+    .bind(ts(issue.mail_at))
     .execute(&mut *conn)
     .await
     .map_err(conflict_as("an outbox message of this chunk"))?;
