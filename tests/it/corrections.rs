@@ -347,3 +347,40 @@ async fn review_window(backend: Backend) {
         .collect();
     assert_eq!(actions, ["hold", "void", "release"]);
 }
+
+on_each_backend!(two_releases:
+    two_workers_releasing_one_run_send_each_email_once_sqlite,
+    two_workers_releasing_one_run_send_each_email_once_postgres
+);
+
+async fn two_releases(backend: Backend) {
+    let sb = Sandbox::with_config_extra(backend, "review_hours = 24");
+    sb.ok(&["migrate"]);
+    sb.ok(&[
+        "import",
+        fixtures().join("three_monthly.json").to_str().unwrap(),
+    ]);
+    sb.ok(&["close", "--as-of", "2026-01-01"]);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            sb.command(&["release", "1"], &[])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let sent = count(
+        &sb.db,
+        "SELECT COUNT(*) FROM outbox WHERE kind = 'document' AND status = 'sent' AND attempts = 1",
+    )
+    .await;
+    let more = count(&sb.db, "SELECT COUNT(*) FROM outbox WHERE attempts > 1").await;
+    assert_eq!(
+        (sent, more),
+        (3, 0),
+        "each customer email sent exactly once"
+    );
+}
