@@ -73,10 +73,15 @@ impl Billing<'_> {
             .pop()
             .ok_or_else(|| CorrectionError::UnknownAccount(c.account.clone()))?;
         let now = self.clock.now();
+        // A charge has no natural key: time, process and a counter make each one unique
+        // (a simulated clock gives two charges of one day the same time).
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = format!(
-            "charge/{}/{}",
+            "charge/{}/{}/{}-{seq}",
             c.account,
-            now.timestamp_nanos_opt().unwrap_or_default()
+            now.timestamp_nanos_opt().unwrap_or_default(),
+            std::process::id()
         );
         if c.now {
             let at =
