@@ -188,7 +188,7 @@ impl Billing<'_> {
             .map_err(|_| Refusal::UnknownSubscription(subscription.into()))?;
         let outcome = crate::core::change::plan_cancel(&state, &id, at, undo)?;
         self.store
-            .set_cancel(&outcome, &account, self.clock.now())
+            .set_cancel(&outcome, &account, &self.settings.actor, self.clock.now())
             .await?;
         tracing::info!(subscription, undo, "cancellation recorded");
         Ok(outcome)

@@ -48,6 +48,9 @@ pub struct CloseSettings {
     pub sanity: SanityBounds,
     /// Who the documents name as their issuer.
     pub seller: Seller,
+    /// Who the audit log names for what this process does on its own (cancellations,
+    /// deletions): the OS user, `daemon`, or `scenario`.
+    pub actor: String,
 }
 
 impl CloseSettings {
@@ -73,8 +76,16 @@ impl CloseSettings {
             // Required by every command that renders documents (cli::run checks it); the
             // simulator and the bench render nothing.
             seller: config.seller.clone().unwrap_or_default(),
+            actor: operator(),
         }
     }
+}
+
+/// Who asks, for the audit log: the OS user running the command.
+pub fn operator() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
 }
 
 /// This process in work claims: host and process id.

@@ -27,12 +27,7 @@ pub enum CorrectionError {
     Store(#[from] StoreError),
 }
 
-/// Who asks for a correction, for the audit log: the OS user running the command.
-pub fn operator() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
-}
+pub use crate::context::operator;
 
 /// A one-off charge as asked (SPEC §10).
 #[derive(Debug, Clone)]

@@ -215,6 +215,7 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
 
     let mut settings = CloseSettings::from_config(&crate::config::Config::default());
     settings.worker = "simulator".into();
+    settings.actor = "scenario".into();
     let billing = Billing {
         store: &store,
         catalog: &scenario.catalog,

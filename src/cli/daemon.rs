@@ -20,7 +20,10 @@ pub(super) async fn run(config: &Config) -> Result<Exit> {
     let daemon = Daemon {
         store,
         catalog,
-        settings: CloseSettings::from_config(config),
+        settings: CloseSettings {
+            actor: "daemon".into(),
+            ..CloseSettings::from_config(config)
+        },
         transport,
         clock: Arc::new(SystemClock),
         schedule: Schedule::parse(&config.schedule, &config.timezone)

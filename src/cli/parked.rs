@@ -21,7 +21,9 @@ pub(super) async fn parked(config: &Config, json: bool) -> Result<Exit> {
 
 pub(super) async fn unpark(config: &Config, account: &str) -> Result<Exit> {
     let store = open_store(config).await?;
-    let p = store.unpark(account, SystemClock.now()).await?;
+    let p = store
+        .unpark(account, &crate::context::operator(), SystemClock.now())
+        .await?;
     println!(
         "Account {account} released (parked since {}: {}).",
         p.since.format("%Y-%m-%d %H:%M:%S UTC"),

@@ -263,7 +263,13 @@ async fn run(
     if let Some(run) = run {
         for account in due {
             match store
-                .delete_account(&account, as_of, &settings.modules, clock.now())
+                .delete_account(
+                    &account,
+                    as_of,
+                    &settings.modules,
+                    &settings.actor,
+                    clock.now(),
+                )
                 .await
             {
                 Ok(d) => {

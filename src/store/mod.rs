@@ -420,6 +420,7 @@ pub trait ChangeStore: Send + Sync {
         &self,
         outcome: &crate::core::change::CancelOutcome,
         account: &AccountId,
+        actor: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
@@ -485,6 +486,7 @@ pub trait DeletionStore: Send + Sync {
         account: &AccountId,
         as_of: NaiveDate,
         modules: &ModuleMap,
+        actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Deletion, StoreError>;
 
@@ -627,7 +629,12 @@ pub trait ParkingStore: Send + Sync {
     /// Release a parked account (audited): the next close bills it once without the
     /// plausibility bounds. An unknown account, or one that is not parked, is `Rejected` and
     /// nothing is written. Returns the row as released.
-    async fn unpark(&self, account: &str, now: DateTime<Utc>) -> Result<ParkedAccount, StoreError>;
+    async fn unpark(
+        &self,
+        account: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ParkedAccount, StoreError>;
 
     /// (account, reason) of each parking a finance batch reports, by account.
     async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>, StoreError>;

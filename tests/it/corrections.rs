@@ -166,6 +166,16 @@ async fn void_and_credit(backend: Backend) {
         !actor.is_empty() && actor != "billrun",
         "the OS user, not {actor:?}"
     );
+    // Cancellations name who asked too.
+    sb.ok(&["cancel", "s3", "--at", "2026-01-20"]);
+    let a3: Value = serde_json::from_str(&sb.ok(&["audit", "--account", "a3", "--json"])).unwrap();
+    let cancel = a3
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "cancel")
+        .expect("the cancellation is in the audit log");
+    assert_eq!(cancel["actor"].as_str(), Some(actor.as_str()));
     let all: Value = serde_json::from_str(&sb.ok(&["audit", "--json"])).unwrap();
     assert!(
         all.as_array()

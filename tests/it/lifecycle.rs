@@ -217,6 +217,7 @@ async fn deletion_refuses(backend: Backend) {
                 &AccountId::new(account).unwrap(),
                 as_of,
                 &modules,
+                "test",
                 chrono::Utc::now(),
             )
             .await

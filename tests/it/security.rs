@@ -349,6 +349,7 @@ async fn deletion_guard(backend: Backend) {
                 &AccountId::new(account).unwrap(),
                 as_of,
                 &modules,
+                "test",
                 chrono::Utc::now(),
             )
             .await;
@@ -396,6 +397,7 @@ async fn deletion_guard(backend: Backend) {
             &AccountId::new("a1").unwrap(),
             due,
             &hostile,
+            "test",
             chrono::Utc::now(),
         )
         .await;
@@ -413,6 +415,7 @@ async fn deletion_guard(backend: Backend) {
             &AccountId::new("a1").unwrap(),
             due,
             &modules,
+            "test",
             chrono::Utc::now(),
         )
         .await
@@ -445,6 +448,7 @@ async fn deletion_guard(backend: Backend) {
             &AccountId::new("a1").unwrap(),
             due,
             &modules,
+            "test",
             chrono::Utc::now(),
         )
         .await;

@@ -140,6 +140,7 @@ macro_rules! change_store {
                 &self,
                 outcome: &CancelOutcome,
                 account: &AccountId,
+                actor: &str,
                 now: DateTime<Utc>,
             ) -> Result<(), StoreError> {
                 written(async {
@@ -162,7 +163,7 @@ macro_rules! change_store {
                     let details = serde_json::json!({
                         "at": outcome.at.to_string(), "ends": outcome.cancel_at.map(|d| d.to_string())
                     });
-                    audit(&mut tx, now, action, (account.as_str(), Some(sub)), &details).await?;
+                    audit_by(&mut tx, now, actor, action, (account.as_str(), Some(sub)), &details).await?;
                     tx.commit().await?;
                     Ok(())
                 })

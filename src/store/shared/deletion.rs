@@ -26,6 +26,7 @@ macro_rules! deletion_store {
                 account: &AccountId,
                 as_of: NaiveDate,
                 modules: &ModuleMap,
+                actor: &str,
                 now: DateTime<Utc>,
             ) -> Result<Deletion, StoreError> {
                 written(async {
@@ -78,7 +79,7 @@ macro_rules! deletion_store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                    audit(&mut tx, now, "account_deleted", (id, None), &deletion).await?;
+                    audit_by(&mut tx, now, actor, "account_deleted", (id, None), &deletion).await?;
                     tx.commit().await?;
                     Ok(deletion)
                 })

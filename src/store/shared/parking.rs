@@ -94,6 +94,7 @@ macro_rules! parking_store {
             async fn unpark(
                 &self,
                 account: &str,
+                actor: &str,
                 now: DateTime<Utc>,
             ) -> Result<ParkedAccount, StoreError> {
                 let mut tx = self.write_tx().await?;
@@ -126,7 +127,7 @@ macro_rules! parking_store {
                 };
                 let parked = rows::parked_from_row(&row)?;
                 let details = serde_json::json!({"reason": parked.reason, "run": parked.run});
-                audit(&mut tx, now, "account_unparked", (account, None), &details).await?;
+                audit_by(&mut tx, now, actor, "account_unparked", (account, None), &details).await?;
                 tx.commit().await?;
                 Ok(parked)
             }
