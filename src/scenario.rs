@@ -176,6 +176,8 @@ pub struct Email {
 pub struct SimulationOutput {
     pub documents: Vec<DocumentJson>,
     pub balances: BTreeMap<String, String>,
+    /// Each account's balance ledger summed: always equal to its balance.
+    pub ledger_sums: BTreeMap<String, String>,
     pub refused: Vec<Refused>,
     pub deleted_accounts: Vec<String>,
     pub emails: Vec<Email>,
@@ -310,11 +312,23 @@ pub async fn simulate(scenario: &Scenario) -> Result<SimulationOutput, ScenarioE
     let balances = store.balances().await.map_err(|e| run_err(&e))?;
     let emails = store.outbox().await.map_err(|e| run_err(&e))?;
     let changes = store.changes().await.map_err(|e| run_err(&e))?;
+    let mut ledger_sums = BTreeMap::new();
+    for (account, _) in &balances {
+        if let Some(report) = store
+            .balance(account.as_str())
+            .await
+            .map_err(|e| run_err(&e))?
+        {
+            let sum: rust_decimal::Decimal = report.entries.iter().map(|e| e.amount).sum();
+            ledger_sums.insert(account.to_string(), sum.to_string());
+        }
+    }
     Ok(SimulationOutput {
         documents: documents
             .iter()
             .map(|d| DocumentJson::from(&d.document))
             .collect(),
+        ledger_sums,
         balances: balances
             .into_iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -1,7 +1,7 @@
 //! Properties of corrections (SPEC §10) over random sequences of voids, credits and charges
 //! run through the simulator: whatever the sequence, the credit notes against an invoice
-//! never exceed it, each names an invoice that exists, balances never go negative, and each
-//! series of numbers stays gapless.
+//! never exceed it, each names an invoice that exists, balances never go negative and always
+//! equal the sum of their ledger, and each series of numbers stays gapless.
 
 use billrun::scenario::{Scenario, simulate};
 use proptest::prelude::*;
@@ -95,8 +95,10 @@ proptest! {
         for (inv, c) in &credited {
             prop_assert!(*c <= nets[inv], "{inv}: credited {c} above its net {}\n{src}", nets[inv]);
         }
-        for b in out.balances.values() {
+        for (account, b) in &out.balances {
             prop_assert!(!dec(b).is_sign_negative(), "balance {b}\n{src}");
+            let ledger = out.ledger_sums.get(account).map(|s| dec(s));
+            prop_assert_eq!(ledger, Some(dec(b)), "the ledger of {} is its balance\n{}", account, src);
         }
         for prefix in ["INV-2026-", "CN-2026-"] {
             let mut ns: Vec<u32> = out
