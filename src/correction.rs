@@ -129,11 +129,10 @@ impl Billing<'_> {
         at: Option<NaiveDate>,
         actor: &str,
     ) -> Result<StoredDocument, CorrectionError> {
-        let (invoice, earlier) = self.invoice_and_corrections(number).await?;
-        let earlier: Vec<&Document> = earlier.iter().map(|d| &d.document).collect();
-        let at = self.date(&invoice, at).await?;
-        let note = plan_void(&invoice, &earlier, at, reason)?;
-        self.issue(note, actor).await
+        self.correct(number, at, actor, |invoice, earlier, at| {
+            plan_void(invoice, earlier, at, reason)
+        })
+        .await
     }
 
     /// Credit `net` (before tax) against invoice `number`, dated `at`.
@@ -145,10 +144,29 @@ impl Billing<'_> {
         at: Option<NaiveDate>,
         actor: &str,
     ) -> Result<StoredDocument, CorrectionError> {
+        self.correct(number, at, actor, |invoice, earlier, at| {
+            plan_credit(invoice, earlier, net, at, reason)
+        })
+        .await
+    }
+
+    /// A credit note against invoice `number` as `plan` computes it from the invoice, the
+    /// credit notes already against it and the date; issued and sent.
+    async fn correct(
+        &self,
+        number: &str,
+        at: Option<NaiveDate>,
+        actor: &str,
+        plan: impl FnOnce(
+            &Document,
+            &[&Document],
+            NaiveDate,
+        ) -> Result<DraftDocument, CorrectionRefusal>,
+    ) -> Result<StoredDocument, CorrectionError> {
         let (invoice, earlier) = self.invoice_and_corrections(number).await?;
         let earlier: Vec<&Document> = earlier.iter().map(|d| &d.document).collect();
         let at = self.date(&invoice, at).await?;
-        let note = plan_credit(&invoice, &earlier, net, at, reason)?;
+        let note = plan(&invoice, &earlier, at)?;
         self.issue(note, actor).await
     }
 

@@ -73,6 +73,18 @@ impl Canvas {
     /// `s` with its left edge at `x`, on the cursor's line.
     pub fn text(&mut self, x: f32, size: f32, face: Face, s: &str) {
         let (text, replaced) = printable(s, face);
+        self.place(x, size, face, text, replaced);
+    }
+
+    /// `s` with its right edge at `right`.
+    pub fn right(&mut self, right: f32, size: f32, face: Face, s: &str) {
+        let (text, replaced) = printable(s, face);
+        let x = right - face.width(&text, size);
+        self.place(x, size, face, text, replaced);
+    }
+
+    /// Text already made printable, its replaced characters counted.
+    fn place(&mut self, x: f32, size: f32, face: Face, text: String, replaced: usize) {
         self.replaced += replaced;
         self.used.entry(face).or_default().extend(text.chars());
         let y = self.y;
@@ -83,12 +95,6 @@ impl Canvas {
             face,
             text,
         });
-    }
-
-    /// `s` with its right edge at `right`.
-    pub fn right(&mut self, right: f32, size: f32, face: Face, s: &str) {
-        let (shown, _) = printable(s, face);
-        self.text(right - face.width(&shown, size), size, face, s);
     }
 
     /// A horizontal line `below` points under the cursor's baseline.

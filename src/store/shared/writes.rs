@@ -244,15 +244,14 @@ macro_rules! write_helpers {
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            let (active, balance): (i64, String) = sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM subscriptions WHERE account_id = $1 AND status = 'active'), \
-                 CAST(balance AS TEXT) FROM accounts WHERE id = $1",
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM subscriptions WHERE account_id = $1 AND status = 'active') \
+                 AS active, balance FROM accounts WHERE id = $1",
             )
             .bind(account)
             .fetch_one(&mut *conn)
             .await?;
-            let before = Decimal::from_str_exact(&balance)
-                .map_err(|e| StoreError::Corrupt(format!("balance of {account}: {e}")))?;
+            let (active, before) = (row.int("active")?, row.money("balance")?);
             let credit = -note.total;
             if active > 0 {
                 update_balances(conn, &[(account, before, before + credit)]).await?;
