@@ -21,7 +21,11 @@ pub(super) async fn close(
     json: bool,
 ) -> Result<Exit> {
     let catalog = configured_catalog(config)?;
-    let session = Session::open(config, catalog, Mail::Send).await?;
+    let session = if dry_run {
+        Session::open_read_only(config, catalog).await?
+    } else {
+        Session::open(config, catalog, Mail::Send).await?
+    };
     let billing = session.billing();
     let options = CloseOptions {
         keep_documents: json || dry_run,

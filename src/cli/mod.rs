@@ -245,6 +245,13 @@ impl Session {
         Session::with_store(config, store, catalog, mail)
     }
 
+    /// For a dry run: the store read-only, on a schema already current; no transport.
+    async fn open_read_only(config: &Config, catalog: Catalog) -> Result<Session> {
+        let store = store::open_read_only(&config.database_url).await?;
+        store.schema_version().await?.require_current()?;
+        Session::with_store(config, store, catalog, Mail::Queued)
+    }
+
     /// Around a store already open: the transport (for `Mail::Send`) and the settings.
     fn with_store(
         config: &Config,

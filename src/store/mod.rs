@@ -308,6 +308,39 @@ pub trait SchemaStore: Send + Sync {
 
     /// Check that every configured module table and column exists.
     async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError>;
+
+    /// The latest migration applied (`None` on an empty database) and the latest this build
+    /// carries.
+    async fn schema_version(&self) -> Result<SchemaVersion, StoreError>;
+}
+
+/// Where a database's schema stands against this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaVersion {
+    pub applied: Option<i64>,
+    pub expected: i64,
+}
+
+impl SchemaVersion {
+    /// Refuse to work on a schema this build does not expect, naming the way out. For the
+    /// commands that must not migrate (a dry run opens the database read-only).
+    pub fn require_current(self) -> Result<(), StoreError> {
+        match self.applied {
+            Some(v) if v == self.expected => Ok(()),
+            Some(v) if v > self.expected => Err(StoreError::Migrate(format!(
+                "the database's schema is at version {v}, newer than this billrun knows ({}); upgrade billrun",
+                self.expected
+            ))),
+            Some(v) => Err(StoreError::Migrate(format!(
+                "the database's schema is at version {v}, this billrun needs {}; run `billrun migrate` first",
+                self.expected
+            ))),
+            None => Err(StoreError::Migrate(
+                "the database has no billrun schema; run `billrun migrate` (and import) first"
+                    .into(),
+            )),
+        }
+    }
 }
 
 /// Imports of accounts and subscriptions.
@@ -640,12 +673,32 @@ pub trait ParkingStore: Send + Sync {
     async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>, StoreError>;
 }
 
+/// Whether a store may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    /// The database refuses every write (SQLite opened read-only, PostgreSQL sessions with
+    /// `default_transaction_read_only`): for a dry run, whose promise is to change nothing,
+    /// down to the SQLite file's bytes (a read-write SQLite connection checkpoints its WAL
+    /// into the file when it closes).
+    ReadOnly,
+}
+
 /// Open the store a database URL names.
 pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    open_with(url, Access::ReadWrite).await
+}
+
+/// Open the store a database URL names, read-only: no migration, no write of any kind.
+pub async fn open_read_only(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    open_with(url, Access::ReadOnly).await
+}
+
+async fn open_with(url: &str, access: Access) -> Result<Box<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Box::new(sqlite::SqliteStore::open(url).await?))
+        Ok(Box::new(sqlite::SqliteStore::open_with(url, access).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PgStore::open(url).await?))
+        Ok(Box::new(postgres::PgStore::open_with(url, access).await?))
     } else {
         Err(StoreError::Connect(format!(
             "database URL {:?} must start with sqlite:// or postgres://",

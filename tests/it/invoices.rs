@@ -468,3 +468,29 @@ fn lines_run_over_pages_numbered_n_of_m() {
         );
     }
 }
+
+on_each_backend!(dry_run_on_an_empty_database:
+    a_dry_run_on_a_database_without_a_schema_is_refused_and_creates_nothing_sqlite,
+    a_dry_run_on_a_database_without_a_schema_is_refused_and_creates_nothing_postgres
+);
+
+/// A dry run opens the database read-only: it cannot migrate, so on a database without
+/// billrun's schema it says what to do, in one line, and creates nothing (not even the SQLite
+/// file).
+async fn dry_run_on_an_empty_database(backend: Backend) {
+    let sb = Sandbox::new(backend);
+    let before = std::fs::read_dir(sb.dir.path()).unwrap().count();
+    let out = sb.run(&["close", "--as-of", "2026-01-01", "--dry-run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    match backend {
+        Backend::Sqlite => assert!(err.contains("does not exist"), "{err}"),
+        Backend::Postgres => assert!(err.contains("run `billrun migrate`"), "{err}"),
+    }
+    assert_eq!(std::fs::read_dir(sb.dir.path()).unwrap().count(), before);
+    // Once migrated and imported, the same dry run works.
+    sb.ok(&["migrate"]);
+    sb.ok(&["import", fixtures().join("identity.json").to_str().unwrap()]);
+    sb.ok(&["close", "--as-of", "2026-01-01", "--dry-run"]);
+}

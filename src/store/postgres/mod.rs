@@ -60,6 +60,9 @@ fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
     StoreError::Migrate(crate::redact(&e.to_string()))
 }
 
+/// sqlx's table of applied migrations exists: 1.
+const MIGRATIONS_TABLE_EXISTS: &str = "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'";
+
 /// A (table, column) pair that exists: 1. Exact names: the purge quotes them, so case
 /// matters as it does there.
 const COLUMN_EXISTS: &str = "SELECT COUNT(*) FROM information_schema.columns \
@@ -76,8 +79,17 @@ pub struct PgStore {
 impl PgStore {
     /// `postgres://user:password@host:port/database`; the database must exist.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, Access::ReadWrite).await
+    }
+
+    /// As `open`; `Access::ReadOnly` makes every transaction of every connection read-only,
+    /// so the server refuses any write.
+    pub async fn open_with(url: &str, access: Access) -> Result<Self, StoreError> {
         let connect = |e: sqlx::Error| StoreError::Connect(crate::redact(&e.to_string()));
-        let opts = PgConnectOptions::from_str(url).map_err(connect)?;
+        let mut opts = PgConnectOptions::from_str(url).map_err(connect)?;
+        if access == Access::ReadOnly {
+            opts = opts.options([("default_transaction_read_only", "on")]);
+        }
         // One connection first: an unreachable server fails at once, naming the server and
         // the reason, where the pool would retry until its timeout and say only that.
         use sqlx::{ConnectOptions, Connection};

@@ -1,6 +1,7 @@
 //! The schema ([`SchemaStore`](crate::store::SchemaStore)): migrations run by the backend's
 //! own `MIGRATOR` (its errors told by its `migrate_error`), and the configured module tables
-//! checked by its `COLUMN_EXISTS` query, which counts a (table, column) pair.
+//! checked by its `COLUMN_EXISTS` query, which counts a (table, column) pair; the schema's
+//! version read where `MIGRATIONS_TABLE_EXISTS` finds sqlx's table of migrations.
 
 /// `impl SchemaStore for $store`.
 macro_rules! schema_store {
@@ -9,6 +10,21 @@ macro_rules! schema_store {
         impl SchemaStore for $store {
             async fn migrate(&self) -> Result<(), StoreError> {
                 MIGRATOR.run(&self.pool).await.map_err(migrate_error)
+            }
+
+            async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
+                let expected = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+                let tracked: i64 = sqlx::query_scalar(MIGRATIONS_TABLE_EXISTS)
+                    .fetch_one(&self.pool)
+                    .await?;
+                let applied: Option<i64> = if tracked == 0 {
+                    None
+                } else {
+                    sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                        .fetch_one(&self.pool)
+                        .await?
+                };
+                Ok(SchemaVersion { applied, expected })
             }
 
             async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError> {

@@ -57,6 +57,10 @@ fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
     StoreError::Migrate(e.to_string())
 }
 
+/// sqlx's table of applied migrations exists: 1.
+const MIGRATIONS_TABLE_EXISTS: &str =
+    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
+
 /// A (table, column) pair that exists: 1.
 const COLUMN_EXISTS: &str = "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2";
 
@@ -117,6 +121,12 @@ impl SqliteStore {
     /// `sqlite::memory:` opens a private in-memory database (one connection, kept open);
     /// `sqlite://PATH` or `sqlite:PATH` a file, created if missing.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, Access::ReadWrite).await
+    }
+
+    /// As `open`; `Access::ReadOnly` opens an existing file read-only and creates nothing.
+    pub async fn open_with(url: &str, access: Access) -> Result<Self, StoreError> {
+        let read_only = access == Access::ReadOnly;
         let connect = |e: sqlx::Error| StoreError::Connect(e.to_string());
         let memory = url == "sqlite::memory:" || url == "sqlite://:memory:";
         let pool = if memory {
@@ -144,10 +154,19 @@ impl SqliteStore {
             if path.is_empty() {
                 return Err(StoreError::Connect("the sqlite URL names no file".into()));
             }
-            create_private_file(std::path::Path::new(path))?;
+            if read_only {
+                if !std::path::Path::new(path).is_file() {
+                    return Err(StoreError::Connect(format!(
+                        "the SQLite database {path} does not exist (nothing to read; `billrun migrate` creates it)"
+                    )));
+                }
+            } else {
+                create_private_file(std::path::Path::new(path))?;
+            }
             let opts = SqliteConnectOptions::new()
                 .filename(path)
-                .create_if_missing(true)
+                .read_only(read_only)
+                .create_if_missing(!read_only)
                 .foreign_keys(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 // A committed invoice must survive a power cut: it may already be emailed.
@@ -168,7 +187,7 @@ impl SqliteStore {
         };
         Ok(SqliteStore {
             pool,
-            wal: !memory,
+            wal: !memory && !read_only,
             checkpointing: Arc::new(AtomicBool::new(false)),
         })
     }
