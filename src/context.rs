@@ -88,14 +88,7 @@ pub fn operator() -> String {
         .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
 }
 
-/// This process in work claims: host and process id.
+/// This process in work claims: see [`crate::worker::name`].
 pub fn worker_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    format!(
-        "{}:{}",
-        if host.is_empty() { "billrun" } else { &host },
-        std::process::id()
-    )
+    crate::worker::name()
 }

@@ -24,6 +24,8 @@ mod redact;
 pub mod scenario;
 pub mod schedule;
 pub mod store;
+pub mod takeover;
+pub mod worker;
 
 pub use panics::catch_panic;
 pub use redact::{RedactingStderr, display_url, redact, register_secret, register_url_secrets};

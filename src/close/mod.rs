@@ -203,9 +203,17 @@ async fn run(
     let run = if dry_run {
         None
     } else {
-        Some(store.begin_run(as_of, clock.now()).await?)
+        Some(
+            store
+                .begin_run(as_of, clock.now(), &settings.worker)
+                .await?,
+        )
     };
     report.run = run;
+    if let Some(run) = run {
+        // An earlier run whose worker died is over: this one finishes its work.
+        crate::takeover::abandon_gone_runs(store, run, clock.now()).await?;
+    }
     tracing::info!(%as_of, dry_run, run, "close started");
 
     let inputs = ChunkInputs {
@@ -543,6 +551,8 @@ struct Pipeline<'i, 'a> {
     /// The next chunk, claimed, read and billed while the previous one was being written.
     prepared_next: Option<PreparedChunk>,
     times: PhaseTimes,
+    /// Which live workers this run has said it waits for.
+    waiting_for: crate::takeover::WaitNotice,
 }
 
 async fn close_chunks(
@@ -564,6 +574,7 @@ async fn close_chunks(
         kept_here: std::collections::HashSet::new(),
         prepared_next: None,
         times: PhaseTimes::default(),
+        waiting_for: Default::default(),
     };
     // In a dry run, the accounts this close would cancel and whose retention is already over.
     let mut would_delete = Vec::new();
@@ -625,7 +636,18 @@ impl Pipeline<'_, '_> {
                     .due_accounts(self.query_date, None, self.kept_here.len() as u32 + 1)
                     .await?;
                 if due.iter().any(|a| !self.kept_here.contains(a)) {
-                    tracing::info!("waiting for accounts claimed by another worker");
+                    // Held by another worker: take them now if it is gone, else wait for it
+                    // (its chunk commits, or its lease ends) and say so.
+                    let others = crate::takeover::take_over_gone(
+                        inputs.store,
+                        &inputs.settings.worker,
+                        inputs.clock.now(),
+                    )
+                    .await?;
+                    if others.taken_accounts > 0 {
+                        continue;
+                    }
+                    self.waiting_for.tell(&others.live);
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     continue;
                 }

@@ -34,7 +34,7 @@ use crate::input::ImportBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -98,7 +98,8 @@ pub struct RunRecord {
     pub as_of: NaiveDate,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// running, completed or failed.
+    /// running, completed, failed, or abandoned (its worker died; the next run finished
+    /// its work). A `running` run whose worker is gone is shown as abandoned.
     pub status: String,
     pub documents: i64,
     pub finance_batch: Option<i64>,
@@ -108,6 +109,29 @@ pub struct RunRecord {
     /// Of those waiting: held for review or by an operator.
     pub emails_held: i64,
     pub error: Option<String>,
+    /// The worker that ran it (`host:pid:start:pidns`), where recorded.
+    pub worker: Option<String>,
+    /// The run that found this one's worker gone and finished its work.
+    pub abandoned_by: Option<RunId>,
+}
+
+/// A worker holding live claims.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClaimHolder {
+    pub worker: String,
+    pub accounts: u64,
+    pub messages: u64,
+    /// The latest of its leases.
+    pub until: DateTime<Utc>,
+    /// Its database session is gone (PostgreSQL; see `RunStore::sessions_gone`).
+    pub session_gone: bool,
+}
+
+impl ClaimHolder {
+    /// Certainly gone: its session is, or its process on this host is.
+    pub fn is_gone(&self) -> bool {
+        crate::worker::is_gone(&self.worker, self.session_gone)
+    }
 }
 
 /// One row of the audit log: what was done, to which account, by whom, and why.
@@ -353,7 +377,36 @@ pub trait ImportStore: Send + Sync {
 /// Runs, and the claims that keep two workers from closing the same account.
 #[async_trait]
 pub trait RunStore: Send + Sync {
-    async fn begin_run(&self, as_of: NaiveDate, now: DateTime<Utc>) -> Result<RunId, StoreError>;
+    async fn begin_run(
+        &self,
+        as_of: NaiveDate,
+        now: DateTime<Utc>,
+        worker: &str,
+    ) -> Result<RunId, StoreError>;
+
+    /// Runs still marked `running`, but for `except` (the caller's own), with their worker:
+    /// (run, worker, whether the worker's database session is gone — see `sessions_gone`).
+    async fn running_runs(
+        &self,
+        except: Option<RunId>,
+    ) -> Result<Vec<(RunId, Option<String>, bool)>, StoreError>;
+
+    /// Record a run whose worker is gone as abandoned (failed, `abandoned_by` the run `by`
+    /// that found it and finishes its work); a run that has finished meanwhile is left alone.
+    async fn abandon_run(
+        &self,
+        run: RunId,
+        by: RunId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Who holds live claims (accounts or outbox messages) at `now`, by worker.
+    async fn claim_holders(&self, now: DateTime<Utc>) -> Result<Vec<ClaimHolder>, StoreError>;
+
+    /// Take over everything `worker` holds — a worker known to be gone: its account claims
+    /// are dropped and its outbox messages unclaimed, so any worker can take them now.
+    /// Returns (accounts, messages) released.
+    async fn take_over(&self, worker: &str) -> Result<(u64, u64), StoreError>;
     /// Every run, newest first, with its finance batch and its customer emails.
     async fn runs(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError>;
     /// Hold a run's unsent customer emails until `release_run` (SPEC §10); returns how many.
@@ -396,6 +449,12 @@ pub trait RunStore: Send + Sync {
         after: Option<&AccountId>,
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError>;
+
+    /// Of these workers, those whose database session is certainly gone. On PostgreSQL each
+    /// claiming worker holds an advisory lock on a session of its own for its whole life
+    /// (recorded in `workers`); a worker without a session there is not reported. SQLite has
+    /// no sessions: none.
+    async fn sessions_gone(&self, workers: &[String]) -> Result<BTreeSet<String>, StoreError>;
 
     /// Drop every claim `worker` still holds (accounts it could not close, at the end of a run).
     async fn release_claims(&self, worker: &str) -> Result<(), StoreError>;

@@ -205,7 +205,7 @@ async fn a_worker_killed_holding_claims_is_replaced_and_nothing_is_billed_twice_
     // Once the workers are well into the run, catch worker 0 holding claims: freeze it, look,
     // kill it, or let it go on and look again.
     let victim = workers[0].id();
-    let mine = format!("%:{victim}");
+    let mine = format!("%:{victim}:%");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut conn = sqlx::PgConnection::connect(&sb.db.url).await.unwrap();
     while count(&sb.db, "SELECT COUNT(*) FROM documents").await < 150 {

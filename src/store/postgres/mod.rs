@@ -74,6 +74,10 @@ const MAX_CONNECTIONS: u32 = 5;
 
 pub struct PgStore {
     pool: PgPool,
+    /// For the worker's own session (`claims.rs`, `register_worker`).
+    options: PgConnectOptions,
+    /// The session on which this worker holds its advisory lock while it claims work.
+    session: tokio::sync::Mutex<Option<claims::WorkerSession>>,
 }
 
 impl PgStore {
@@ -100,10 +104,14 @@ impl PgStore {
         let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(connect)?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            options: opts,
+            session: tokio::sync::Mutex::new(None),
+        })
     }
 
     /// A transaction whose queries walk an index in order rather than collect and sort: for

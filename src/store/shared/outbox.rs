@@ -33,6 +33,7 @@ macro_rules! outbox_store {
                 // again. `due_before` may reach past now (`send --retry-now`) for messages that
                 // failed before, never for those still in their review window (no attempt
                 // yet) or held.
+                self.register_worker(worker).await?;
                 let mut tx = self.write_tx().await?;
                 let rows = sqlx::query(concat!(
                     "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \

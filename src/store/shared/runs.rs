@@ -97,10 +97,10 @@ macro_rules! run_store {
                      (SELECT COUNT(*) FROM outbox o JOIN documents d ON d.id = o.document_id \
                       WHERE d.run_id = r.id AND o.status = 'pending' AND (o.hold = 'operator' \
                       OR (o.hold IS NULL AND o.attempts = 0 AND o.next_attempt_at > $1))) AS held \
-                     FROM runs r ORDER BY r.id DESC",
+                     , r.worker, r.abandoned_by FROM runs r ORDER BY r.id DESC",
                 );
                 let query = query.bind(ts(now));
-                all(&self.pool, query, |r| {
+                let mut runs = all(&self.pool, query, |r| {
                     Ok(RunRecord {
                         run: r.int("id")?,
                         as_of: r.day("as_of")?,
@@ -113,21 +113,157 @@ macro_rules! run_store {
                         emails_waiting: r.int("waiting")?,
                         emails_held: r.int("held")?,
                         error: r.opt_text("error")?,
+                        worker: r.opt_text("worker")?,
+                        abandoned_by: r.opt_int("abandoned_by")?,
                     })
                 })
-                .await
+                .await?;
+                let running: Vec<String> = runs
+                    .iter()
+                    .filter(|r| r.status == "running")
+                    .filter_map(|r| r.worker.clone())
+                    .collect();
+                let gone = self.sessions_gone(&running).await?;
+                for r in runs.iter_mut() {
+                    let abandoned = r.abandoned_by.is_some()
+                        || (r.status == "running"
+                            && r.worker
+                                .as_ref()
+                                .is_some_and(|w| crate::worker::is_gone(w, gone.contains(w))));
+                    if abandoned {
+                        r.status = "abandoned".into();
+                    }
+                }
+                Ok(runs)
+            }
+
+            async fn running_runs(
+                &self,
+                except: Option<RunId>,
+            ) -> Result<Vec<(RunId, Option<String>, bool)>, StoreError> {
+                let rows: Vec<(RunId, Option<String>)> = sqlx::query_as(
+                    "SELECT id, worker FROM runs WHERE status = 'running' AND id <> $1 ORDER BY id",
+                )
+                .bind(except.unwrap_or(-1))
+                .fetch_all(&self.pool)
+                .await?;
+                let workers: Vec<String> = rows.iter().filter_map(|(_, w)| w.clone()).collect();
+                let gone = self.sessions_gone(&workers).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, w)| {
+                        let session_gone = w.as_ref().is_some_and(|w| gone.contains(w));
+                        (id, w, session_gone)
+                    })
+                    .collect())
+            }
+
+            async fn abandon_run(
+                &self,
+                run: RunId,
+                by: RunId,
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE runs SET status = 'failed', finished_at = $1, abandoned_by = $3, \
+                     error = 'abandoned: its worker died; a later run finished its work' \
+                     WHERE id = $2 AND status = 'running'",
+                )
+                .bind(ts(now))
+                .bind(run)
+                .bind(by)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn claim_holders(
+                &self,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<ClaimHolder>, StoreError> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT worker, CAST(SUM(accounts) AS BIGINT), CAST(SUM(messages) AS BIGINT) FROM ( \
+                       SELECT worker, COUNT(*) AS accounts, 0 AS messages FROM close_claims \
+                       WHERE claimed_until > $1 GROUP BY worker \
+                       UNION ALL \
+                       SELECT claimed_by, 0, COUNT(*) FROM outbox \
+                       WHERE status = 'pending' AND claimed_until > $1 GROUP BY claimed_by \
+                     ) h GROUP BY worker ORDER BY worker",
+                )
+                .bind(ts(now))
+                .fetch_all(&self.pool)
+                .await?;
+                let workers: Vec<String> = rows.iter().map(|(w, _, _)| w.clone()).collect();
+                let gone = self.sessions_gone(&workers).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (worker, accounts, messages) in rows {
+                    // The latest lease, read apart: MAX over a timestamp comes back as text
+                    // on SQLite and as a timestamp on PostgreSQL; the row helpers read both.
+                    let query = sqlx::query(
+                        "SELECT MAX(until) AS until FROM ( \
+                           SELECT claimed_until AS until FROM close_claims WHERE worker = $1 \
+                           UNION ALL \
+                           SELECT claimed_until FROM outbox WHERE claimed_by = $1 AND status = 'pending' \
+                         ) l",
+                    )
+                    .bind(&worker);
+                    let until = all(&self.pool, query, |r| r.opt_ts("until"))
+                        .await?
+                        .pop()
+                        .flatten()
+                        .unwrap_or(now);
+                    out.push(ClaimHolder {
+                        session_gone: gone.contains(&worker),
+                        worker,
+                        accounts: accounts as u64,
+                        messages: messages as u64,
+                        until,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn take_over(&self, worker: &str) -> Result<(u64, u64), StoreError> {
+                let mut tx = self.write_tx().await?;
+                let accounts = sqlx::query("DELETE FROM close_claims WHERE worker = $1")
+                    .bind(worker)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let messages = sqlx::query(
+                    "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL \
+                     WHERE claimed_by = $1 AND status = 'pending'",
+                )
+                .bind(worker)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok((accounts, messages))
+            }
+
+            async fn sessions_gone(
+                &self,
+                workers: &[String],
+            ) -> Result<BTreeSet<String>, StoreError> {
+                if workers.is_empty() {
+                    return Ok(BTreeSet::new());
+                }
+                self.gone_sessions(workers).await
             }
 
             async fn begin_run(
                 &self,
                 as_of: NaiveDate,
                 now: DateTime<Utc>,
+                worker: &str,
             ) -> Result<RunId, StoreError> {
                 Ok(sqlx::query_scalar(
-                    "INSERT INTO runs (as_of, started_at) VALUES ($1, $2) RETURNING id",
+                    "INSERT INTO runs (as_of, started_at, worker) VALUES ($1, $2, $3) RETURNING id",
                 )
                 .bind(day(as_of))
                 .bind(ts(now))
+                .bind(worker)
                 .fetch_one(&self.pool)
                 .await?)
             }

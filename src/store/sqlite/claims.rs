@@ -11,8 +11,23 @@ const PIPELINING: Pipelining = Pipelining::ReadNext;
 shared::runs::run_store!(SqliteStore);
 
 impl SqliteStore {
+    /// SQLite has no sessions to watch: a dead worker is told by its process (see
+    /// `crate::worker`), never by the database.
+    pub(super) async fn gone_sessions(
+        &self,
+        _workers: &[String],
+    ) -> Result<BTreeSet<String>, StoreError> {
+        Ok(BTreeSet::new())
+    }
+
+    /// Nothing to register (see `gone_sessions`).
+    pub(super) async fn register_worker(&self, _worker: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The accounts claimed, in no particular order.
     async fn claim(&self, c: &Claim<'_>) -> Result<Vec<String>, StoreError> {
+        self.register_worker(c.worker).await?;
         let mut tx = self.write_tx().await?;
         // Walk the active subscriptions in account order from `after` (see the index's
         // migration), rather than sort every due one for each chunk. The accounts come back

@@ -255,7 +255,7 @@ mod tests {
             credit_note_prefix: "CN".into(),
         };
         let ctx = ChunkContext {
-            run: store.begin_run(as_of, now).await.unwrap(),
+            run: store.begin_run(as_of, now, "test").await.unwrap(),
             numbering: &numbering,
             now,
             mail_at: now,
