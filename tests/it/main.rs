@@ -15,6 +15,7 @@ mod correction_properties;
 mod corrections;
 mod crash;
 mod daemon;
+mod deploy;
 mod fuzz;
 mod hardening;
 mod invoices;
