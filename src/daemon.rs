@@ -64,18 +64,30 @@ pub enum DaemonError {
 
 pub use crate::schedule::Schedule;
 
-/// What `/metrics` exposes.
+/// What `/metrics` exposes. The alert rules (`deploy/prometheus/billrun-alerts.yml`) and the
+/// dashboard (`deploy/grafana/billrun-dashboard.json`) use these names; a test checks that
+/// they name nothing else.
 pub struct Metrics {
     registry: Registry,
     pub documents_issued: Counter,
     pub close_runs: Counter,
     pub close_failures: Counter,
     pub close_duration: Histogram,
+    /// Messages not sent yet and not withdrawn (held ones included).
     pub outbox_depth: Gauge,
+    /// Customer emails held back: in their run's review window, or by an operator.
+    pub outbox_held: Gauge,
     pub emails_sent: Counter,
     pub email_send_failures: Counter,
-    /// Accounts parked by a sanity bound and not released, after the last close.
+    /// Accounts parked by a sanity bound and not released.
     pub parked_accounts: Gauge,
+    /// When the last close that ended without error finished (Unix seconds); read from the
+    /// store at start, so a restart does not reset it. 0: never.
+    pub last_successful_close: Gauge,
+    /// 1 when this daemon's last close ended in an error, else 0.
+    pub last_close_failed: Gauge,
+    /// Accounts this daemon's last close could not close (they stay due).
+    pub last_close_accounts_failed: Gauge,
 }
 
 impl Metrics {
@@ -89,9 +101,13 @@ impl Metrics {
                 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0,
             ]),
             outbox_depth: Gauge::default(),
+            outbox_held: Gauge::default(),
             emails_sent: Counter::default(),
             email_send_failures: Counter::default(),
             parked_accounts: Gauge::default(),
+            last_successful_close: Gauge::default(),
+            last_close_failed: Gauge::default(),
+            last_close_accounts_failed: Gauge::default(),
             registry: Registry::default(),
         };
         // (metric name, help, the metric) — names as operators' dashboards know them.
@@ -105,10 +121,14 @@ impl Metrics {
             "close_runs", "Close runs finished", m.close_runs;
             "close_failures", "Close runs that failed", m.close_failures;
             "close_duration_seconds", "Duration of close runs", m.close_duration;
-            "outbox_depth", "Messages waiting in the outbox", m.outbox_depth;
+            "outbox_depth", "Messages waiting in the outbox (not sent, not withdrawn; held ones included)", m.outbox_depth;
+            "outbox_held", "Customer emails held for review or by an operator (`billrun release RUN`)", m.outbox_held;
             "email_sent", "Messages delivered", m.emails_sent;
             "email_send_failures", "Message deliveries that failed (retried later)", m.email_send_failures;
             "parked_accounts", "Accounts parked by a sanity bound, waiting for `billrun unpark`", m.parked_accounts;
+            "last_successful_close_timestamp_seconds", "When the last close without error finished (Unix time; 0: never)", m.last_successful_close;
+            "last_close_failed", "1 when this daemon's last close ended in an error", m.last_close_failed;
+            "last_close_accounts_failed", "Accounts this daemon's last close could not close (they stay due)", m.last_close_accounts_failed;
         }
         Metrics { registry, ..m }
     }
@@ -189,6 +209,17 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
         let (tick_tx, mut ticks) = mpsc::channel::<()>(4);
+
+        // What the store knows, before the first close: a restart must not look like a
+        // daemon that never closed.
+        match last_successful_close(self.store.as_ref(), self.clock.now()).await {
+            Ok(Some(at)) => {
+                shared.metrics.last_successful_close.set(at.timestamp());
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the last successful close"),
+        }
+        self.update_gauges(&shared).await;
 
         // Catch up first: whatever came due while the daemon was down.
         let mut stop = stop_rx.clone();
@@ -281,6 +312,12 @@ impl Daemon {
                 m.documents_issued.inc_by(issued);
                 m.emails_sent.inc_by(r.emails_sent);
                 m.email_send_failures.inc_by(r.emails_failed);
+                m.last_close_failed.set(0);
+                m.last_close_accounts_failed.set(r.failed.len() as i64);
+                // A close stopped by a shutdown left work due: not a success to alert on.
+                if !r.stopped {
+                    m.last_successful_close.set(self.clock.now().timestamp());
+                }
                 last.documents = issued;
                 if !r.failed.is_empty() {
                     last.error = Some(format!("{} account(s) could not be closed", r.failed.len()));
@@ -288,22 +325,13 @@ impl Daemon {
             }
             Err(e) => {
                 m.close_failures.inc();
+                m.last_close_failed.set(1);
                 tracing::error!(%as_of, error = %e, "close failed; the next run picks up where it stopped");
                 last.error = Some(e.to_string());
             }
         }
         *shared.last_run.lock().unwrap_or_else(|p| p.into_inner()) = last;
-        match self.store.parked().await {
-            Ok(parked) => {
-                let waiting = parked
-                    .iter()
-                    .filter(|p| p.status == crate::store::ParkStatus::Parked)
-                    .count();
-                m.parked_accounts.set(waiting as i64);
-            }
-            Err(e) => tracing::warn!(error = %e, "could not count parked accounts"),
-        }
-        self.update_depth(shared).await;
+        self.update_gauges(shared).await;
     }
 
     async fn drain_outbox(&self, shared: &Shared) {
@@ -317,14 +345,50 @@ impl Daemon {
             // A bug, not a reason to stop billing: the next pass tries again.
             Err(panic) => tracing::error!(error = %panic, "outbox pass failed (internal error)"),
         }
-        self.update_depth(shared).await;
+        self.update_gauges(shared).await;
     }
 
-    async fn update_depth(&self, shared: &Shared) {
-        if let Ok(depth) = self.store.outbox_depth().await {
-            shared.metrics.outbox_depth.set(depth as i64);
+    /// The gauges read from the store — the outbox, held mail, parked accounts — after each
+    /// close and outbox pass, so an `unpark` or a `release` shows within one pass. A gauge
+    /// whose query fails keeps its last value (the failing pass has logged why).
+    async fn update_gauges(&self, shared: &Shared) {
+        let m = &shared.metrics;
+        let depth = self.store.outbox_depth().await;
+        let holds = self.store.outbox_holds(self.clock.now()).await;
+        match (depth, holds) {
+            (Ok(depth), Ok(holds)) => {
+                m.outbox_depth
+                    .set(depth.saturating_sub(holds.withdrawn) as i64);
+                m.outbox_held.set((holds.review + holds.operator) as i64);
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "could not count the outbox"),
+        }
+        match self.store.parked().await {
+            Ok(parked) => {
+                let waiting = parked
+                    .iter()
+                    .filter(|p| p.status == crate::store::ParkStatus::Parked)
+                    .count();
+                m.parked_accounts.set(waiting as i64);
+            }
+            Err(e) => tracing::debug!(error = %e, "could not count parked accounts"),
         }
     }
+}
+
+/// When the latest run that completed (ended without error) finished, as the store's run
+/// list says; `None` if none has.
+pub async fn last_successful_close(
+    store: &dyn Store,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, crate::store::StoreError> {
+    Ok(store
+        .runs(now)
+        .await?
+        .iter()
+        .filter(|r| r.status == "completed")
+        .filter_map(|r| r.finished_at)
+        .max())
 }
 
 /// A listening socket with a queue of [`LISTEN_BACKLOG`]: `TcpListener::bind` asks for 128,
@@ -496,5 +560,17 @@ mod tests {
         assert!(text.contains("billrun_outbox_depth"), "{text}");
         m.parked_accounts.set(2);
         assert!(m.render().contains("billrun_parked_accounts 2"));
+        m.last_successful_close.set(1_772_323_200);
+        m.outbox_held.set(4);
+        let text = m.render();
+        for line in [
+            "billrun_last_successful_close_timestamp_seconds 1772323200",
+            "billrun_outbox_held 4",
+            "billrun_last_close_failed 0",
+            "billrun_last_close_accounts_failed 0",
+            "billrun_close_failures_total 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 }

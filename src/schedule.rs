@@ -31,12 +31,19 @@ impl Schedule {
     }
 
     /// The first firing strictly after `t`, found in local time, so a daylight-saving change
-    /// moves it with the wall clock.
+    /// moves it with the wall clock. On the whole second: croner carries `t`'s fraction of a
+    /// second over.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        use chrono::SubsecRound;
         self.cron
             .find_next_occurrence(&t.with_timezone(&self.tz), false)
             .ok()
-            .map(|d| d.with_timezone(&Utc))
+            .map(|d| d.with_timezone(&Utc).trunc_subsecs(0))
+    }
+
+    /// The billing timezone it is read in.
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.tz
     }
 
     /// Today in the billing timezone: the `as_of` date of a run starting at `t`.
@@ -69,6 +76,11 @@ mod tests {
         assert_eq!(
             s.next_after(utc("2026-11-01T04:00:00Z")),
             Some(utc("2026-11-02T05:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(utc("2026-03-09T04:00:00.25Z")),
+            Some(utc("2026-03-10T04:00:00Z")),
+            "on the whole second"
         );
         assert_eq!(
             s.today(utc("2026-03-09T03:59:00Z")),

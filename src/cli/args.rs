@@ -53,6 +53,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The state of things: the database and its schema, the next scheduled close, the last
+    /// runs, the outbox by state, parked accounts. Reads only (never migrates).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Keep a run's customer emails from going until `release RUN`.
     Hold { run: i64 },
     /// Send a run's held customer emails now.

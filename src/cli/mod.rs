@@ -23,6 +23,7 @@ mod parked;
 mod runs;
 mod send;
 mod simulate;
+mod status;
 
 pub use args::{CatalogCommand, Cli, Command, LicenceCommand, TargetArgs};
 
@@ -80,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             json,
         } => close::close(&config, as_of, dry_run, out.as_deref(), json).await,
         Command::Runs { json } => runs::runs(&config, json).await,
+        Command::Status { json } => status::status(&config, json).await,
         Command::Hold { run } => runs::hold(&config, run).await,
         Command::Release { run } => runs::release(&config, run).await,
         Command::Audit { account, json } => audit::audit(&config, account.as_deref(), json).await,

@@ -189,6 +189,18 @@ pub struct OutboxWaiting {
     pub review_until: Option<DateTime<Utc>>,
 }
 
+/// Unsent messages held back, by why (`billrun status`, the daemon's `billrun_outbox_held`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxHolds {
+    /// Customer emails in their run's review window (`review_hours`): they go when it ends.
+    pub review: u64,
+    /// Customer emails held by an operator (`billrun hold RUN`) until `billrun release RUN`.
+    pub operator: u64,
+    /// Messages that will never go: their invoice was voided while they waited (and the
+    /// credit note voiding it). Finance has them in its files.
+    pub withdrawn: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct LedgerEntry {
     pub at: NaiveDate,
@@ -678,6 +690,12 @@ pub trait QueryStore: Send + Sync {
     async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError>;
     /// Balances of every account, by id.
     async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError>;
+
+    /// Unsent messages held back at `now`: in a review window, held by an operator, withdrawn.
+    async fn outbox_holds(&self, now: DateTime<Utc>) -> Result<OutboxHolds, StoreError>;
+    /// How many accounts each run from `first` on parked (its `parked_events`, released or
+    /// not since), by run; runs that parked none are absent.
+    async fn parks_per_run(&self, first: RunId) -> Result<BTreeMap<RunId, u64>, StoreError>;
 }
 
 /// Parked accounts (sanity bounds, src/core/sanity.rs).

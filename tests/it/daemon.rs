@@ -269,6 +269,19 @@ fn start_daemon(dir: &Path, nofile: Option<u64>) -> (Daemon, u16) {
         "{}",
         String::from_utf8_lossy(&import.stderr)
     );
+    (spawn_daemon(dir, nofile), port)
+}
+
+/// `billrun run` on the configuration `start_daemon` wrote, once its catch-up close finished.
+fn spawn_daemon(dir: &Path, nofile: Option<u64>) -> Daemon {
+    let config = dir.join("billrun.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let port: u16 = text
+        .split("http_addr = \"127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the configuration names the port");
     let mut command = billrun(&config);
     command
         .arg("run")
@@ -311,7 +324,7 @@ fn start_daemon(dir: &Path, nofile: Option<u64>) -> (Daemon, u16) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    (daemon, port)
+    daemon
 }
 
 /// SIGTERM, then insist on a clean exit within 10 s.
@@ -335,6 +348,76 @@ fn stop_daemon(mut daemon: Daemon, dir: &Path) {
     };
     let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
     assert!(status.success(), "exit {status:?}; log:\n{log}");
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The gauges the alert rules need: after a successful close the time of it and no failure;
+/// after a restart whose catch-up close fails (a configured module table that does not
+/// exist), the failure, and still the time of the last successful close as the store has it.
+#[test]
+fn the_last_successful_close_survives_a_restart_and_a_failed_close_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let began = chrono::Utc::now().timestamp();
+    let (daemon, port) = start_daemon(dir.path(), None);
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    let closed = sample(&metrics, "billrun_last_successful_close_timestamp_seconds") as i64;
+    assert!(
+        (began..=chrono::Utc::now().timestamp()).contains(&closed),
+        "{closed} not since {began}:\n{metrics}"
+    );
+    for (name, value) in [
+        ("billrun_last_close_failed", 0.0),
+        ("billrun_last_close_accounts_failed", 0.0),
+        ("billrun_close_failures_total", 0.0),
+        ("billrun_outbox_depth", 0.0),
+        ("billrun_outbox_held", 0.0),
+        ("billrun_parked_accounts", 0.0),
+    ] {
+        assert_eq!(sample(&metrics, name), value, "{name}:\n{metrics}");
+    }
+    stop_daemon(daemon, dir.path());
+
+    let config = dir.path().join("billrun.toml");
+    let runs = billrun(&config).args(["runs", "--json"]).output().unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let finished: chrono::DateTime<chrono::Utc> =
+        runs[0]["finished_at"].as_str().unwrap().parse().unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[modules]\nreports = [{ table = \"no_such_table\", account_column = \"account_id\" }]\n",
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let daemon = spawn_daemon(dir.path(), None);
+    let (_, health) = http_get(port, "/healthz").unwrap();
+    assert!(health.contains("no_such_table"), "{health}");
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(
+        sample(&metrics, "billrun_last_successful_close_timestamp_seconds") as i64,
+        finished.timestamp(),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "billrun_last_close_failed"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "billrun_close_failures_total"),
+        1.0,
+        "{metrics}"
+    );
+    stop_daemon(daemon, dir.path());
 }
 
 /// Files the process has open.

@@ -224,6 +224,41 @@ macro_rules! query_store {
                 })
                 .await
             }
+
+            async fn outbox_holds(&self, now: DateTime<Utc>) -> Result<OutboxHolds, StoreError> {
+                // The review window as `outbox_waiting` counts it: never attempted, first
+                // attempt still ahead.
+                let r = sqlx::query(
+                    "SELECT \
+                       COUNT(*) FILTER (WHERE hold IS NULL AND attempts = 0 AND next_attempt_at > $1) AS review, \
+                       COUNT(*) FILTER (WHERE hold = 'operator') AS operator, \
+                       COUNT(*) FILTER (WHERE hold = 'withdrawn') AS withdrawn \
+                     FROM outbox WHERE status = 'pending'",
+                )
+                .bind(ts(now))
+                .fetch_one(&self.pool)
+                .await?;
+                let count = |col: &str| r.int(col).map(|n| n.max(0) as u64);
+                Ok(OutboxHolds {
+                    review: count("review")?,
+                    operator: count("operator")?,
+                    withdrawn: count("withdrawn")?,
+                })
+            }
+
+            async fn parks_per_run(
+                &self,
+                first: RunId,
+            ) -> Result<BTreeMap<RunId, u64>, StoreError> {
+                let query = sqlx::query(
+                    "SELECT run_id, COUNT(*) AS parked FROM parked_events WHERE run_id >= $1 GROUP BY run_id",
+                );
+                let rows = all(&self.pool, query.bind(first), |r| {
+                    Ok((r.int("run_id")?, r.int("parked")?.max(0) as u64))
+                })
+                .await?;
+                Ok(rows.into_iter().collect())
+            }
         }
     };
 }

@@ -168,7 +168,6 @@ impl SqliteStore {
                 .read_only(read_only)
                 .create_if_missing(!read_only)
                 .foreign_keys(true)
-                .journal_mode(SqliteJournalMode::Wal)
                 // A committed invoice must survive a power cut: it may already be emailed.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
@@ -179,6 +178,13 @@ impl SqliteStore {
                     "journal_size_limit",
                     (WAL_AUTOCHECKPOINT_PAGES * 4096).to_string(),
                 );
+            // WAL is recorded in the file: a read-only connection finds it there, and could
+            // not switch an empty file to it (that is a write).
+            let opts = if read_only {
+                opts
+            } else {
+                opts.journal_mode(SqliteJournalMode::Wal)
+            };
             SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(opts)
