@@ -292,6 +292,10 @@ impl Daemon {
         let options = CloseOptions {
             stop: Some(stop.clone()),
             instant: Some(now),
+            // A long close tells the log how far it is, every half minute.
+            progress: Some(crate::progress::Watcher(std::sync::Arc::new(
+                crate::progress::LogProgress::new(std::time::Duration::from_secs(30)),
+            ))),
             ..Default::default()
         };
         let started = Instant::now();

@@ -20,6 +20,7 @@ pub mod input;
 pub mod mail;
 pub mod output;
 mod panics;
+pub mod progress;
 mod redact;
 pub mod scenario;
 pub mod schedule;

@@ -29,6 +29,7 @@ pub(super) async fn close(
     let billing = session.billing();
     let options = CloseOptions {
         keep_documents: json || dry_run,
+        progress: super::progress::on_terminal(json),
         ..Default::default()
     };
     let report = if dry_run {

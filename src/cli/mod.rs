@@ -20,6 +20,7 @@ mod import;
 mod licences;
 mod migrate;
 mod parked;
+mod progress;
 mod runs;
 mod send;
 mod simulate;

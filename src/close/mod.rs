@@ -40,6 +40,8 @@ pub struct CloseOptions {
     /// (boundaries are 00:00 in the account's timezone). The daemon sets it; `--as-of DATE`
     /// means that date everywhere.
     pub instant: Option<DateTime<Utc>>,
+    /// Told how many accounts are due and each chunk done (a terminal's bar, the daemon's log).
+    pub progress: Option<crate::progress::Watcher>,
     /// Test hook: fail the run after this many chunks have been committed, as a crash would.
     #[doc(hidden)]
     pub fail_after_chunks: Option<usize>,
@@ -576,6 +578,10 @@ async fn close_chunks(
         times: PhaseTimes::default(),
         waiting_for: Default::default(),
     };
+    if let Some(p) = &options.progress {
+        let due = inputs.store.count_due(pipeline.query_date).await?;
+        p.0.start("accounts", Some(due));
+    }
     // In a dry run, the accounts this close would cancel and whose retention is already over.
     let mut would_delete = Vec::new();
     let mut after: Option<AccountId> = None;
@@ -591,6 +597,7 @@ async fn close_chunks(
         let Some(last) = chunk.ids.last().cloned() else {
             break;
         };
+        let last_len = chunk.ids.len() as u64;
         match run {
             None => {
                 for c in &chunk.closes {
@@ -606,12 +613,18 @@ async fn close_chunks(
             Some(run) => pipeline.commit(chunk, run, &last, report).await?,
         }
         chunks += 1;
+        if let Some(p) = &options.progress {
+            p.0.advance(last_len);
+        }
         if run.is_some() && options.fail_after_chunks == Some(chunks) {
             return Err(CloseError::Injected(chunks));
         }
         after = Some(last);
     }
     pipeline.times.log(chunks);
+    if let Some(p) = &options.progress {
+        p.0.finish();
+    }
     Ok(would_delete)
 }
 

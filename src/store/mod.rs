@@ -480,6 +480,9 @@ pub trait RunStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<AccountId>, StoreError>;
 
+    /// How many accounts have a subscription due at `as_of` (for progress reports).
+    async fn count_due(&self, as_of: NaiveDate) -> Result<u64, StoreError>;
+
     /// How a close overlaps the next chunk with the writing of the current one.
     fn pipelining(&self) -> Pipelining;
 }

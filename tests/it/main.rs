@@ -23,6 +23,7 @@ mod lifecycle;
 mod outages;
 mod overflow;
 mod parking;
+mod progress;
 mod properties;
 mod recovery;
 mod scenarios;

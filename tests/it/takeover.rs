@@ -5,33 +5,14 @@
 //! and the other close says whom it waits for.
 
 use crate::common::books::check_books;
-use crate::common::{Backend, Sandbox, count};
+use crate::common::{Backend, Sandbox, count, import_monthly};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const ACCOUNTS: usize = 1_500;
 
-/// `ACCOUNTS` accounts, one monthly subscription each from 2026-01-01.
 fn import(sb: &Sandbox) {
-    let accounts: Vec<serde_json::Value> = (1..=ACCOUNTS)
-        .map(|i| {
-            serde_json::json!({"id": format!("t{i:05}"), "name": format!("Takeover {i}"),
-                               "email": format!("billing@t{i:05}.example"), "currency": "USD"})
-        })
-        .collect();
-    let subscriptions: Vec<serde_json::Value> = (1..=ACCOUNTS)
-        .map(|i| {
-            serde_json::json!({"id": format!("ts{i:05}"), "account": format!("t{i:05}"), "policy": "deferred",
-                               "cycle": "monthly", "start": "2026-01-01", "items": [{"plan": "basic"}]})
-        })
-        .collect();
-    let file = sb.dir.path().join("accounts.json");
-    std::fs::write(
-        &file,
-        serde_json::json!({"accounts": accounts, "subscriptions": subscriptions}).to_string(),
-    )
-    .unwrap();
-    sb.ok(&["import", file.to_str().unwrap()]);
+    import_monthly(sb, "t", ACCOUNTS);
 }
 
 /// Small chunks, so a worker is caught holding claims; the default five-minute lease;

@@ -340,6 +340,17 @@ macro_rules! run_store {
                     .collect()
             }
 
+            async fn count_due(&self, as_of: NaiveDate) -> Result<u64, StoreError> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(DISTINCT account_id) FROM subscriptions \
+                     WHERE status = 'active' AND next_bill_date <= $1",
+                )
+                .bind(day(as_of))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n as u64)
+            }
+
             fn pipelining(&self) -> Pipelining {
                 PIPELINING
             }

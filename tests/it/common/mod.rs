@@ -444,3 +444,28 @@ pub async fn count(db: &TestDb, sql: &'static str) -> i64 {
         }
     }
 }
+
+/// Import `n` accounts `{prefix}00001`…, each with one monthly `basic` subscription (deferred)
+/// from 2026-01-01: as of 2026-02-15 each is due for January and February.
+pub fn import_monthly(sb: &Sandbox, prefix: &str, n: usize) {
+    let accounts: Vec<serde_json::Value> = (1..=n)
+        .map(|i| {
+            serde_json::json!({"id": format!("{prefix}{i:05}"), "name": format!("Customer {i}"),
+                               "email": format!("billing@{prefix}{i:05}.example"), "currency": "USD"})
+        })
+        .collect();
+    let subscriptions: Vec<serde_json::Value> = (1..=n)
+        .map(|i| {
+            serde_json::json!({"id": format!("{prefix}s{i:05}"), "account": format!("{prefix}{i:05}"),
+                               "policy": "deferred", "cycle": "monthly", "start": "2026-01-01",
+                               "items": [{"plan": "basic"}]})
+        })
+        .collect();
+    let file = sb.dir.path().join(format!("{prefix}-accounts.json"));
+    std::fs::write(
+        &file,
+        serde_json::json!({"accounts": accounts, "subscriptions": subscriptions}).to_string(),
+    )
+    .unwrap();
+    sb.ok(&["import", file.to_str().unwrap()]);
+}

@@ -1,0 +1,60 @@
+//! Progress on a terminal: under a pseudo-terminal a long close draws a bar with its
+//! percentage on stderr; piped, it prints only its summary.
+
+use crate::common::{Backend, Sandbox, import_monthly};
+
+const ACCOUNTS: usize = 3_000;
+
+/// Small chunks, so the bar moves; customer mail held for review, so the close ends with its
+/// finance batch rather than rendering thousands of PDFs.
+fn env() -> Vec<(String, String)> {
+    vec![
+        ("BILLRUN_CHUNK_SIZE".into(), "50".into()),
+        ("BILLRUN_REVIEW_HOURS".into(), "24".into()),
+    ]
+}
+
+on_each_backend!(bar:
+    a_close_on_a_terminal_shows_its_progress_and_piped_only_its_summary_sqlite,
+    a_close_on_a_terminal_shows_its_progress_and_piped_only_its_summary_postgres
+);
+
+async fn bar(backend: Backend) {
+    let sb = Sandbox::new(backend);
+    sb.ok(&["migrate"]);
+    import_monthly(&sb, "p", ACCOUNTS);
+    let line = format!(
+        "{} --config {} close --as-of 2026-02-15",
+        env!("CARGO_BIN_EXE_billrun"),
+        sb.config().display()
+    );
+    // script(1) runs the close on a pseudo-terminal and copies what it draws to stdout.
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(sb.dir.path());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BILLRUN_")) {
+        script.env_remove(k);
+    }
+    let out = script.envs(env()).output().expect("script(1) runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains(&format!("/{ACCOUNTS} (")) && screen.contains("%)"),
+        "no progress with a percentage on the terminal: {screen}"
+    );
+    assert!(
+        screen.contains("Invoices:") || screen.contains("invoice"),
+        "{screen}"
+    );
+
+    // Piped: the summary on stdout, nothing on stderr. (The same close again has nothing due.)
+    let sb = Sandbox::new(backend);
+    sb.ok(&["migrate"]);
+    import_monthly(&sb, "q", ACCOUNTS);
+    let out = sb.run_with_env(&["close", "--as-of", "2026-02-15"], &env());
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(&format!("/{ACCOUNTS} (")), "{stdout}");
+}
