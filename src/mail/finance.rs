@@ -87,83 +87,163 @@ fn write_csv<const N: usize>(
     String::from_utf8(bytes).map_err(csv_error)
 }
 
+/// A document's row of `documents.csv`.
+fn document_row(doc: &Document) -> [String; DOCUMENT_COLUMNS.len()] {
+    let d = &doc.draft;
+    let cur = d.currency;
+    [
+        doc.number.clone(),
+        d.kind.as_str().into(),
+        d.corrects.clone().unwrap_or_default(),
+        d.account.to_string(),
+        d.customer.name.clone(),
+        d.customer.tax_id.clone().unwrap_or_default(),
+        d.customer.country.clone().unwrap_or_default(),
+        d.subscription
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        d.issued_at.to_string(),
+        d.due_at.to_string(),
+        d.period.map(|p| p.start.to_string()).unwrap_or_default(),
+        d.period.map(|p| p.end.to_string()).unwrap_or_default(),
+        cur.to_string(),
+        amount(cur, d.net()),
+        amount(cur, d.tax),
+        amount(cur, d.total),
+        amount(cur, d.credit_applied),
+        amount(cur, d.amount_due),
+    ]
+}
+
+/// A document's rows of `lines.csv`.
+fn line_rows(doc: &Document) -> impl Iterator<Item = [String; LINE_COLUMNS.len()]> + '_ {
+    let cur = doc.draft.currency;
+    doc.draft.lines.iter().enumerate().map(move |(i, l)| {
+        [
+            doc.number.clone(),
+            (i + 1).to_string(),
+            l.kind.finance_kind().into(),
+            l.description.clone(),
+            l.quantity.map(|q| q.to_string()).unwrap_or_default(),
+            l.unit_price.map(|p| cur.price(p)).unwrap_or_default(),
+            amount(cur, l.amount),
+            l.tax.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+            l.tax
+                .as_ref()
+                .map(|t| t.percent.normalize().to_string())
+                .unwrap_or_default(),
+        ]
+    })
+}
+
+/// A refund's row of `refunds.csv`.
+fn refund_row(r: &RefundOwed) -> [String; REFUND_COLUMNS.len()] {
+    let shown = Currency::new(&r.currency)
+        .map(|c| amount(c, r.amount))
+        .unwrap_or_else(|_| r.amount.to_string());
+    [
+        r.account.clone(),
+        r.customer_name.clone(),
+        r.currency.clone(),
+        shown,
+        r.reason.clone(),
+    ]
+}
+
 /// `documents.csv`, `lines.csv` and (when there are any) `refunds.csv`.
 pub fn finance_files(
     docs: &[&Document],
     refunds: &[RefundOwed],
 ) -> Result<FinanceFiles, MailError> {
-    let documents = write_csv(
-        DOCUMENT_COLUMNS,
-        docs.iter().map(|doc| {
-            let d = &doc.draft;
-            let cur = d.currency;
-            [
-                doc.number.clone(),
-                d.kind.as_str().into(),
-                d.corrects.clone().unwrap_or_default(),
-                d.account.to_string(),
-                d.customer.name.clone(),
-                d.customer.tax_id.clone().unwrap_or_default(),
-                d.customer.country.clone().unwrap_or_default(),
-                d.subscription
-                    .as_ref()
-                    .map(|s| s.to_string())
-                    .unwrap_or_default(),
-                d.issued_at.to_string(),
-                d.due_at.to_string(),
-                d.period.map(|p| p.start.to_string()).unwrap_or_default(),
-                d.period.map(|p| p.end.to_string()).unwrap_or_default(),
-                cur.to_string(),
-                amount(cur, d.net()),
-                amount(cur, d.tax),
-                amount(cur, d.total),
-                amount(cur, d.credit_applied),
-                amount(cur, d.amount_due),
-            ]
-        }),
-    )?;
-    let lines = write_csv(
-        LINE_COLUMNS,
-        docs.iter().flat_map(|doc| {
-            let cur = doc.draft.currency;
-            doc.draft.lines.iter().enumerate().map(move |(i, l)| {
-                [
-                    doc.number.clone(),
-                    (i + 1).to_string(),
-                    l.kind.finance_kind().into(),
-                    l.description.clone(),
-                    l.quantity.map(|q| q.to_string()).unwrap_or_default(),
-                    l.unit_price.map(|p| cur.price(p)).unwrap_or_default(),
-                    amount(cur, l.amount),
-                    l.tax.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
-                    l.tax
-                        .as_ref()
-                        .map(|t| t.percent.normalize().to_string())
-                        .unwrap_or_default(),
-                ]
-            })
-        }),
-    )?;
+    let documents = write_csv(DOCUMENT_COLUMNS, docs.iter().map(|d| document_row(d)))?;
+    let lines = write_csv(LINE_COLUMNS, docs.iter().flat_map(|d| line_rows(d)))?;
     let mut files = vec![(DOCUMENTS_CSV, documents), (LINES_CSV, lines)];
     if !refunds.is_empty() {
-        let refunds = write_csv(
-            REFUND_COLUMNS,
-            refunds.iter().map(|r| {
-                let shown = Currency::new(&r.currency)
-                    .map(|c| amount(c, r.amount))
-                    .unwrap_or_else(|_| r.amount.to_string());
-                [
-                    r.account.clone(),
-                    r.customer_name.clone(),
-                    r.currency.clone(),
-                    shown,
-                    r.reason.clone(),
-                ]
-            }),
-        )?;
-        files.push((REFUNDS_CSV, refunds));
+        files.push((
+            REFUNDS_CSV,
+            write_csv(REFUND_COLUMNS, refunds.iter().map(refund_row))?,
+        ));
     }
     Ok(FinanceFiles { files })
+}
+
+/// A file of the finance set being written: under a temporary name, readable by its owner
+/// only, until `finish` renames it.
+fn private_tmp(dir: &std::path::Path, name: &str) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.join(format!(".{name}.tmp")))
+}
+
+/// The same files as [`finance_files`], written page by page into a folder (an export of any
+/// size in bounded memory), each whole or not at all.
+pub struct FinanceFilesWriter {
+    dir: std::path::PathBuf,
+    documents: csv::Writer<std::fs::File>,
+    lines: csv::Writer<std::fs::File>,
+}
+
+impl FinanceFilesWriter {
+    /// Start the files in `dir` (created if missing), with their header rows.
+    pub fn create(dir: &std::path::Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut documents = csv::Writer::from_writer(private_tmp(dir, DOCUMENTS_CSV)?);
+        documents.write_record(DOCUMENT_COLUMNS)?;
+        let mut lines = csv::Writer::from_writer(private_tmp(dir, LINES_CSV)?);
+        lines.write_record(LINE_COLUMNS)?;
+        Ok(FinanceFilesWriter {
+            dir: dir.to_path_buf(),
+            documents,
+            lines,
+        })
+    }
+
+    /// Add documents' rows.
+    pub fn append(&mut self, docs: &[&Document]) -> std::io::Result<()> {
+        for doc in docs {
+            self.documents.write_record(document_row(doc))?;
+            for row in line_rows(doc) {
+                self.lines.write_record(&row)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `refunds.csv` if there are refunds, sync every file and give each its name.
+    /// Returns the paths written.
+    pub fn finish(self, refunds: &[RefundOwed]) -> std::io::Result<Vec<std::path::PathBuf>> {
+        let mut done = vec![
+            (
+                DOCUMENTS_CSV,
+                self.documents.into_inner().map_err(|e| e.into_error())?,
+            ),
+            (
+                LINES_CSV,
+                self.lines.into_inner().map_err(|e| e.into_error())?,
+            ),
+        ];
+        if !refunds.is_empty() {
+            let mut w = csv::Writer::from_writer(private_tmp(&self.dir, REFUNDS_CSV)?);
+            w.write_record(REFUND_COLUMNS)?;
+            for r in refunds {
+                w.write_record(refund_row(r))?;
+            }
+            done.push((REFUNDS_CSV, w.into_inner().map_err(|e| e.into_error())?));
+        }
+        let mut written = Vec::new();
+        for (name, file) in done {
+            file.sync_all()?;
+            let path = self.dir.join(name);
+            std::fs::rename(self.dir.join(format!(".{name}.tmp")), &path)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
 }
 
 impl FinanceFiles {

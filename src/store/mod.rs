@@ -670,12 +670,17 @@ pub trait QueryStore: Send + Sync {
     async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>, StoreError>;
     /// The credit notes that correct invoice `number`, in issue order.
     async fn credit_notes_against(&self, number: &str) -> Result<Vec<StoredDocument>, StoreError>;
-    /// Documents issued in `[from, to)`, in issue order (`billrun export`).
+    /// Up to `limit` documents issued in `[from, to)` with ids above `after`, in id order
+    /// (`billrun export` pages through them).
     async fn documents_issued(
         &self,
         from: NaiveDate,
         to: NaiveDate,
+        after: i64,
+        limit: u32,
     ) -> Result<Vec<StoredDocument>, StoreError>;
+    /// How many documents were issued in `[from, to)`.
+    async fn count_issued(&self, from: NaiveDate, to: NaiveDate) -> Result<u64, StoreError>;
     /// Refunds owed that were recorded in `[from, to)` (`billrun export`).
     async fn refunds_recorded(
         &self,

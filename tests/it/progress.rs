@@ -1,5 +1,5 @@
 //! Progress on a terminal: under a pseudo-terminal a long close draws a bar with its
-//! percentage on stderr; piped, it prints only its summary.
+//! percentage on stderr, and so does an export; piped, a close prints only its summary.
 
 use crate::common::{Backend, Sandbox, import_monthly};
 
@@ -12,6 +12,21 @@ fn env() -> Vec<(String, String)> {
         ("BILLRUN_CHUNK_SIZE".into(), "50".into()),
         ("BILLRUN_REVIEW_HOURS".into(), "24".into()),
     ]
+}
+
+/// What `line` draws when run on a pseudo-terminal (script(1) copies it to its stdout).
+fn on_a_terminal(sb: &Sandbox, line: &str) -> String {
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qfec", line, "/dev/null"])
+        .current_dir(sb.dir.path());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BILLRUN_")) {
+        script.env_remove(k);
+    }
+    let out = script.envs(env()).output().expect("script(1) runs");
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{screen}");
+    screen
 }
 
 on_each_backend!(bar:
@@ -28,25 +43,26 @@ async fn bar(backend: Backend) {
         env!("CARGO_BIN_EXE_billrun"),
         sb.config().display()
     );
-    // script(1) runs the close on a pseudo-terminal and copies what it draws to stdout.
-    let mut script = std::process::Command::new("script");
-    script
-        .args(["-qfec", &line, "/dev/null"])
-        .current_dir(sb.dir.path());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("BILLRUN_")) {
-        script.env_remove(k);
-    }
-    let out = script.envs(env()).output().expect("script(1) runs");
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{screen}");
+    let screen = on_a_terminal(&sb, &line);
     assert!(
         screen.contains(&format!("/{ACCOUNTS} (")) && screen.contains("%)"),
         "no progress with a percentage on the terminal: {screen}"
     );
-    assert!(
-        screen.contains("Invoices:") || screen.contains("invoice"),
-        "{screen}"
+    assert!(screen.contains("invoice"), "{screen}");
+
+    // An export of what it issued likewise.
+    let export = format!(
+        "{} --config {} export --from 2026-01-01 --to 2026-03-01 --out {}",
+        env!("CARGO_BIN_EXE_billrun"),
+        sb.config().display(),
+        sb.dir.path().join("export").display()
     );
+    let screen = on_a_terminal(&sb, &export);
+    assert!(
+        screen.contains("documents [") && screen.contains("%)"),
+        "no export progress on the terminal: {screen}"
+    );
+    assert!(screen.contains("Exported "), "{screen}");
 
     // Piped: the summary on stdout, nothing on stderr. (The same close again has nothing due.)
     let sb = Sandbox::new(backend);

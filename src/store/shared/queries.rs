@@ -35,8 +35,9 @@ pub(crate) enum DocFilter<'a> {
     Batch(i64),
     /// The credit notes correcting an invoice.
     Corrects(&'a str),
-    /// Issued on or after the first date and before the second.
-    Issued(chrono::NaiveDate, chrono::NaiveDate),
+    /// Issued on or after the first date and before the second, ids above the third, at most
+    /// the fourth many.
+    Issued(chrono::NaiveDate, chrono::NaiveDate, i64, u32),
     /// Ids above the first, at most the second many.
     Page(i64, u32),
 }
@@ -67,11 +68,15 @@ macro_rules! query_store {
                     DocFilter::Corrects(n) => {
                         q.push(" WHERE corrects = ").push_bind(n.to_string());
                     }
-                    DocFilter::Issued(from, to) => {
+                    DocFilter::Issued(from, to, after, limit) => {
                         q.push(" WHERE issued_at >= ")
                             .push_bind(day(from))
                             .push(" AND issued_at < ")
-                            .push_bind(day(to));
+                            .push_bind(day(to))
+                            .push(" AND id > ")
+                            .push_bind(after)
+                            .push(" ORDER BY id LIMIT ")
+                            .push_bind(i64::from(limit));
                     }
                     DocFilter::Page(after, limit) => {
                         q.push(" WHERE id > ")
@@ -86,7 +91,7 @@ macro_rules! query_store {
                      amount_due, customer, corrects, reason FROM documents",
                 );
                 where_clause(&mut q);
-                let page = matches!(filter, DocFilter::Page(..));
+                let page = matches!(filter, DocFilter::Page(..) | DocFilter::Issued(..));
                 if !page {
                     q.push(" ORDER BY id");
                 }
@@ -168,8 +173,21 @@ macro_rules! query_store {
                 &self,
                 from: NaiveDate,
                 to: NaiveDate,
+                after: i64,
+                limit: u32,
             ) -> Result<Vec<StoredDocument>, StoreError> {
-                self.fetch_documents(DocFilter::Issued(from, to)).await
+                self.fetch_documents(DocFilter::Issued(from, to, after, limit)).await
+            }
+
+            async fn count_issued(&self, from: NaiveDate, to: NaiveDate) -> Result<u64, StoreError> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM documents WHERE issued_at >= $1 AND issued_at < $2",
+                )
+                .bind(day(from))
+                .bind(day(to))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n as u64)
             }
 
             async fn refunds_recorded(
