@@ -1,0 +1,1 @@
+//! Delivery against a real SQLite store.
