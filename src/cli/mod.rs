@@ -157,6 +157,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             chunk_size,
             seed,
             keep,
+            deliver,
+            smtp_connections,
             json,
         } => {
             let options = crate::bench::BenchOptions {
@@ -165,6 +167,10 @@ pub async fn run(cli: Cli) -> Result<Exit> {
                 baseline,
                 seed,
                 keep,
+                deliver: deliver.map(|target| crate::bench::deliver::DeliverTo {
+                    target,
+                    smtp_connections: smtp_connections.unwrap_or(config.smtp_connections),
+                }),
             };
             bench::bench(&config, options, chunk_size, json).await
         }

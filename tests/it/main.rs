@@ -27,4 +27,5 @@ mod recovery;
 mod scenarios;
 mod security;
 mod smtp;
+mod smtp_pipeline;
 mod workers;
