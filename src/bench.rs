@@ -6,7 +6,10 @@
 //! size; nothing is sent (no transport), everything else — numbers, documents, lines, ledger,
 //! outbox rows, the finance batch — is written as in production. The baseline is the same
 //! close with chunks of one account: one transaction per subscription, the way a naive
-//! billing loop works, measured in the same run so the speed-up is a ratio.
+//! billing loop works, measured in the same run so the speed-up is a ratio. With
+//! `--deliver`, every queued message is then delivered (`deliver`).
+
+pub mod deliver;
 
 use crate::clock::ManualClock;
 use crate::close::{CloseOptions, CloseSettings};
@@ -46,6 +49,8 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Keep the database afterwards (PostgreSQL: do not drop it).
     pub keep: bool,
+    /// After the close, deliver every message there (SMTP server or `.eml` folder).
+    pub deliver: Option<deliver::DeliverTo>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +66,8 @@ pub struct BenchReport {
     pub verify_seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<deliver::DeliveryBench>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,7 +122,7 @@ impl Rng {
 
 /// What was generated, to check the close against.
 #[derive(Debug, Default, Clone, Copy)]
-struct Generated {
+pub(crate) struct Generated {
     accounts: u64,
     subscriptions: u64,
     queued: u64,
@@ -127,7 +134,11 @@ struct Generated {
 /// Team seats; USD, EUR, CAD (GST + QST) and GBP; sales taxes and VAT; 10% of accounts with a
 /// percent discount, 5% with opening credit; ~2% with a downgrade queued for the period end
 /// and ~10% with a pending proration item.
-async fn generate(store: &dyn Store, n: u64, seed: u64) -> Result<Generated, BenchError> {
+pub(crate) async fn generate(
+    store: &dyn Store,
+    n: u64,
+    seed: u64,
+) -> Result<Generated, BenchError> {
     const BATCH: usize = 5_000;
     let mut rng = Rng(seed);
     let mut made = Generated::default();
@@ -498,6 +509,15 @@ pub fn with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// The benchmark's clock: the morning of [`as_of`].
+pub(crate) fn clock() -> ManualClock {
+    ManualClock::at(
+        Utc.with_ymd_and_hms(2026, 1, 1, 6, 0, 0)
+            .single()
+            .expect("a valid instant"),
+    )
+}
+
 /// Generate, close and time one dataset. Returns (seconds of the close, the report, what was
 /// generated, seconds of generation).
 async fn one_close(
@@ -536,11 +556,7 @@ async fn one_close(
     }
     let seed_seconds = t.elapsed().as_secs_f64();
     tracing::debug!(peak_rss = peak_rss_bytes(), "generated");
-    let clock = ManualClock::at(
-        Utc.with_ymd_and_hms(2026, 1, 1, 6, 0, 0)
-            .single()
-            .expect("a valid instant"),
-    );
+    let clock = clock();
     let t = Instant::now();
     let billing = Billing {
         store: store.as_ref(),
@@ -565,6 +581,8 @@ pub async fn run(
         ));
     }
     let mut settings = settings.clone();
+    // Every message is due at the close: none waits for a review.
+    settings.review_hours = 0;
     settings.numbering = crate::store::Numbering {
         invoice_prefix: "INV".into(),
         credit_note_prefix: "CN".into(),
@@ -587,13 +605,28 @@ pub async fn run(
             pending = made.pending,
             "benchmark dataset"
         );
-        Ok::<_, BenchError>((close_seconds, documents, seed_seconds, verify_seconds))
+        // Peak memory of the measured run, before the delivery and the baseline add theirs.
+        let peak_rss_bytes = peak_rss_bytes();
+        let delivery = match &options.deliver {
+            // The documents and the finance batch.
+            Some(to) => Some(
+                deliver::deliver(store.as_ref(), &settings, &clock(), to, documents + 1).await?,
+            ),
+            None => None,
+        };
+        Ok::<_, BenchError>((
+            close_seconds,
+            documents,
+            seed_seconds,
+            verify_seconds,
+            peak_rss_bytes,
+            delivery,
+        ))
     }
     .await;
-    // Peak memory of the measured run, before the baseline adds its own.
-    let peak_rss_bytes = peak_rss_bytes();
     db.clean_up().await;
-    let (close_seconds, documents, seed_seconds, verify_seconds) = outcome?;
+    let (close_seconds, documents, seed_seconds, verify_seconds, peak_rss_bytes, delivery) =
+        outcome?;
     let per_second = options.subscriptions as f64 / close_seconds;
 
     let baseline = if options.baseline > 0 {
@@ -631,5 +664,6 @@ pub async fn run(
         seed_seconds,
         verify_seconds,
         baseline,
+        delivery,
     })
 }

@@ -1,18 +1,55 @@
-//! Delivery: the outbox drained through a transport. Messages are claimed (several workers
-//! never send one twice), rendered from what the store holds — the document and its account,
-//! or a finance batch — sent, and marked sent or failed with an exponential backoff. The
-//! summary says what was left waiting and why.
+//! Delivery: the outbox drained through a transport, in one pipeline that `close`, `send`,
+//! the daemon and every change use (`Billing::deliver_due` / `deliver_all`). Four stages run
+//! at once on the caller's task, joined by bounded channels, so memory stays bounded
+//! whatever the outbox holds:
+//!
+//! 1. claim a batch of messages in id order ([`BATCH`]; several workers never send one
+//!    twice: only the claimant sends) and read what rendering needs in bulk (`load`): the
+//!    documents, their customers and licence counts in a few queries per batch;
+//! 2. renew the claims of a slice of it ([`SLICE`]) just before rendering, and keep only the
+//!    messages still claimed by this worker, so a message that waited in the pipeline past
+//!    its lease is never sent by two workers;
+//! 3. render on the blocking pool, as many at once as the machine has cores (the PDF is
+//!    most of the CPU); the `.eml` transport writes its file right there;
+//! 4. send over the transport, as many at once as it takes (`smtp_connections`), and mark
+//!    what was accepted as sent in bulk — one statement per group of ids, flushed every
+//!    [`MARK_GROUP`] messages or [`MARK_WAIT`] — and each failure with its own exponential
+//!    backoff.
+//!
+//! A message is marked sent only after the transport accepted it. Between the two a crash
+//! loses the mark, and the message goes out again on the next pass, with the same
+//! Message-ID: delivery is at least once, and the window is one mark group. The summary says
+//! what was left waiting and why.
+
+mod load;
 
 use crate::clock::Clock;
 use crate::context::{Billing, CloseSettings};
-use crate::core::document::Document;
 use crate::core::party::Seller;
-use crate::mail::finance::BatchReport;
-use crate::mail::{MailError, Transport};
+use crate::mail::{EmlDir, MailError, Transport};
+use crate::progress::Watcher;
 use crate::store::prelude::*;
-use crate::store::{OutboxEntry, OutboxKind, OutboxWaiting, StoreError, StoredDocument};
+use crate::store::{OutboxWaiting, StoreError};
+use crate::takeover::take_over_gone;
 use chrono::Duration;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use load::{Content, Job};
 use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc::{Receiver, Sender};
+
+pub use load::with_customer;
+
+/// Messages claimed (and read) at a time; the next batch is claimed while this one is sent.
+pub const BATCH: u32 = 256;
+
+/// Messages whose claims are renewed together, just before they are rendered.
+pub const SLICE: usize = 64;
+
+/// Accepted messages marked sent in one statement, at most; a group is flushed when full,
+/// when [`MARK_WAIT`] has passed since its first message, or at the end.
+pub const MARK_GROUP: usize = 256;
+const MARK_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What one pass over the outbox did, and what it left waiting.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -37,158 +74,398 @@ impl Billing<'_> {
         self.deliver(true).await
     }
 
-    async fn deliver(&self, ignore_backoff: bool) -> Result<Delivery, StoreError> {
-        match self.transport {
-            Some(transport) => {
-                deliver(
-                    self.store,
-                    transport,
-                    self.clock,
-                    self.settings,
-                    ignore_backoff,
-                )
-                .await
-            }
-            None => Ok(Delivery::default()),
+    /// `deliver_due` or (with `ignore_backoff`) `deliver_all`, telling `progress` how many
+    /// messages are to go and each one done (`billrun send` on a terminal).
+    pub async fn deliver_watched(
+        &self,
+        ignore_backoff: bool,
+        progress: Option<&Watcher>,
+    ) -> Result<Delivery, StoreError> {
+        let Some(transport) = self.transport else {
+            return Ok(Delivery::default());
+        };
+        if let Some(p) = progress {
+            p.0.start("messages", Some(self.to_go(ignore_backoff).await?));
         }
+        let pass = Pass {
+            store: self.store,
+            transport,
+            clock: self.clock,
+            settings: self.settings,
+            ignore_backoff,
+            progress,
+        };
+        let mut delivery = pass.run().await?;
+        if delivery.waiting.claimed > 0 {
+            // Messages under another worker's claim: if that worker is gone, they are free
+            // now, and one more pass sends them instead of leaving them to its lease.
+            let others =
+                take_over_gone(self.store, &self.settings.worker, self.clock.now()).await?;
+            if others.taken_messages > 0 {
+                let again = pass.run().await?;
+                delivery = Delivery {
+                    sent: delivery.sent + again.sent,
+                    failed: delivery.failed + again.failed,
+                    waiting: again.waiting,
+                };
+            }
+        }
+        if let Some(p) = progress {
+            p.0.finish();
+        }
+        Ok(delivery)
+    }
+
+    async fn deliver(&self, ignore_backoff: bool) -> Result<Delivery, StoreError> {
+        self.deliver_watched(ignore_backoff, None).await
+    }
+
+    /// About how many messages a pass will send: those not sent, less those held, withdrawn,
+    /// under another worker's claim, or (unless `ignore_backoff`) waiting out a backoff.
+    async fn to_go(&self, ignore_backoff: bool) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        let waiting = self.store.outbox_waiting(now).await?;
+        let holds = self.store.outbox_holds(now).await?;
+        let backoff = if ignore_backoff {
+            0
+        } else {
+            waiting.in_backoff
+        };
+        Ok(self
+            .store
+            .outbox_depth()
+            .await?
+            .saturating_sub(holds.review + holds.operator + holds.withdrawn)
+            .saturating_sub(waiting.claimed + backoff))
     }
 }
 
-/// Send outbox messages; `ignore_backoff` also sends those waiting for their next attempt
-/// (an operator's `billrun send --retry-now` once the mail server is back).
-async fn deliver(
-    store: &dyn Store,
-    transport: &dyn Transport,
-    clock: &dyn Clock,
-    settings: &CloseSettings,
+/// What rendering needs besides the message: the same for every message of a pass.
+struct RenderContext {
+    seller: Seller,
+    from: String,
+    /// The `.eml` folder, written on the rendering threads.
+    folder: Option<EmlDir>,
+}
+
+/// A message on its way: what is left of its job once rendering took the content.
+struct Sent {
+    id: i64,
+    key: String,
+    attempts: i64,
+}
+
+/// The first store error of a pass; once set, the pass claims nothing more.
+#[derive(Default)]
+struct Failure(Mutex<Option<StoreError>>);
+
+impl Failure {
+    fn set(&self, e: StoreError) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn take(&self) -> Option<StoreError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// A message that went through rendering and sending.
+struct Outcome {
+    id: i64,
+    key: String,
+    attempts: i64,
+    result: Result<(), MailError>,
+}
+
+/// A rendered message: what the network transport sends, or nothing more to do (written to
+/// the folder already).
+type Rendered = Result<Option<(lettre::address::Envelope, Vec<u8>)>, MailError>;
+
+/// One pass over the outbox.
+struct Pass<'a> {
+    store: &'a dyn Store,
+    transport: &'a dyn Transport,
+    clock: &'a dyn Clock,
+    settings: &'a CloseSettings,
+    /// Also send messages waiting out a backoff (`send --retry-now`).
     ignore_backoff: bool,
-) -> Result<Delivery, StoreError> {
-    let from = settings.mail_from.as_str();
-    let (mut sent, mut failed) = (0, 0);
-    let mut seen = std::collections::HashSet::new();
-    loop {
-        let now = clock.now();
-        let horizon = if ignore_backoff {
+    /// Told each message done.
+    progress: Option<&'a Watcher>,
+}
+
+impl Pass<'_> {
+    fn lease_until(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now() + Duration::seconds(i64::from(self.settings.lease_seconds))
+    }
+
+    async fn run(&self) -> Result<Delivery, StoreError> {
+        let context = Arc::new(RenderContext {
+            seller: self.settings.seller.clone(),
+            from: self.settings.mail_from.clone(),
+            folder: self.transport.folder().cloned(),
+        });
+        if let Some(folder) = &context.folder {
+            // Made once per pass, not per message; a failure fails each message as before.
+            let _ = folder.prepare();
+        }
+        let failure = Failure::default();
+        let (batches_tx, batches_rx) = tokio::sync::mpsc::channel::<Vec<Job>>(1);
+        let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Outcome>(MARK_GROUP);
+        let claim = self.claim_stage(batches_tx, &failure);
+        let send = self.send_stage(batches_rx, done_tx, context, &failure);
+        // Returning (on an error too) drops the receiver: sending stops, then claiming.
+        let mark = self.mark(done_rx);
+
+        let ((), (), marked) = tokio::join!(claim, send, mark);
+        let marked = marked?;
+        if let Some(e) = failure.take() {
+            return Err(e);
+        }
+        let (sent, failed) = marked;
+        let waiting = self.store.outbox_waiting(self.clock.now()).await?;
+        Ok(Delivery {
+            sent,
+            failed,
+            waiting,
+        })
+    }
+
+    /// Stage 1: claim and read batch after batch until nothing is left, the next stage is
+    /// gone, or a store error.
+    async fn claim_stage(&self, batches: Sender<Vec<Job>>, failure: &Failure) {
+        let mut after = 0;
+        while !failure.is_set() {
+            match self.claim_batch(after).await {
+                Ok(Some((last, jobs))) => {
+                    after = last;
+                    if batches.send(jobs).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => failure.set(e),
+            }
+        }
+    }
+
+    /// Stages 2 and 3, and the sending of stage 4: slices renewed, rendered on the blocking
+    /// pool (one message per core at once), sent (as many at once as the transport takes),
+    /// each outcome passed on to be marked.
+    async fn send_stage(
+        &self,
+        batches: Receiver<Vec<Job>>,
+        done: Sender<Outcome>,
+        context: Arc<RenderContext>,
+        failure: &Failure,
+    ) {
+        let renderers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let senders = self.transport.parallelism().max(1);
+        let slices = stream::unfold((batches, Vec::new()), move |state| {
+            self.next_slice(state, failure)
+        });
+        let mut outcomes: BoxStream<'_, Outcome> = slices
+            .flatten()
+            .map(move |job| render_on_pool(job, context.clone(), self.clock.now()))
+            .buffered(renderers)
+            .map(move |(job, rendered)| self.send_one(job, rendered))
+            .buffer_unordered(senders)
+            .boxed();
+        while let Some(outcome) = outcomes.next().await {
+            if done.send(outcome).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// The next slice of jobs still claimed (renewed), taking batches as they come; None at
+    /// the end or on a store error.
+    async fn next_slice(
+        &self,
+        (mut batches, mut pending): (Receiver<Vec<Job>>, Vec<Job>),
+        failure: &Failure,
+    ) -> Option<(
+        stream::Iter<std::vec::IntoIter<Job>>,
+        (Receiver<Vec<Job>>, Vec<Job>),
+    )> {
+        loop {
+            if pending.is_empty() {
+                pending = batches.recv().await?;
+                continue;
+            }
+            let rest = pending.split_off(pending.len().min(SLICE));
+            let slice = std::mem::replace(&mut pending, rest);
+            match self.still_claimed(slice).await {
+                Ok(slice) if slice.is_empty() => {}
+                Ok(slice) => return Some((stream::iter(slice), (batches, pending))),
+                Err(e) => {
+                    failure.set(e);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Send a rendered message (unless rendering failed or already delivered it).
+    async fn send_one(&self, job: Sent, rendered: Rendered) -> Outcome {
+        let result = match rendered {
+            Ok(Some((envelope, bytes))) => {
+                self.transport.send_raw(&job.key, &envelope, &bytes).await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        Outcome {
+            id: job.id,
+            key: job.key,
+            attempts: job.attempts,
+            result,
+        }
+    }
+
+    /// The next batch after id `after`, claimed and read: its last id and its jobs, or None
+    /// when nothing is left.
+    async fn claim_batch(&self, after: i64) -> Result<Option<(i64, Vec<Job>)>, StoreError> {
+        let now = self.clock.now();
+        let horizon = if self.ignore_backoff {
             now + Duration::days(36_500)
         } else {
             now
         };
         // Claimed, not just read: a message is sent by the one worker that claimed it, so
         // several workers draining one outbox never send a message twice.
-        let lease = now + Duration::seconds(i64::from(settings.lease_seconds));
-        let due = store
-            .claim_outbox(&settings.worker, horizon, now, lease, 50)
+        let due = self
+            .store
+            .claim_outbox(
+                &self.settings.worker,
+                after,
+                horizon,
+                now,
+                self.lease_until(),
+                BATCH,
+            )
             .await?;
-        let due: Vec<_> = due.into_iter().filter(|e| seen.insert(e.id)).collect();
-        if due.is_empty() {
-            break;
+        let Some(last) = due.last().map(|e| e.id) else {
+            return Ok(None);
+        };
+        Ok(Some((last, load::load(self.store, due).await?)))
+    }
+
+    /// The jobs of `slice` whose messages this worker still holds, their claims renewed.
+    async fn still_claimed(&self, slice: Vec<Job>) -> Result<Vec<Job>, StoreError> {
+        let ids: Vec<i64> = slice.iter().map(|j| j.entry.id).collect();
+        let held = self
+            .store
+            .renew_outbox_claims(&self.settings.worker, &ids, self.lease_until())
+            .await?;
+        if held.len() < slice.len() {
+            tracing::warn!(
+                lost = slice.len() - held.len(),
+                "claims ran out before sending; those messages are left to the worker that took them"
+            );
         }
-        for entry in due {
-            let outcome = match render(store, &entry, from, &settings.seller, clock).await? {
-                Ok(message) => transport.send(&entry.key, &message).await,
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(()) => {
-                    store.mark_sent(entry.id, clock.now()).await?;
-                    sent += 1;
-                }
-                Err(e) => {
-                    let backoff =
-                        Duration::seconds(30 * 2_i64.pow(entry.attempts.clamp(0, 10) as u32));
-                    tracing::warn!(message = %entry.key, attempts = entry.attempts + 1, error = %e, "send failed; will retry");
-                    store
-                        .mark_failed(entry.id, &e.to_string(), clock.now() + backoff)
-                        .await?;
-                    failed += 1;
+        Ok(slice
+            .into_iter()
+            .filter(|j| held.binary_search(&j.entry.id).is_ok())
+            .collect())
+    }
+
+    /// Record outcomes as they come: failures one by one with their backoff, successes in
+    /// groups. Returns (sent, failed).
+    async fn mark(&self, mut done: Receiver<Outcome>) -> Result<(u64, u64), StoreError> {
+        let (mut sent, mut failed) = (0u64, 0u64);
+        let mut group: Vec<Outcome> = Vec::with_capacity(MARK_GROUP);
+        let mut ids: Vec<i64> = Vec::with_capacity(MARK_GROUP);
+        loop {
+            if done.recv_many(&mut group, MARK_GROUP).await == 0 {
+                break;
+            }
+            let deadline = tokio::time::Instant::now() + MARK_WAIT;
+            while group.len() < MARK_GROUP {
+                let more = MARK_GROUP - group.len();
+                match tokio::time::timeout_at(deadline, done.recv_many(&mut group, more)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
             }
+            let failed_before = failed;
+            for outcome in group.drain(..) {
+                match outcome.result {
+                    Ok(()) => ids.push(outcome.id),
+                    Err(e) => {
+                        let backoff =
+                            Duration::seconds(30 * 2_i64.pow(outcome.attempts.clamp(0, 10) as u32));
+                        tracing::warn!(message = %outcome.key, attempts = outcome.attempts + 1, error = %e, "send failed; will retry");
+                        self.store
+                            .mark_failed(outcome.id, &e.to_string(), self.clock.now() + backoff)
+                            .await?;
+                        failed += 1;
+                    }
+                }
+            }
+            self.store.mark_sent(&ids, self.clock.now()).await?;
+            sent += ids.len() as u64;
+            if let Some(p) = self.progress {
+                p.0.advance(ids.len() as u64 + (failed - failed_before));
+            }
+            ids.clear();
         }
-    }
-    let waiting = store.outbox_waiting(clock.now()).await?;
-    Ok(Delivery {
-        sent,
-        failed,
-        waiting,
-    })
-}
-
-async fn render(
-    store: &dyn Store,
-    entry: &OutboxEntry,
-    from: &str,
-    seller: &Seller,
-    clock: &dyn Clock,
-) -> Result<Result<lettre::Message, MailError>, StoreError> {
-    let recipient = &entry.recipient;
-    match &entry.kind {
-        OutboxKind::Document(id) => {
-            let Some(mut doc) = store.document_by_id(*id).await? else {
-                return Err(StoreError::Corrupt(format!(
-                    "outbox names missing document {id}"
-                )));
-            };
-            with_customer(store, std::slice::from_mut(&mut doc)).await?;
-            let unassigned = match &doc.document.draft.subscription {
-                Some(sub) => store.licence_counts(sub.as_str()).await?.1,
-                None => 0,
-            };
-            // Sent to the address captured when the document was issued.
-            Ok(crate::mail::document_email(
-                &doc.document,
-                seller,
-                unassigned,
-                from,
-                recipient,
-                clock.now(),
-            ))
-        }
-        OutboxKind::FinanceBatch(batch) => {
-            let mut docs = store.batch_documents(*batch).await?;
-            with_customer(store, &mut docs).await?;
-            let mut extras = store.batch_extras(*batch).await?;
-            extras.parked = store.batch_parked(*batch).await?;
-            let docs: Vec<&Document> = docs.iter().map(|d| &d.document).collect();
-            let report = BatchReport {
-                batch: *batch,
-                subject: &entry.subject,
-                documents: &docs,
-                refunds: &extras.refunds,
-                deleted_accounts: &extras.deleted_accounts,
-                parked: &extras.parked,
-            };
-            Ok(crate::mail::finance_batch_email(
-                &report,
-                from,
-                recipient,
-                clock.now(),
-            ))
-        }
+        Ok((sent, failed))
     }
 }
 
-/// Documents issued before customers were copied onto documents name the customer as their
-/// account does now.
-pub async fn with_customer(
-    store: &dyn Store,
-    docs: &mut [StoredDocument],
-) -> Result<(), StoreError> {
-    let missing: Vec<String> = docs
-        .iter()
-        .filter(|d| d.document.draft.customer.name.is_empty())
-        .map(|d| d.document.draft.account.to_string())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let accounts = store.accounts(&missing).await?;
-    for d in docs {
-        let draft = &mut d.document.draft;
-        if draft.customer.name.is_empty()
-            && let Some(a) = accounts.iter().find(|a| a.id == draft.account)
-        {
-            draft.customer = a.customer();
-        }
-    }
-    Ok(())
+/// Render `job` on the blocking pool; a panic there fails the message, not the pass.
+async fn render_on_pool(
+    job: Job,
+    context: Arc<RenderContext>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Sent, Rendered) {
+    let sent = Sent {
+        id: job.entry.id,
+        key: job.entry.key.clone(),
+        attempts: job.entry.attempts,
+    };
+    let rendered = tokio::task::spawn_blocking(move || render(job, &context, now))
+        .await
+        .unwrap_or_else(|e| Err(MailError::Build(format!("rendering failed: {e}"))));
+    (sent, rendered)
 }
+
+/// Render one message (the customer's email with its PDF, or the finance batch); for the
+/// folder transport, write it too. Runs on the blocking pool.
+fn render(job: Job, context: &RenderContext, now: chrono::DateTime<chrono::Utc>) -> Rendered {
+    let recipient = &job.entry.recipient;
+    let message = match &job.content {
+        // Sent to the address captured when the document was issued.
+        Content::Document {
+            document,
+            unassigned,
+        } => crate::mail::document_email(
+            document,
+            &context.seller,
+            *unassigned,
+            &context.from,
+            recipient,
+            now,
+        )?,
+        Content::Finance(finance) => finance.email(&job.entry, &context.from, now)?,
+    };
+    drop(job.content);
+    let bytes = message.formatted();
+    match &context.folder {
+        Some(folder) => {
+            folder.write(&job.entry.key, &bytes)?;
+            Ok(None)
+        }
+        None => Ok(Some((message.envelope().clone(), bytes))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

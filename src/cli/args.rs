@@ -208,7 +208,8 @@ pub enum Command {
         json: bool,
     },
     /// Benchmark: close one period for N generated subscriptions on a fresh database, verify
-    /// the result, print the close time and peak memory.
+    /// the result, print the close time and peak memory; with --deliver, then deliver every
+    /// message and print that too.
     Bench {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         subscriptions: u64,
@@ -228,6 +229,13 @@ pub enum Command {
         /// Keep the benchmark database afterwards.
         #[arg(long)]
         keep: bool,
+        /// Then deliver every message: to an SMTP server (smtp://HOST:PORT, smtps://…) or
+        /// into a new folder of .eml files.
+        #[arg(long, value_name = "URL|DIR")]
+        deliver: Option<String>,
+        /// Connections to the SMTP server at once (default: the configured smtp_connections).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+        smtp_connections: Option<u32>,
         #[arg(long)]
         json: bool,
     },

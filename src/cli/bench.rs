@@ -1,6 +1,6 @@
 //! `billrun bench`: close one period for N generated subscriptions on a fresh database,
-//! verify it, and print the timings and peak memory — as text, or as one line of JSON (the
-//! `BenchReport` itself).
+//! verify it (and with `--deliver` deliver every message), and print the timings and peak
+//! memory — as text, or as one line of JSON (the `BenchReport` itself).
 
 use super::{Exit, print_either};
 use crate::bench::{BenchOptions, BenchReport};
@@ -26,6 +26,12 @@ pub(super) async fn bench(
     print_either(json, &report, BenchText(&report))
 }
 
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("unknown".into(), |b| {
+        format!("{:.1} MiB", b as f64 / 1048576.0)
+    })
+}
+
 /// A benchmark for people: the close, then generation and verification, then the baseline
 /// (when one was run).
 struct BenchText<'a>(&'a BenchReport);
@@ -40,10 +46,7 @@ impl fmt::Display for BenchText<'_> {
             report.backend,
             report.close_seconds,
             report.per_second,
-            report.peak_rss_bytes.map_or("unknown".into(), |b| format!(
-                "{:.1} MiB",
-                b as f64 / 1048576.0
-            )),
+            mib(report.peak_rss_bytes),
             report.documents
         )?;
         writeln!(
@@ -51,6 +54,20 @@ impl fmt::Display for BenchText<'_> {
             "  generation {:.2} s, verification {:.2} s, chunk size {}",
             report.seed_seconds, report.verify_seconds, report.chunk_size
         )?;
+        if let Some(d) = &report.delivery {
+            writeln!(
+                f,
+                "  delivery of {} messages to {} ({}{}): {:.2} s ({:.0}/s), peak RSS {}",
+                d.messages,
+                d.target,
+                d.transport,
+                d.smtp_connections
+                    .map_or(String::new(), |n| format!(", {n} connections")),
+                d.deliver_seconds,
+                d.per_second,
+                mib(d.peak_rss_bytes)
+            )?;
+        }
         if let Some(b) = &report.baseline {
             writeln!(
                 f,

@@ -160,6 +160,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             chunk_size,
             seed,
             keep,
+            deliver,
+            smtp_connections,
             json,
         } => {
             let options = crate::bench::BenchOptions {
@@ -168,6 +170,10 @@ pub async fn run(cli: Cli) -> Result<Exit> {
                 baseline,
                 seed,
                 keep,
+                deliver: deliver.map(|target| crate::bench::deliver::DeliverTo {
+                    target,
+                    smtp_connections: smtp_connections.unwrap_or(config.smtp_connections),
+                }),
             };
             bench::bench(&config, options, chunk_size, json).await
         }

@@ -13,11 +13,10 @@ pub(super) async fn send(config: &Config, retry_now: bool) -> Result<Exit> {
     // Sending prices nothing.
     let session = Session::open(config, Catalog::empty(), Mail::Send).await?;
     let billing = session.billing();
-    let delivery = if retry_now {
-        billing.deliver_all().await?
-    } else {
-        billing.deliver_due().await?
-    };
+    let progress = super::progress::on_terminal(false);
+    let delivery = billing
+        .deliver_watched(retry_now, progress.as_ref())
+        .await?;
     println!(
         "Sent {} message(s); {} failed and stay queued for a retry.",
         delivery.sent, delivery.failed

@@ -33,6 +33,8 @@ pub struct Config {
     pub smtp_password_file: Option<String>,
     /// A PEM file of CA certificates trusted for SMTP's TLS besides the built-in roots.
     pub smtp_ca_file: Option<String>,
+    /// Connections to the SMTP server at once, each carrying one message at a time (1–64).
+    pub smtp_connections: u32,
     pub mail_from: String,
     pub finance_to: String,
     pub invoice_prefix: String,
@@ -162,6 +164,7 @@ impl std::fmt::Debug for Config {
             .field("smtp_password", &self.smtp_password.as_ref().map(|_| "***"))
             .field("smtp_password_file", &self.smtp_password_file)
             .field("smtp_ca_file", &self.smtp_ca_file)
+            .field("smtp_connections", &self.smtp_connections)
             .field("mail_from", &self.mail_from)
             .field("finance_to", &self.finance_to)
             .field("schedule", &self.schedule)
@@ -189,6 +192,7 @@ impl Default for Config {
             smtp_password: None,
             smtp_password_file: None,
             smtp_ca_file: None,
+            smtp_connections: crate::mail::smtp::DEFAULT_CONNECTIONS,
             mail_from: "billing@billrun.invalid".into(),
             finance_to: "finance@billrun.invalid".into(),
             invoice_prefix: "INV".into(),
@@ -223,6 +227,7 @@ const KEYS: &[&str] = &[
     "smtp_password",
     "smtp_password_file",
     "smtp_ca_file",
+    "smtp_connections",
     "mail_from",
     "finance_to",
     "invoice_prefix",
@@ -399,6 +404,7 @@ impl Config {
             "smtp_password" => self.smtp_password = Some(value.into()),
             "smtp_password_file" => self.smtp_password_file = Some(value.into()),
             "smtp_ca_file" => self.smtp_ca_file = Some(value.into()),
+            "smtp_connections" => self.smtp_connections = number(value)?,
             "mail_from" => self.mail_from = value.into(),
             "finance_to" => self.finance_to = value.into(),
             "invoice_prefix" => self.invoice_prefix = value.into(),
@@ -452,6 +458,15 @@ impl Config {
             && let Err(e) = crate::mail::smtp::ca_certificates(path)
         {
             return bad("smtp_ca_file", e);
+        }
+        if !(1..=64).contains(&self.smtp_connections) {
+            return bad(
+                "smtp_connections",
+                format!(
+                    "{} must be between 1 and 64 (connections to the SMTP server at once)",
+                    self.smtp_connections
+                ),
+            );
         }
         if let Err(e) = crate::input::check_timezone(&self.timezone) {
             return bad("timezone", e);

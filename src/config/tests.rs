@@ -219,3 +219,40 @@ fn owned_tables_are_never_module_data() {
     let e = load("", &[("BILLRUN_DATABASE_URL", "mysql://u:pw@h/db")]).unwrap_err();
     assert!(e.contains("database_url") && !e.contains("pw"), "{e}");
 }
+
+#[test]
+fn smtp_connections_is_1_to_64() {
+    assert_eq!(load("", &[]).unwrap().smtp_connections, 4);
+    assert_eq!(
+        load("smtp_connections = 16\n", &[])
+            .unwrap()
+            .smtp_connections,
+        16
+    );
+    assert_eq!(
+        load("", &[("BILLRUN_SMTP_CONNECTIONS", "64")])
+            .unwrap()
+            .smtp_connections,
+        64
+    );
+    for (src, env) in [
+        ("smtp_connections = 0\n", None),
+        ("smtp_connections = 65\n", None),
+        ("", Some("0")),
+        ("", Some("1000")),
+    ] {
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .map(|v| ("BILLRUN_SMTP_CONNECTIONS", *v))
+            .collect();
+        let e = load(src, &env).unwrap_err();
+        assert!(
+            e.contains("smtp_connections") && e.contains("between 1 and 64"),
+            "{src}{env:?}: {e}"
+        );
+    }
+    let e = load("smtp_connections = -1\n", &[]).unwrap_err();
+    assert!(e.contains("line 1") && e.contains("-1"), "{e}");
+    let e = load("", &[("BILLRUN_SMTP_CONNECTIONS", "four")]).unwrap_err();
+    assert!(e.contains("BILLRUN_SMTP_CONNECTIONS"), "{e}");
+}

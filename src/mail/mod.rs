@@ -38,7 +38,30 @@ pub enum MailError {
 /// Where messages go.
 #[async_trait]
 pub trait Transport: Send + Sync {
-    async fn send(&self, key: &str, message: &lettre::Message) -> Result<(), MailError>;
+    /// Deliver one message, its bytes as formatted (`lettre::Message::formatted`), to the
+    /// envelope's recipients. Ok means the other side accepted it.
+    async fn send_raw(
+        &self,
+        key: &str,
+        envelope: &lettre::address::Envelope,
+        bytes: &[u8],
+    ) -> Result<(), MailError>;
+
+    async fn send(&self, key: &str, message: &lettre::Message) -> Result<(), MailError> {
+        self.send_raw(key, message.envelope(), &message.formatted())
+            .await
+    }
+
+    /// How many messages this transport takes at once (SMTP: `smtp_connections`).
+    fn parallelism(&self) -> usize {
+        1
+    }
+
+    /// The `.eml` folder, for a transport that is one: delivery writes its files where it
+    /// renders them, off the async threads, instead of calling `send_raw`.
+    fn folder(&self) -> Option<&EmlDir> {
+        None
+    }
 }
 
 /// The transport the configuration names: SMTP when `smtp_url` is set, else the `.eml`

@@ -1,21 +1,29 @@
-//! The SMTP transport: lettre's pooled async client, configured from `smtp_url` with lettre's
-//! URL rules (`smtp://host:port` plain, `smtp://host:port?tls=required` STARTTLS,
-//! `smtps://host:port` implicit TLS) and credentials from `smtp_user` with `smtp_password`
-//! (environment) or `smtp_password_file`. TLS checks the server's certificate against the
-//! built-in Mozilla roots (webpki-roots) plus the CA certificates of `smtp_ca_file`, if set
-//! (a relay with a private CA); there is no way to turn the check off.
+//! The SMTP transport, configured from `smtp_url` with lettre's URL rules
+//! (`smtp://host:port` plain, `smtp://host:port?tls=required` STARTTLS,
+//! `smtp://…?tls=opportunistic` STARTTLS when offered, `smtps://host:port` implicit TLS) and
+//! credentials from `smtp_user` with `smtp_password` (environment) or `smtp_password_file`.
+//! TLS checks the server's certificate against the built-in Mozilla roots (webpki-roots) plus
+//! the CA certificates of `smtp_ca_file`, if set (a relay with a private CA); there is no way
+//! to turn the check off. Connections are billrun's own (`conn`: `TCP_NODELAY`, TLS, AUTH
+//! through lettre's `AsyncSmtpConnection`): up to `smtp_connections` at once, each carrying
+//! one message at a time, idle ones kept and reused, any that failed or timed out dropped.
 //!
-//! Owns three promises: the password never leaves in an error or a log line (lettre's error
-//! text includes the server's replies, and a server may echo what it was sent); a send never
-//! takes longer than the timeout; and an unreachable server costs one timeout per pass, not
-//! one per queued message.
+//! Owns four promises: the password never leaves in an error or a log line (lettre's error
+//! text includes the server's replies, and a server may echo what it was sent); credentials
+//! never go in clear to another machine; a send never takes longer than the timeout,
+//! connecting included; and an unreachable server costs one timeout per connection and pass,
+//! not one per queued message (a cooldown in which later messages fail at once).
+
+mod conn;
 
 use super::{MailError, Transport};
 use async_trait::async_trait;
+use conn::{ConnError, Connector, Pool};
+use lettre::Tokio1Executor;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::{AsyncSmtpTransport, AsyncSmtpTransportBuilder};
-use lettre::{AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::{AsyncSmtpTransport, SMTP_PORT, SUBMISSION_PORT, SUBMISSIONS_PORT};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,6 +34,9 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the server could not be reached, how long later messages fail at once instead of
 /// each waiting for their own timeout. They stay queued and are retried with backoff.
 const COOLDOWN: Duration = Duration::from_secs(15);
+
+/// Connections to the server at once, unless `smtp_connections` says otherwise.
+pub const DEFAULT_CONNECTIONS: u32 = 4;
 
 /// A password. Its `Debug` shows nothing, so it cannot slip into a log by accident.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,6 +64,8 @@ pub struct SmtpSettings {
     /// PEM file of CA certificates trusted besides the built-in roots (`smtp_ca_file`).
     pub ca_file: Option<String>,
     pub timeout: Duration,
+    /// Connections to the server at once (`smtp_connections`, 1–64).
+    pub connections: usize,
 }
 
 impl fmt::Debug for SmtpSettings {
@@ -63,6 +76,7 @@ impl fmt::Debug for SmtpSettings {
             .field("password", &self.password)
             .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -90,6 +104,7 @@ impl SmtpSettings {
             password,
             ca_file: config.smtp_ca_file.clone(),
             timeout: SEND_TIMEOUT,
+            connections: config.smtp_connections as usize,
         }))
     }
 }
@@ -128,10 +143,12 @@ pub fn ca_certificates(path: &str) -> Result<Certificate, String> {
 }
 
 pub struct SmtpTransport {
-    builder: AsyncSmtpTransportBuilder,
-    /// Built on first use: lettre's pool starts a task, which needs the runtime. Dropped
-    /// after a timeout, so a connection abandoned mid-message is never reused.
-    client: Mutex<Option<AsyncSmtpTransport<Tokio1Executor>>>,
+    connector: Connector,
+    /// Idle connections, at most `connections`.
+    pool: Pool,
+    /// One permit per connection: at most `connections` messages in flight.
+    slots: tokio::sync::Semaphore,
+    connections: usize,
     /// The URL without its password, for messages.
     endpoint: String,
     /// Every form in which a secret could come back inside an error, longest first.
@@ -145,6 +162,7 @@ impl fmt::Debug for SmtpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SmtpTransport")
             .field("endpoint", &self.endpoint)
+            .field("connections", &self.connections)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +175,12 @@ impl SmtpTransport {
                 "smtp_url {endpoint:?} must look like smtp://host:port, smtp://host:port?tls=required or smtps://host:port"
             ))
         })?;
+        if !(1..=64).contains(&settings.connections) {
+            return Err(MailError::Config(format!(
+                "smtp_connections {} must be between 1 and 64",
+                settings.connections
+            )));
+        }
         let credentials = match (&settings.user, &settings.password) {
             (Some(u), Some(p)) => Some((u.clone(), p.0.clone())),
             (Some(_), None) => {
@@ -197,52 +221,59 @@ impl SmtpTransport {
         secrets.retain(|s| !s.is_empty());
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
 
-        let scrub = |text: String| scrub(&secrets, &text);
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.url)
-            .map_err(|e| MailError::Config(scrub(format!("smtp_url {endpoint:?}: {e}"))))?
-            .timeout(Some(settings.timeout));
-        if let Some((user, password)) = credentials {
-            builder = builder.credentials(Credentials::new(user, password));
-        }
-        if let Some(path) = &settings.ca_file {
-            // The same TLS mode lettre read from the URL, with the extra roots.
-            let certificate = ca_certificates(path)
-                .map_err(|e| MailError::Config(format!("smtp_ca_file: {e}")))?;
-            let parameters = TlsParameters::builder(url.host.clone())
-                .add_root_certificate(certificate)
-                .build()
-                .map_err(|e| MailError::Config(format!("smtp_ca_file {path}: {e}")))?;
-            builder = builder.tls(match url.tls {
-                UrlTls::Wrapper => Tls::Wrapper(parameters),
-                UrlTls::Required => Tls::Required(parameters),
-                UrlTls::Opportunistic => Tls::Opportunistic(parameters),
-                UrlTls::None => {
-                    return Err(MailError::Config(format!(
-                        "smtp_ca_file is set but smtp_url {endpoint:?} uses no TLS: \
-                         use smtps:// or smtp://…?tls=required"
-                    )));
-                }
-            });
-        }
+        // lettre's own reading of the URL decides what is accepted, as before.
+        AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.url).map_err(|e| {
+            MailError::Config(scrub(&secrets, &format!("smtp_url {endpoint:?}: {e}")))
+        })?;
+        let tls_parameters = match (&settings.ca_file, url.tls) {
+            (Some(_), UrlTls::None) => {
+                return Err(MailError::Config(format!(
+                    "smtp_ca_file is set but smtp_url {endpoint:?} uses no TLS: \
+                     use smtps:// or smtp://…?tls=required"
+                )));
+            }
+            (_, UrlTls::None) => None,
+            (None, _) => Some(
+                TlsParameters::new(url.host.clone())
+                    .map_err(|e| MailError::Config(format!("smtp_url {endpoint:?}: {e}")))?,
+            ),
+            (Some(path), _) => {
+                // The built-in roots and the extra ones.
+                let certificate = ca_certificates(path)
+                    .map_err(|e| MailError::Config(format!("smtp_ca_file: {e}")))?;
+                Some(
+                    TlsParameters::builder(url.host.clone())
+                        .add_root_certificate(certificate)
+                        .build()
+                        .map_err(|e| MailError::Config(format!("smtp_ca_file {path}: {e}")))?,
+                )
+            }
+        };
+        let port = url.port.unwrap_or(match url.tls {
+            UrlTls::None => SMTP_PORT,
+            UrlTls::Opportunistic | UrlTls::Required => SUBMISSION_PORT,
+            UrlTls::Wrapper => SUBMISSIONS_PORT,
+        });
         Ok(SmtpTransport {
-            builder,
-            client: Mutex::new(None),
+            connector: Connector {
+                host: url.host.clone(),
+                port,
+                tls: url.tls,
+                tls_parameters,
+                hello: url
+                    .hello
+                    .clone()
+                    .map_or_else(ClientId::default, ClientId::Domain),
+                credentials: credentials.map(|(u, p)| Credentials::new(u, p)),
+            },
+            pool: Pool::default(),
+            slots: tokio::sync::Semaphore::new(settings.connections),
+            connections: settings.connections,
             endpoint,
             secrets,
             timeout: settings.timeout,
             down: Mutex::new(None),
         })
-    }
-
-    fn client(&self) -> AsyncSmtpTransport<Tokio1Executor> {
-        let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        client
-            .get_or_insert_with(|| self.builder.clone().build())
-            .clone()
-    }
-
-    fn reset(&self) {
-        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     fn still_down(&self) -> Option<String> {
@@ -255,42 +286,75 @@ impl SmtpTransport {
     fn set_down(&self, why: Option<String>) {
         *self.down.lock().unwrap_or_else(|e| e.into_inner()) = why.map(|w| (Instant::now(), w));
     }
+
+    /// One message over an idle connection or a new one; the connection back if it went well.
+    async fn over_a_connection(
+        &self,
+        envelope: &lettre::address::Envelope,
+        bytes: &[u8],
+    ) -> Result<lettre::transport::smtp::client::AsyncSmtpConnection, ConnError> {
+        let mut conn = match self.pool.take().await {
+            Some(conn) => conn,
+            None => self.connector.connect().await?,
+        };
+        // On an error lettre has already sent QUIT and closed it; it is dropped here.
+        conn.send(envelope, bytes).await?;
+        Ok(conn)
+    }
+
+    /// QUIT the idle connections (the server's log then shows a clean end).
+    pub async fn close(&self) {
+        for mut conn in self.pool.drain() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.quit()).await;
+        }
+    }
 }
 
 #[async_trait]
 impl Transport for SmtpTransport {
-    async fn send(&self, key: &str, message: &lettre::Message) -> Result<(), MailError> {
+    async fn send_raw(
+        &self,
+        key: &str,
+        envelope: &lettre::address::Envelope,
+        bytes: &[u8],
+    ) -> Result<(), MailError> {
         let fail = |reason: String| MailError::Deliver {
             key: key.to_string(),
             reason,
         };
+        let not_tried = |why: String| fail(format!("not tried, the server was unreachable: {why}"));
         if let Some(why) = self.still_down() {
-            return Err(fail(format!(
-                "not tried, the server was unreachable: {why}"
-            )));
+            return Err(not_tried(why));
         }
-        let client = self.client();
-        let sent = tokio::time::timeout(
-            self.timeout,
-            client.send_raw(message.envelope(), &message.formatted()),
-        )
-        .await;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        // Found down by another message while this one waited for a connection.
+        if let Some(why) = self.still_down() {
+            return Err(not_tried(why));
+        }
+        // A timeout drops the connection with the future: one abandoned mid-message is never
+        // reused.
+        let sent =
+            tokio::time::timeout(self.timeout, self.over_a_connection(envelope, bytes)).await;
         match sent {
-            Ok(Ok(_)) => {
+            Ok(Ok(conn)) => {
                 self.set_down(None);
+                self.pool.put(conn, self.connections);
                 Ok(())
             }
             Ok(Err(e)) => {
                 let why = scrub(&self.secrets, &format!("{}: {e}", self.endpoint));
                 // A reply code means the server is there and refused this message (or these
                 // credentials); anything else means it could not be reached or spoken to.
-                if !(e.is_transient() || e.is_permanent()) {
+                if !e.is_reply() {
                     self.set_down(Some(why.clone()));
                 }
                 Err(fail(why))
             }
             Err(_) => {
-                self.reset();
                 let why = format!(
                     "{}: no answer within {} s",
                     self.endpoint,
@@ -300,6 +364,10 @@ impl Transport for SmtpTransport {
                 Err(fail(why))
             }
         }
+    }
+
+    fn parallelism(&self) -> usize {
+        self.connections
     }
 }
 
@@ -334,6 +402,10 @@ struct UrlParts {
     /// The host name or address (an IPv6 one without brackets): what the certificate names.
     host: String,
     loopback: bool,
+    /// The port, when the URL names one.
+    port: Option<u16>,
+    /// The name sent in EHLO, when the URL's path gives one (`smtp://host/NAME`).
+    hello: Option<String>,
     user: Option<String>,
     password: Option<String>,
     raw_password: Option<String>,
@@ -342,13 +414,14 @@ struct UrlParts {
 impl UrlParts {
     fn parse(url: &str) -> Option<UrlParts> {
         let (scheme, rest) = url.split_once("://")?;
-        let (authority, query) = {
+        let (authority, path, query) = {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
             let query = rest
                 .split_once('?')
                 .map(|(_, q)| q.split('#').next().unwrap_or(""))
                 .unwrap_or("");
-            (&rest[..end], query)
+            let path = rest[end..].split(['?', '#']).next().unwrap_or("");
+            (&rest[..end], path, query)
         };
         // lettre reads the first `tls` parameter.
         let tls = query
@@ -368,9 +441,16 @@ impl UrlParts {
             Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
             None => (None, authority),
         };
-        let host = match hostport.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => hostport.split(':').next().unwrap_or(""),
+        let (host, port) = match hostport.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').unwrap_or((v6, "")),
+            None => hostport
+                .split_once(':')
+                .map_or((hostport, ""), |(h, p)| (h, p)),
+        };
+        let port = port.strip_prefix(':').unwrap_or(port);
+        let port = match port {
+            "" => None,
+            p => Some(p.parse::<u16>().ok()?),
         };
         if host.is_empty() {
             return None;
@@ -390,6 +470,8 @@ impl UrlParts {
             encrypted,
             tls,
             host: host.to_ascii_lowercase(),
+            port,
+            hello: Some(path.trim_matches('/').to_string()).filter(|h| !h.is_empty()),
             loopback,
             user: user.map(percent_decode),
             password: raw_password.map(percent_decode),
@@ -438,326 +520,4 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{BufRead, BufReader, Write};
-
-    fn message() -> lettre::Message {
-        lettre::Message::builder()
-            .from("billing@billrun.test".parse().unwrap())
-            .to("customer@example.com".parse().unwrap())
-            .subject("Invoice")
-            .body(String::from("hello"))
-            .unwrap()
-    }
-
-    fn settings(url: &str, user: Option<&str>, password: Option<&str>) -> SmtpSettings {
-        SmtpSettings {
-            url: url.into(),
-            user: user.map(Into::into),
-            password: password.map(Secret::new),
-            ca_file: None,
-            timeout: Duration::from_secs(5),
-        }
-    }
-
-    #[test]
-    fn base64_matches_the_rfc_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-    }
-
-    #[test]
-    fn reads_the_url_like_lettre() {
-        let p = UrlParts::parse("smtps://Mail.Example.com:465").unwrap();
-        assert!(p.encrypted && !p.loopback);
-        assert_eq!(
-            (p.tls, p.host.as_str()),
-            (UrlTls::Wrapper, "mail.example.com")
-        );
-        let p = UrlParts::parse("smtp://mail.example.com:587?tls=required").unwrap();
-        assert!(p.encrypted);
-        let p = UrlParts::parse("smtp://mail.example.com:587?tls=opportunistic").unwrap();
-        assert!(!p.encrypted);
-        assert_eq!(p.tls, UrlTls::Opportunistic);
-        let p = UrlParts::parse("smtp://u%40x:p%2Fw@127.0.0.1:25").unwrap();
-        assert!(!p.encrypted && p.loopback);
-        assert_eq!(p.user.as_deref(), Some("u@x"));
-        assert_eq!(p.password.as_deref(), Some("p/w"));
-        assert_eq!(p.raw_password.as_deref(), Some("p%2Fw"));
-        assert!(UrlParts::parse("[::1]:25").is_none());
-        assert!(UrlParts::parse("http://mail.example.com").is_none());
-        assert!(UrlParts::parse("smtp://").is_none());
-        let p = UrlParts::parse("smtp://[::1]:25").unwrap();
-        assert!(p.loopback);
-        assert_eq!((p.tls, p.host.as_str()), (UrlTls::None, "::1"));
-    }
-
-    #[test]
-    fn credentials_are_not_sent_in_clear_to_another_machine() {
-        let e = SmtpTransport::new(&settings(
-            "smtp://mail.example.com:25",
-            Some("billing"),
-            Some("hunter2-secret"),
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("not encrypted") && !e.contains("hunter2"), "{e}");
-        for url in [
-            "smtps://mail.example.com:465",
-            "smtp://mail.example.com:587?tls=required",
-            "smtp://127.0.0.1:25",
-        ] {
-            SmtpTransport::new(&settings(url, Some("billing"), Some("hunter2-secret"))).unwrap();
-        }
-        let e = SmtpTransport::new(&settings("smtps://mail.example.com", Some("u"), None))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("smtp_password"), "{e}");
-    }
-
-    #[test]
-    fn secrets_do_not_show_in_debug() {
-        let s = settings(
-            "smtps://u:urlpass@mail.example.com",
-            Some("u"),
-            Some("pw-123"),
-        );
-        let t = SmtpTransport::new(&s).unwrap();
-        for text in [format!("{s:?}"), format!("{t:?}")] {
-            assert!(
-                !text.contains("pw-123") && !text.contains("urlpass"),
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_password_file_is_read_and_its_newline_trimmed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("smtp-password");
-        std::fs::write(&file, "s3cret pass \n").unwrap();
-        let mut config = crate::config::Config {
-            smtp_url: Some("smtps://mail.example.com".into()),
-            smtp_user: Some("billing".into()),
-            smtp_password_file: Some(file.display().to_string()),
-            ..Default::default()
-        };
-        let s = SmtpSettings::from_config(&config).unwrap().unwrap();
-        assert_eq!(s.password, Some(Secret::new("s3cret pass ")));
-        config.smtp_password = Some("other".into());
-        assert!(SmtpSettings::from_config(&config).is_err());
-        config.smtp_password = None;
-        std::fs::write(&file, "\n").unwrap();
-        assert!(SmtpSettings::from_config(&config).is_err());
-        config.smtp_url = None;
-        assert!(SmtpSettings::from_config(&config).unwrap().is_none());
-    }
-
-    #[test]
-    fn the_url_must_be_smtp() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("billrun.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "smtp_url = \"http://u:pw-9@mail.example.com\"\n{}",
-                crate::config::EXAMPLE_SELLER
-            ),
-        )
-        .unwrap();
-        let e = crate::config::Config::load(Some(&path), |_| None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("smtp_url") && !e.contains("pw-9"), "{e}");
-        std::fs::write(&path, crate::config::EXAMPLE_SELLER).unwrap();
-        let c = crate::config::Config::load(Some(&path), |k| {
-            (k == "BILLRUN_SMTP_PASSWORD_FILE").then(|| "/run/secrets/smtp".to_string())
-        })
-        .unwrap();
-        assert_eq!(c.smtp_password_file.as_deref(), Some("/run/secrets/smtp"));
-    }
-
-    /// A self-signed CA (P-256, valid until 2126), only ever parsed here.
-    const TEST_CA: &str = "\
------BEGIN CERTIFICATE-----\n\
-MIIBpDCCAUugAwIBAgIUamnCxyPgiXjxQtAF67CR0uTIJi8wCgYIKoZIzj0EAwIw\n\
-HzEdMBsGA1UEAwwUYmlsbHJ1biB1bml0LXRlc3QgQ0EwIBcNMjYxMjAyMDUzOTUy\n\
-WhgPMjEyNjExMDgwNTM5NTJaMB8xHTAbBgNVBAMMFGJpbGxydW4gdW5pdC10ZXN0\n\
-IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEMcUx9BskyMPkk0jq1XpYRLr6\n\
-quHuNmePvZFJvo84ODisv2KU6nTrRzchEzgyTxWdkuvmjjSsXZ0Z43tsLwX78KNj\n\
-MGEwHQYDVR0OBBYEFEcSj6dVhZp1gLIlpiclFGqC6v9JMB8GA1UdIwQYMBaAFEcS\n\
-j6dVhZp1gLIlpiclFGqC6v9JMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQD\n\
-AgEGMAoGCCqGSM49BAMCA0cAMEQCIGSHcQmOKDFcsD3DeDmyYzkm9UshwNYZTcK1\n\
-8P7p1DgoAiBq7+7gC5FPLO4M4DCbusNKiyKeU4quRM+PItroOlWJmA==\n\
------END CERTIFICATE-----\n\
-";
-
-    #[test]
-    fn smtp_ca_file_must_hold_a_usable_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        let load = |ca: &std::path::Path| {
-            crate::config::Config::load(Some(&dir.path().join("billrun.toml")), |k| {
-                (k == "BILLRUN_SMTP_CA_FILE").then(|| ca.display().to_string())
-            })
-            .map_err(|e| e.to_string())
-        };
-        std::fs::write(
-            dir.path().join("billrun.toml"),
-            crate::config::EXAMPLE_SELLER,
-        )
-        .unwrap();
-        let good = dir.path().join("ca.pem");
-        std::fs::write(&good, format!("# the relay's CA\n{TEST_CA}")).unwrap();
-        let c = load(&good).unwrap();
-        assert_eq!(c.smtp_ca_file, Some(good.display().to_string()));
-
-        for (name, content, why) in [
-            ("missing.pem", None, "cannot read"),
-            ("empty.pem", Some(""), "holds no PEM certificate"),
-            (
-                "key.pem",
-                Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
-                "holds no PEM certificate",
-            ),
-            (
-                "garbled.pem",
-                Some("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"),
-                "not a valid PEM",
-            ),
-            (
-                "not-der.pem",
-                Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
-                "cannot be used as a CA",
-            ),
-        ] {
-            let path = dir.path().join(name);
-            if let Some(content) = content {
-                std::fs::write(&path, content).unwrap();
-            }
-            let e = load(&path).unwrap_err();
-            assert!(
-                e.contains("smtp_ca_file") && e.contains(name) && e.contains(why),
-                "{name}: {e}"
-            );
-        }
-
-        // Used for both TLS modes; refused where there is no TLS to use it for.
-        let with_ca = |url: &str| {
-            let mut s = settings(url, Some("billing"), Some("pw-ca-1"));
-            s.ca_file = Some(good.display().to_string());
-            SmtpTransport::new(&s)
-        };
-        with_ca("smtps://mail.example.com:465").unwrap();
-        with_ca("smtp://mail.example.com:587?tls=required").unwrap();
-        let e = with_ca("smtp://127.0.0.1:25").unwrap_err().to_string();
-        assert!(
-            e.contains("smtp_ca_file") && e.contains("no TLS") && !e.contains("pw-ca-1"),
-            "{e}"
-        );
-    }
-
-    /// A server that offers AUTH, then answers every AUTH line by echoing it in a refusal, as
-    /// some servers do with commands they dislike.
-    fn echoing_server() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                std::thread::spawn(move || {
-                    let mut write = stream.try_clone().unwrap();
-                    let _ = write.write_all(b"220 echo ESMTP\r\n");
-                    for line in BufReader::new(stream).lines() {
-                        let Ok(line) = line else { break };
-                        let reply = if line.starts_with("EHLO") {
-                            "250-echo\r\n250 AUTH PLAIN LOGIN\r\n".to_string()
-                        } else if line.starts_with("QUIT") {
-                            "221 bye\r\n".to_string()
-                        } else {
-                            format!("535 5.7.8 refused: {line}\r\n")
-                        };
-                        if write.write_all(reply.as_bytes()).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        port
-    }
-
-    #[tokio::test]
-    async fn a_password_never_appears_in_an_error() {
-        let port = echoing_server();
-        let password = "Tr0ub4dor&3-horse";
-        let t = SmtpTransport::new(&settings(
-            &format!("smtp://127.0.0.1:{port}"),
-            Some("billing"),
-            Some(password),
-        ))
-        .unwrap();
-        let e = t.send("INV-1", &message()).await.unwrap_err().to_string();
-        // The server did echo the AUTH line; only the mask is left of it.
-        assert!(e.contains("535") && e.contains("***"), "{e}");
-        for leak in [
-            password.to_string(),
-            base64(password.as_bytes()),
-            base64(format!("\0billing\0{password}").as_bytes()),
-        ] {
-            assert!(!e.contains(&leak), "{e}");
-        }
-
-        // A password in the URL, and a server that is not there.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
-        let t = SmtpTransport::new(&settings(
-            &format!("smtp://billing:url-secret-77@127.0.0.1:{port}"),
-            None,
-            None,
-        ))
-        .unwrap();
-        let e = t.send("INV-2", &message()).await.unwrap_err().to_string();
-        assert!(!e.contains("url-secret-77"), "{e}");
-        assert!(e.contains("smtp://billing@127.0.0.1"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_server_fails_fast_and_a_silent_one_times_out() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
-        let t =
-            SmtpTransport::new(&settings(&format!("smtp://127.0.0.1:{port}"), None, None)).unwrap();
-        let first = t.send("A", &message()).await.unwrap_err().to_string();
-        let second = t.send("B", &message()).await.unwrap_err().to_string();
-        assert!(first.contains("cannot deliver message A"), "{first}");
-        assert!(second.contains("not tried"), "{second}");
-
-        // Accepts the connection and never says a word.
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = silent.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            let held: Vec<_> = silent.incoming().collect();
-            drop(held);
-        });
-        let mut s = settings(&format!("smtp://127.0.0.1:{port}"), None, None);
-        s.timeout = Duration::from_millis(300);
-        let t = SmtpTransport::new(&s).unwrap();
-        let started = Instant::now();
-        let e = t.send("C", &message()).await.unwrap_err().to_string();
-        assert!(e.contains("no answer within"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(5));
-    }
-}
+mod tests;

@@ -627,20 +627,33 @@ pub trait OutboxStore: Send + Sync {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
-    /// Claim up to `limit` unsent messages whose next attempt is at or before `due_before`
-    /// for `worker` until `lease_until`, skipping messages another worker is sending. Only the
-    /// claimant sends a message, so two workers never send it twice.
+    /// Claim up to `limit` unsent messages with ids above `after`, in id order, whose next
+    /// attempt is at or before `due_before`, for `worker` until `lease_until`, skipping
+    /// messages another worker is sending. Only the claimant sends a message, so two workers
+    /// never send it twice. A pass walks the outbox by passing the last id it claimed.
     async fn claim_outbox(
         &self,
         worker: &str,
+        after: i64,
         due_before: DateTime<Utc>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Extend `worker`'s claim on these messages to `lease_until`, for those it still holds
+    /// (claimed by it, not sent): their ids, which are the ones it may send now. Delivery
+    /// renews a slice of a batch just before rendering it, so a message waiting in the
+    /// pipeline past its lease is sent only if nobody else took it meanwhile.
+    async fn renew_outbox_claims(
+        &self,
+        worker: &str,
+        ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError>;
     /// Every outbox message, in the order queued.
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
-    async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Mark these messages sent (the transport accepted each): one statement for the lot.
+    async fn mark_sent(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Unsent messages that a send at `now` cannot take: in backoff, or claimed.
     async fn outbox_waiting(&self, now: DateTime<Utc>) -> Result<OutboxWaiting, StoreError>;
@@ -663,6 +676,15 @@ pub trait QueryStore: Send + Sync {
 
     async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError>;
     async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError>;
+    /// The documents with these ids that exist, in id order: two queries for the lot
+    /// (delivery reads a claimed batch's documents with it).
+    async fn documents_by_ids(&self, ids: &[i64]) -> Result<Vec<StoredDocument>, StoreError>;
+    /// Available (unassigned) licences per subscription, for those of these subscriptions
+    /// that have any. One query.
+    async fn available_licences(
+        &self,
+        subscriptions: &[&str],
+    ) -> Result<BTreeMap<String, u32>, StoreError>;
     /// Documents in issue order, optionally of one account.
     async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError>;
     async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError>;

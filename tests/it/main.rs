@@ -29,6 +29,7 @@ mod recovery;
 mod scenarios;
 mod security;
 mod smtp;
+mod smtp_pipeline;
 mod status;
 mod takeover;
 mod workers;

@@ -74,3 +74,36 @@ async fn bar(backend: Backend) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains(&format!("/{ACCOUNTS} (")), "{stdout}");
 }
+
+on_each_backend!(send_bar:
+    a_send_on_a_terminal_shows_its_progress_sqlite,
+    a_send_on_a_terminal_shows_its_progress_postgres
+);
+
+/// A close whose customer mail waits for review, released; then `send` on a terminal draws
+/// its bar over the messages it sends.
+async fn send_bar(backend: Backend) {
+    const FEW: usize = 200;
+    let sb = Sandbox::new(backend);
+    sb.ok(&["migrate"]);
+    import_monthly(&sb, "m", FEW);
+    assert!(
+        sb.run_with_env(&["close", "--as-of", "2026-02-15"], &env())
+            .status
+            .success()
+    );
+    sb.ok(&["release", "1"]);
+    let send = format!(
+        "{} --config {} send",
+        env!("CARGO_BIN_EXE_billrun"),
+        sb.config().display()
+    );
+    let screen = on_a_terminal(&sb, &send);
+    assert!(
+        screen.contains("messages [") && screen.contains("%)"),
+        "no send progress on the terminal: {screen}"
+    );
+    assert!(screen.contains("Sent "), "{screen}");
+    // Every customer message left (plus the finance batch, sent by the close).
+    assert_eq!(sb.emails().len(), 2 * FEW + 1, "{screen}");
+}

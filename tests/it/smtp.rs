@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const FROM: &str = "Billing <billing@billrun.test>";
-const FINANCE: &str = "finance@billrun.test";
+pub(crate) const FROM: &str = "Billing <billing@billrun.test>";
+pub(crate) const FINANCE: &str = "finance@billrun.test";
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// Whether aiosmtpd can run here; says why not, once, when it cannot.
-fn aiosmtpd_available(test: &str) -> bool {
+pub(crate) fn aiosmtpd_available(test: &str) -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import aiosmtpd"])
         .stdout(Stdio::null())
@@ -47,19 +47,19 @@ fn aiosmtpd_available(test: &str) -> bool {
 }
 
 /// A port nothing listens on (at the moment of asking).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
 /// aiosmtpd writing to a Maildir; killed when dropped.
-struct Smtpd {
+pub(crate) struct Smtpd {
     child: Child,
     maildir: PathBuf,
 }
 
 impl Smtpd {
-    fn start(port: u16, maildir: &Path) -> Smtpd {
+    pub(crate) fn start(port: u16, maildir: &Path) -> Smtpd {
         // Mailbox refuses every message if the Maildir's folders are missing.
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir_all(maildir.join(sub)).unwrap();
@@ -149,8 +149,16 @@ impl Smtpd {
             .collect()
     }
 
+    /// How many messages the Maildir holds (without reading them).
+    pub(crate) fn count(&self) -> usize {
+        ["new", "cur"]
+            .iter()
+            .map(|sub| std::fs::read_dir(self.maildir.join(sub)).map_or(0, |d| d.count()))
+            .sum()
+    }
+
     /// Every message in the Maildir, as received.
-    fn messages(&self) -> Vec<String> {
+    pub(crate) fn messages(&self) -> Vec<String> {
         let mut out = Vec::new();
         for sub in ["new", "cur"] {
             for entry in std::fs::read_dir(self.maildir.join(sub)).unwrap() {
@@ -170,12 +178,12 @@ impl Drop for Smtpd {
 }
 
 /// A directory with its own database, configuration and mail folder.
-struct Sandbox {
+pub(crate) struct Sandbox {
     dir: tempfile::TempDir,
 }
 
 impl Sandbox {
-    fn new() -> Sandbox {
+    pub(crate) fn new() -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "database_url = \"sqlite://{db}\"\ncatalog = \"{catalog}\"\nmail_dir = \"{mail}\"\n\
@@ -189,7 +197,7 @@ impl Sandbox {
         Sandbox { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -198,7 +206,12 @@ impl Sandbox {
     }
 
     /// With `smtp_url` and more `BILLRUN_*` variables of the caller's choosing.
-    fn run_with(&self, args: &[&str], smtp_url: &str, env: &[(&str, String)]) -> Output {
+    pub(crate) fn run_with(&self, args: &[&str], smtp_url: &str, env: &[(&str, String)]) -> Output {
+        self.command(args, smtp_url, env).output().unwrap()
+    }
+
+    /// The command `run_with` runs, to start it in the background.
+    pub(crate) fn command(&self, args: &[&str], smtp_url: &str, env: &[(&str, String)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_billrun"));
         cmd.arg("--config")
             .arg(self.path("billrun.toml"))
@@ -213,7 +226,7 @@ impl Sandbox {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        cmd
     }
 
     fn ok(&self, args: &[&str], smtp_port: u16) -> String {
@@ -258,7 +271,7 @@ impl Sandbox {
     }
 
     /// (status, attempts, last_error) of every outbox row.
-    fn outbox(&self) -> Vec<(String, i64, Option<String>)> {
+    pub(crate) fn outbox(&self) -> Vec<(String, i64, Option<String>)> {
         use sqlx::Row;
         let url = format!("sqlite://{}?mode=ro", self.path("billrun.db").display());
         tokio::runtime::Builder::new_current_thread()
@@ -282,14 +295,14 @@ impl Sandbox {
 
 /// Just enough MIME to check billrun's messages: headers, multipart nesting, base64 and
 /// quoted-printable bodies.
-struct Part {
+pub(crate) struct Part {
     headers: Vec<(String, String)>,
     body: String,
     parts: Vec<Part>,
 }
 
 impl Part {
-    fn parse(raw: &str) -> Part {
+    pub(crate) fn parse(raw: &str) -> Part {
         let raw = raw.replace("\r\n", "\n");
         let (head, body) = raw.split_once("\n\n").unwrap_or((&raw, ""));
         let mut headers: Vec<(String, String)> = Vec::new();
@@ -323,14 +336,14 @@ impl Part {
         part
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
-    fn content_type(&self) -> String {
+    pub(crate) fn content_type(&self) -> String {
         self.header("content-type")
             .unwrap_or("text/plain")
             .split(';')
@@ -340,7 +353,7 @@ impl Part {
             .to_ascii_lowercase()
     }
 
-    fn param(&self, header: &str, name: &str) -> Option<String> {
+    pub(crate) fn param(&self, header: &str, name: &str) -> Option<String> {
         let value = self.header(header)?;
         value.split(';').skip(1).find_map(|p| {
             let (k, v) = p.split_once('=')?;
@@ -348,7 +361,7 @@ impl Part {
         })
     }
 
-    fn leaves(&self) -> Vec<&Part> {
+    pub(crate) fn leaves(&self) -> Vec<&Part> {
         if self.parts.is_empty() {
             vec![self]
         } else {
@@ -356,7 +369,7 @@ impl Part {
         }
     }
 
-    fn decoded(&self) -> Vec<u8> {
+    pub(crate) fn decoded(&self) -> Vec<u8> {
         match self
             .header("content-transfer-encoding")
             .map(|e| e.to_ascii_lowercase())

@@ -46,7 +46,12 @@ pub(crate) fn ids<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<&'a str>
     values.into_iter().collect()
 }
 
-/// `= ANY` the array of ids bound as parameter `$n` (see [`ids`]).
+/// Row ids as a `bigint[]`, for [`in_list!`].
+pub(crate) fn row_ids(values: &[i64]) -> Vec<i64> {
+    values.to_vec()
+}
+
+/// `= ANY` the array of ids bound as parameter `$n` (see [`ids`], [`row_ids`]).
 macro_rules! in_list {
     ($n:literal) => {
         concat!("= ANY($", $n, ")")

@@ -3,4 +3,11 @@
 
 use super::*;
 
+/// The table a claim walks in id order: by its primary key, which the planner picks for an ordered walk with a LIMIT.
+macro_rules! outbox_walk {
+    () => {
+        "outbox"
+    };
+}
+
 shared::outbox::outbox_store!(PgStore);

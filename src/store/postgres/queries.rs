@@ -12,3 +12,8 @@ fn page_lines(q: &mut QueryBuilder<Db>, page: &[DbRow]) -> Result<bool, StoreErr
     q.push(" = ANY(").push_bind(ids).push(")");
     Ok(true)
 }
+
+/// `= ANY` a list of document ids, bound as one array.
+fn id_in(q: &mut QueryBuilder<Db>, ids: &[i64]) {
+    q.push("= ANY(").push_bind(row_ids(ids)).push(")");
+}

@@ -1,7 +1,9 @@
 //! The outbox ([`OutboxStore`](crate::store::OutboxStore)): the same statements on both
-//! backends. A claim takes the backend's `skip_locked!()` (PostgreSQL skips rows another
-//! worker is claiming; SQLite's write lock already excludes them), and the depth metric is
-//! the backend's `pending_count`.
+//! backends. A claim walks the outbox in id order from where the pass's last claim ended
+//! (`outbox_walk!()`: the primary key, never a sort of everything pending) and takes the
+//! backend's `skip_locked!()` (PostgreSQL skips rows another worker is claiming; SQLite's
+//! write lock already excludes them). Messages are marked sent in bulk, one statement per
+//! group of ids (`in_list!`), and failed one at a time (each its own error and backoff).
 
 /// `impl OutboxStore for $store`.
 macro_rules! outbox_store {
@@ -24,6 +26,7 @@ macro_rules! outbox_store {
             async fn claim_outbox(
                 &self,
                 worker: &str,
+                after: i64,
                 due_before: DateTime<Utc>,
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
@@ -37,7 +40,9 @@ macro_rules! outbox_store {
                 let mut tx = self.write_tx().await?;
                 let rows = sqlx::query(concat!(
                     "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
-                       SELECT id FROM outbox WHERE status = 'pending' AND hold IS NULL \
+                       SELECT id FROM ",
+                    outbox_walk!(),
+                    " WHERE id > $6 AND status = 'pending' AND hold IS NULL \
                        AND (next_attempt_at <= $4 OR (attempts > 0 AND next_attempt_at <= $3)) \
                        AND (claimed_until IS NULL OR claimed_until <= $4) ORDER BY id LIMIT $5",
                     skip_locked!(),
@@ -48,6 +53,7 @@ macro_rules! outbox_store {
                 .bind(ts(due_before))
                 .bind(ts(now))
                 .bind(i64::from(limit))
+                .bind(after)
                 .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -59,6 +65,29 @@ macro_rules! outbox_store {
                 Ok(out)
             }
 
+            async fn renew_outbox_claims(
+                &self,
+                worker: &str,
+                ids: &[i64],
+                lease_until: DateTime<Utc>,
+            ) -> Result<Vec<i64>, StoreError> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut held: Vec<i64> = sqlx::query_scalar(concat!(
+                    "UPDATE outbox SET claimed_until = $1 WHERE claimed_by = $2 AND status = 'pending' AND id ",
+                    in_list!(3),
+                    " RETURNING id"
+                ))
+                .bind(ts(lease_until))
+                .bind(worker)
+                .bind(row_ids(ids))
+                .fetch_all(&self.pool)
+                .await?;
+                held.sort_unstable();
+                Ok(held)
+            }
+
             async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
                 let query = sqlx::query(
                     "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status \
@@ -67,13 +96,17 @@ macro_rules! outbox_store {
                 all(&self.pool, query, rows::outbox_from_row).await
             }
 
-            async fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-                sqlx::query(
+            async fn mark_sent(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                sqlx::query(concat!(
                     "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, last_error = NULL, \
-                     claimed_by = NULL, claimed_until = NULL WHERE id = $2",
-                )
+                     claimed_by = NULL, claimed_until = NULL WHERE id ",
+                    in_list!(2)
+                ))
                 .bind(ts(now))
-                .bind(id)
+                .bind(row_ids(ids))
                 .execute(&self.pool)
                 .await?;
                 Ok(())

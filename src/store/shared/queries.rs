@@ -1,6 +1,6 @@
 //! Documents, balances and accounts as stored ([`QueryStore`](crate::store::QueryStore)):
 //! the same queries on both backends, but for how a page of documents finds its lines (the
-//! backend's `page_lines`).
+//! backend's `page_lines`) and how a list of document ids is bound (`id_in`).
 
 /// The columns of `accounts` that [`AccountRow`](crate::store::rows::AccountRow) reads.
 macro_rules! account_cols {
@@ -40,6 +40,8 @@ pub(crate) enum DocFilter<'a> {
     Issued(chrono::NaiveDate, chrono::NaiveDate, i64, u32),
     /// Ids above the first, at most the second many.
     Page(i64, u32),
+    /// These ids.
+    Ids(&'a [i64]),
 }
 
 /// `impl QueryStore for $store`, and its `fetch_documents`.
@@ -77,6 +79,10 @@ macro_rules! query_store {
                             .push_bind(after)
                             .push(" ORDER BY id LIMIT ")
                             .push_bind(i64::from(limit));
+                    }
+                    DocFilter::Ids(ids) => {
+                        q.push(" WHERE id ");
+                        id_in(q, ids);
                     }
                     DocFilter::Page(after, limit) => {
                         q.push(" WHERE id > ")
@@ -140,6 +146,38 @@ macro_rules! query_store {
 
             async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError> {
                 Ok(self.fetch_documents(DocFilter::Id(id)).await?.pop())
+            }
+
+            async fn documents_by_ids(
+                &self,
+                ids: &[i64],
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.fetch_documents(DocFilter::Ids(ids)).await
+            }
+
+            async fn available_licences(
+                &self,
+                subscriptions: &[&str],
+            ) -> Result<BTreeMap<String, u32>, StoreError> {
+                if subscriptions.is_empty() {
+                    return Ok(BTreeMap::new());
+                }
+                let query = sqlx::query(concat!(
+                    "SELECT subscription_id, COUNT(*) AS n FROM licences \
+                     WHERE status = 'available' AND subscription_id ",
+                    in_list!(1),
+                    " GROUP BY subscription_id"
+                ));
+                let query = query.bind(ids(subscriptions.iter().copied()));
+                Ok(all(&self.pool, query, |r| {
+                    Ok((r.text("subscription_id")?, r.int("n")? as u32))
+                })
+                .await?
+                .into_iter()
+                .collect())
             }
 
             async fn documents(

@@ -42,7 +42,12 @@ pub(crate) fn ids<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::to_string(&values).unwrap_or_default()
 }
 
-/// `IN` the list of ids bound as parameter `$n` (see [`ids`]).
+/// A JSON array of row ids, for [`in_list!`].
+pub(crate) fn row_ids(values: &[i64]) -> String {
+    serde_json::to_string(values).unwrap_or_default()
+}
+
+/// `IN` the list of ids bound as parameter `$n` (see [`ids`], [`row_ids`]).
 macro_rules! in_list {
     ($n:literal) => {
         concat!("IN (SELECT value FROM json_each($", $n, "))")

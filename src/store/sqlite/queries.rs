@@ -9,3 +9,10 @@ shared::queries::query_store!(SqliteStore);
 fn page_lines(_: &mut QueryBuilder<Db>, _: &[DbRow]) -> Result<bool, StoreError> {
     Ok(false)
 }
+
+/// `IN` a list of document ids, bound as one JSON array.
+fn id_in(q: &mut QueryBuilder<Db>, ids: &[i64]) {
+    q.push("IN (SELECT value FROM json_each(")
+        .push_bind(row_ids(ids))
+        .push("))");
+}
