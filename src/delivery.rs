@@ -85,7 +85,7 @@ impl Billing<'_> {
             return Ok(Delivery::default());
         };
         if let Some(p) = progress {
-            p.0.start("messages", Some(self.to_go(ignore_backoff).await?));
+            p.0.start("messages", Some(self.messages_to_go(ignore_backoff).await?));
         }
         let pass = Pass {
             store: self.store,
@@ -122,7 +122,7 @@ impl Billing<'_> {
 
     /// About how many messages a pass will send: those not sent, less those held, withdrawn,
     /// under another worker's claim, or (unless `ignore_backoff`) waiting out a backoff.
-    async fn to_go(&self, ignore_backoff: bool) -> Result<u64, StoreError> {
+    async fn messages_to_go(&self, ignore_backoff: bool) -> Result<u64, StoreError> {
         let now = self.clock.now();
         let waiting = self.store.outbox_waiting(now).await?;
         let holds = self.store.outbox_holds(now).await?;
