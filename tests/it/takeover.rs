@@ -190,6 +190,14 @@ async fn killed(backend: Backend) {
         .map(|r| r["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["completed", "abandoned"], "{runs}");
+    let status: serde_json::Value = serde_json::from_str(&sb.ok(&["status", "--json"])).unwrap();
+    let shown: Vec<&str> = status["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, ["completed", "abandoned"], "{status}");
     assert_eq!(
         count(
             &sb.db,
