@@ -4,29 +4,12 @@
 //! PostgreSQL only (SQLite serialises writers; the point here is concurrent ones).
 
 use crate::common::books::check_finished;
-use crate::common::{Sandbox, count};
+use crate::common::{Sandbox, count, import_monthly};
 use sqlx::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 const ACCOUNTS: usize = 2_000;
-
-/// `ACCOUNTS` accounts, each with one monthly `basic` subscription from 2026-01-01.
-fn import_file() -> String {
-    let accounts: Vec<serde_json::Value> = (1..=ACCOUNTS)
-        .map(|i| {
-            serde_json::json!({"id": format!("w{i:05}"), "name": format!("Worker test {i}"),
-                               "email": format!("billing@w{i:05}.example"), "currency": "USD"})
-        })
-        .collect();
-    let subscriptions: Vec<serde_json::Value> = (1..=ACCOUNTS)
-        .map(|i| {
-            serde_json::json!({"id": format!("ws{i:05}"), "account": format!("w{i:05}"), "policy": "deferred",
-                               "cycle": "monthly", "start": "2026-01-01", "items": [{"plan": "basic"}]})
-        })
-        .collect();
-    serde_json::json!({"accounts": accounts, "subscriptions": subscriptions}).to_string()
-}
 
 #[tokio::test]
 async fn two_workers_close_2000_accounts_once_each_with_gapless_numbers_postgres() {
@@ -34,9 +17,7 @@ async fn two_workers_close_2000_accounts_once_each_with_gapless_numbers_postgres
         return;
     };
     let sb = Sandbox::new(backend);
-    let file = sb.dir.path().join("accounts.json");
-    std::fs::write(&file, import_file()).unwrap();
-    sb.ok(&["import", file.to_str().unwrap()]);
+    import_monthly(&sb, "w", ACCOUNTS);
 
     // Small chunks, so the two workers interleave rather than one taking everything.
     let env = [("BILLRUN_CHUNK_SIZE".to_string(), "50".to_string())];
