@@ -8,6 +8,7 @@ use printpdf::{
     PdfPage, PdfSaveOptions, Point, Pt, TextItem,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 // A4 portrait, in points.
 pub const PAGE_W: f32 = 595.28;
@@ -165,13 +166,78 @@ impl Canvas {
         info.metadata_date = date;
         info.producer = "billrun".into();
         info.creator = "billrun".into();
-        let mut warnings = Vec::new();
-        let mut bytes = pdf
+        // printpdf's own `optimize` deflates every stream at level 9, most of a PDF's cost;
+        // level 1 makes files a few percent larger at a fraction of the time.
+        let options = PdfSaveOptions {
+            optimize: false,
+            ..PdfSaveOptions::default()
+        };
+        let mut doc = pdf
             .with_pages(pages)
-            .save(&PdfSaveOptions::default(), &mut warnings);
+            .to_lopdf_document(&options, &mut Vec::new());
+        compress_streams(&mut doc);
+        let mut bytes = Vec::new();
+        doc.save_to(&mut bytes).map_err(|e| format!("pdf: {e}"))?;
         stable_id(&mut bytes, key);
         Ok(bytes)
     }
+}
+
+/// Deflate every stream that may be compressed and is not yet, at the fastest level, when it
+/// gets smaller. Large streams recur — the common font subsets are in nearly every PDF — so
+/// they are deflated once per process and looked up after.
+fn compress_streams(doc: &mut lopdf::Document) {
+    for object in doc.objects.values_mut() {
+        let lopdf::Object::Stream(stream) = object else {
+            continue;
+        };
+        if !stream.allows_compression || stream.dict.get(b"Filter").is_ok() {
+            continue;
+        }
+        let compressed = if stream.content.len() >= RECURRING {
+            deflate_recurring(&stream.content)
+        } else {
+            deflate(&stream.content).map(Arc::from)
+        };
+        if let Some(compressed) = compressed
+            && compressed.len() + 19 < stream.content.len()
+        {
+            stream.dict.set("Filter", "FlateDecode");
+            stream.set_content(compressed.to_vec());
+        }
+    }
+}
+
+/// Streams at least this long go through [`deflate_recurring`].
+const RECURRING: usize = 4096;
+
+/// Recently deflated large streams (content, deflated), most recent first.
+type Deflated = Vec<(Arc<[u8]>, Arc<[u8]>)>;
+static DEFLATED: Mutex<Deflated> = Mutex::new(Vec::new());
+const DEFLATED_KEPT: usize = 8;
+
+fn deflate_recurring(content: &[u8]) -> Option<Arc<[u8]>> {
+    let mut kept = DEFLATED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(i) = kept.iter().position(|(c, _)| **c == *content) {
+        let hit = kept.remove(i);
+        let deflated = hit.1.clone();
+        kept.insert(0, hit);
+        return Some(deflated);
+    }
+    drop(kept);
+    let deflated: Arc<[u8]> = deflate(content)?.into();
+    let mut kept = DEFLATED.lock().unwrap_or_else(|p| p.into_inner());
+    kept.insert(0, (content.into(), deflated.clone()));
+    kept.truncate(DEFLATED_KEPT);
+    Some(deflated)
+}
+
+fn deflate(content: &[u8]) -> Option<Vec<u8>> {
+    use flate2::{Compression, write::ZlibEncoder};
+    use std::io::Write;
+    let mut encoder = ZlibEncoder::new(Vec::with_capacity(content.len() / 2), Compression::fast());
+    encoder.write_all(content).ok()?;
+    encoder.finish().ok()
 }
 
 fn ops(item: Item, fonts: &BTreeMap<Face, FontId>) -> Vec<Op> {

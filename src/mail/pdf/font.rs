@@ -96,13 +96,57 @@ impl Face {
         units as f32 * size / f32::from(m.units_per_em)
     }
 
-    /// The font cut down to the glyphs of `chars`, parsed for printpdf.
+    /// The font cut down to the glyphs of `chars`, parsed for printpdf. Most documents print
+    /// only [`COMMON`] characters: they all get the subset of those, cut once per process
+    /// (and its stream deflated once, see `canvas`), a few kilobytes more per PDF for a
+    /// fraction of the time.
     pub fn subset(self, chars: &BTreeSet<char>) -> Result<ParsedFont, String> {
-        let glyphs: BTreeSet<u16> = chars.iter().filter_map(|&c| self.glyph(c)).collect();
-        let bytes = cut(self.bytes(), &glyphs, false)?;
+        static REGULAR: OnceLock<Result<ParsedFont, String>> = OnceLock::new();
+        static BOLD: OnceLock<Result<ParsedFont, String>> = OnceLock::new();
+        let common = || COMMON.iter().flat_map(|&(from, to)| from..=to);
+        if chars.iter().all(|&c| is_common(c)) {
+            let cell = match self {
+                Face::Regular => &REGULAR,
+                Face::Bold => &BOLD,
+            };
+            return cell
+                .get_or_init(|| self.cut_to(common().filter_map(|cp| self.glyph_of(cp))))
+                .clone();
+        }
+        // Anything else: the glyphs it prints, no more (a few kilobytes).
+        self.cut_to(chars.iter().filter_map(|&c| self.glyph(c)))
+    }
+
+    fn glyph_of(self, code_point: u32) -> Option<u16> {
+        char::from_u32(code_point).and_then(|c| self.glyph(c))
+    }
+
+    fn cut_to(self, glyphs: impl Iterator<Item = u16>) -> Result<ParsedFont, String> {
+        let bytes = cut(self.bytes(), &glyphs.collect(), false)?;
         ParsedFont::from_bytes(&bytes, 0, &mut Vec::new())
             .ok_or_else(|| "font subset does not parse".to_string())
     }
+}
+
+/// The characters of the shared subsets: ASCII and the signs billrun's own text prints
+/// (no-break space, middle dot, multiplication sign, dashes, quotes, bullet, ellipsis, euro).
+/// Latin-1 letters would double the subset for the names that need them; those documents
+/// get their own.
+const COMMON: &[(u32, u32)] = &[
+    (0x0020, 0x007E),
+    (0x00A0, 0x00A0),
+    (0x00B7, 0x00B7),
+    (0x00D7, 0x00D7),
+    (0x2013, 0x2014),
+    (0x2018, 0x201D),
+    (0x2022, 0x2022),
+    (0x2026, 0x2026),
+    (0x20AC, 0x20AC),
+];
+
+fn is_common(c: char) -> bool {
+    let cp = u32::from(c);
+    COMMON.iter().any(|&(from, to)| (from..=to).contains(&cp))
 }
 
 /// `ttf` cut down to `glyphs` with a Unicode character map; `keep_hinting` keeps the hinting
