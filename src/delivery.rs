@@ -272,8 +272,10 @@ impl Pass<'_> {
         });
         let mut outcomes: BoxStream<'_, Outcome> = slices
             .flatten()
-            .map(move |job| render_on_pool(job, context.clone(), self.clock.now()))
+            .chunks(RENDER_GROUP)
+            .map(move |jobs| render_on_pool(jobs, context.clone(), self.clock.now()))
             .buffered(renderers)
+            .flat_map(stream::iter)
             .map(move |(job, rendered)| self.send_one(job, rendered))
             .buffer_unordered(senders)
             .boxed();
@@ -420,21 +422,38 @@ impl Pass<'_> {
     }
 }
 
-/// Render `job` on the blocking pool; a panic there fails the message, not the pass.
+/// Messages rendered one after another by one task on the blocking pool: a handful, so the
+/// threads hand over work (and wake each other) less often.
+const RENDER_GROUP: usize = 8;
+
+/// Render `jobs` on the blocking pool, one after another; a panic there fails the group's
+/// messages, not the pass.
 async fn render_on_pool(
-    job: Job,
+    jobs: Vec<Job>,
     context: Arc<RenderContext>,
     now: chrono::DateTime<chrono::Utc>,
-) -> (Sent, Rendered) {
-    let sent = Sent {
-        id: job.entry.id,
-        key: job.entry.key.clone(),
-        attempts: job.entry.attempts,
-    };
-    let rendered = tokio::task::spawn_blocking(move || render(job, &context, now))
-        .await
-        .unwrap_or_else(|e| Err(MailError::Build(format!("rendering failed: {e}"))));
-    (sent, rendered)
+) -> Vec<(Sent, Rendered)> {
+    let sent: Vec<Sent> = jobs
+        .iter()
+        .map(|job| Sent {
+            id: job.entry.id,
+            key: job.entry.key.clone(),
+            attempts: job.entry.attempts,
+        })
+        .collect();
+    let rendered = tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|job| render(job, &context, now))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match rendered {
+        Ok(rendered) => sent.into_iter().zip(rendered).collect(),
+        Err(e) => sent
+            .into_iter()
+            .map(|s| (s, Err(MailError::Build(format!("rendering failed: {e}")))))
+            .collect(),
+    }
 }
 
 /// Render one message (the customer's email with its PDF, or the finance batch); for the
