@@ -33,7 +33,7 @@ use crate::store::{OutboxWaiting, StoreError};
 use crate::takeover::take_over_gone;
 use chrono::Duration;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use load::{Content, Job};
+use load::{Content, Job, SpoolTarget};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -186,7 +186,14 @@ struct Outcome {
 
 /// A rendered message: what the network transport sends, or nothing more to do (written to
 /// the folder already).
-type Rendered = Result<Option<(lettre::address::Envelope, Vec<u8>)>, MailError>;
+type Rendered = Result<Option<(lettre::address::Envelope, Outgoing)>, MailError>;
+
+/// A message's bytes on their way: in memory, or (a finance batch) in a spool file, deleted
+/// once sent or failed.
+enum Outgoing {
+    Bytes(Vec<u8>),
+    Spooled(tempfile::NamedTempFile),
+}
 
 /// One pass over the outbox.
 struct Pass<'a> {
@@ -317,8 +324,13 @@ impl Pass<'_> {
     /// Send a rendered message (unless rendering failed or already delivered it).
     async fn send_one(&self, job: Sent, rendered: Rendered) -> Outcome {
         let result = match rendered {
-            Ok(Some((envelope, bytes))) => {
+            Ok(Some((envelope, Outgoing::Bytes(bytes)))) => {
                 self.transport.send_raw(&job.key, &envelope, &bytes).await
+            }
+            Ok(Some((envelope, Outgoing::Spooled(file)))) => {
+                self.transport
+                    .send_file(&job.key, &envelope, file.path())
+                    .await
             }
             Ok(None) => Ok(()),
             Err(e) => Err(e),
@@ -356,7 +368,12 @@ impl Pass<'_> {
         let Some(last) = due.last().map(|e| e.id) else {
             return Ok(None);
         };
-        Ok(Some((last, load::load(self.store, due).await?)))
+        let target = SpoolTarget {
+            from: &self.settings.mail_from,
+            now,
+            folder: self.transport.folder(),
+        };
+        Ok(Some((last, load::load(self.store, due, &target).await?)))
     }
 
     /// The jobs of `slice` whose messages this worker still holds, their claims renewed.
@@ -456,33 +473,40 @@ async fn render_on_pool(
     }
 }
 
-/// Render one message (the customer's email with its PDF, or the finance batch); for the
-/// folder transport, write it too. Runs on the blocking pool.
+/// Render one message (the customer's email with its PDF; a finance batch is spooled
+/// already); for the folder transport, write it too. Runs on the blocking pool.
 fn render(job: Job, context: &RenderContext, now: chrono::DateTime<chrono::Utc>) -> Rendered {
     let recipient = &job.entry.recipient;
-    let message = match &job.content {
-        // Sent to the address captured when the document was issued.
+    let (document, unassigned) = match job.content {
         Content::Document {
             document,
             unassigned,
-        } => crate::mail::document_email(
-            document,
-            &context.seller,
-            *unassigned,
-            &context.from,
-            recipient,
-            now,
-        )?,
-        Content::Finance(finance) => finance.email(&job.entry, &context.from, now)?,
+        } => (document, unassigned),
+        Content::Finance(spooled) => {
+            let spooled = spooled?;
+            return match &context.folder {
+                Some(folder) => folder.place(&job.entry.key, spooled.file).map(|()| None),
+                None => Ok(Some((spooled.envelope, Outgoing::Spooled(spooled.file)))),
+            };
+        }
     };
-    drop(job.content);
+    // Sent to the address captured when the document was issued.
+    let message = crate::mail::document_email(
+        &document,
+        &context.seller,
+        unassigned,
+        &context.from,
+        recipient,
+        now,
+    )?;
+    drop(document);
     let bytes = message.formatted();
     match &context.folder {
         Some(folder) => {
             folder.write(&job.entry.key, &bytes)?;
             Ok(None)
         }
-        None => Ok(Some((message.envelope().clone(), bytes))),
+        None => Ok(Some((message.envelope().clone(), Outgoing::Bytes(bytes)))),
     }
 }
 

@@ -1,14 +1,15 @@
 //! What a claimed batch needs to be rendered, read in bulk: the batch's documents in two
 //! queries (`documents_by_ids`: the documents, then their lines), the customers of documents
 //! issued before customers were copied onto documents in one more, the unassigned licences
-//! of their subscriptions in one; a finance batch (one message per run) reads its own
-//! documents and extras.
+//! of their subscriptions in one. A finance batch (one message per run, carrying every
+//! document of the run) is built here, page by page, into a spool file (`BatchSpool`): its
+//! size never sits in memory.
 
 use crate::core::document::Document;
-use crate::mail::MailError;
-use crate::mail::finance::BatchReport;
+use crate::mail::batch::{BatchReport, BatchSpool};
+use crate::mail::{EmlDir, MailError};
 use crate::store::prelude::*;
-use crate::store::{BatchExtras, OutboxEntry, OutboxKind, StoreError, StoredDocument};
+use crate::store::{OutboxEntry, OutboxKind, StoreError, StoredDocument};
 use std::collections::HashMap;
 
 /// A claimed message and what it carries, owned: rendered on another thread.
@@ -25,40 +26,33 @@ pub(super) enum Content {
         /// Licences on its subscription nobody is assigned (the invoice says so).
         unassigned: u32,
     },
-    Finance(Finance),
+    /// A finance batch, already written whole to a spool file (or why it could not be).
+    Finance(Result<SpooledBatch, MailError>),
 }
 
-/// A finance batch's documents and what else its runs did.
-pub(super) struct Finance {
-    batch: i64,
-    documents: Vec<Document>,
-    extras: BatchExtras,
+/// A finance batch message in a private temporary file, deleted when dropped.
+pub(super) struct SpooledBatch {
+    pub(super) file: tempfile::NamedTempFile,
+    pub(super) envelope: lettre::address::Envelope,
 }
 
-impl Finance {
-    pub(super) fn email(
-        &self,
-        entry: &OutboxEntry,
-        from: &str,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<lettre::Message, MailError> {
-        let docs: Vec<&Document> = self.documents.iter().collect();
-        let report = BatchReport {
-            batch: self.batch,
-            subject: &entry.subject,
-            documents: &docs,
-            refunds: &self.extras.refunds,
-            deleted_accounts: &self.extras.deleted_accounts,
-            parked: &self.extras.parked,
-        };
-        crate::mail::finance_batch_email(&report, from, &entry.recipient, now)
-    }
+/// Documents of a finance batch read (and spooled) at a time.
+const BATCH_PAGE: u32 = 1000;
+
+/// How a finance batch is addressed and where its spool file goes: into the `.eml` folder
+/// (then renamed to its final name) or the system's temporary folder (then streamed to the
+/// server).
+pub(super) struct SpoolTarget<'a> {
+    pub(super) from: &'a str,
+    pub(super) now: chrono::DateTime<chrono::Utc>,
+    pub(super) folder: Option<&'a EmlDir>,
 }
 
 /// The jobs of a claimed batch, in its order.
 pub(super) async fn load(
     store: &dyn Store,
     entries: Vec<OutboxEntry>,
+    target: &SpoolTarget<'_>,
 ) -> Result<Vec<Job>, StoreError> {
     let ids: Vec<i64> = entries
         .iter()
@@ -94,20 +88,75 @@ pub(super) async fn load(
                 }
             }
             OutboxKind::FinanceBatch(batch) => {
-                let mut docs = store.batch_documents(batch).await?;
-                with_customer(store, &mut docs).await?;
-                let mut extras = store.batch_extras(batch).await?;
-                extras.parked = store.batch_parked(batch).await?;
-                Content::Finance(Finance {
-                    batch,
-                    documents: docs.into_iter().map(|d| d.document).collect(),
-                    extras,
-                })
+                Content::Finance(spool_batch(store, batch, &entry, target).await?)
             }
         };
         jobs.push(Job { entry, content });
     }
     Ok(jobs)
+}
+
+/// Finance batch `batch` written whole to a spool file, its documents read a page at a time
+/// and written off the async threads. A store error fails the pass; anything else (a full
+/// disk) fails this message, retried later.
+async fn spool_batch(
+    store: &dyn Store,
+    batch: i64,
+    entry: &OutboxEntry,
+    target: &SpoolTarget<'_>,
+) -> Result<Result<SpooledBatch, MailError>, StoreError> {
+    let mut spool = match BatchSpool::new() {
+        Ok(spool) => spool,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut after = 0;
+    loop {
+        let mut page = store.batch_documents(batch, after, BATCH_PAGE).await?;
+        let Some(last) = page.last().map(|d| d.id) else {
+            break;
+        };
+        after = last;
+        with_customer(store, &mut page).await?;
+        let added = tokio::task::spawn_blocking(move || {
+            let docs: Vec<&Document> = page.iter().map(|d| &d.document).collect();
+            spool.add(&docs).map(|()| spool)
+        })
+        .await
+        .map_err(|e| MailError::Build(format!("finance batch: {e}")))
+        .and_then(|r| r);
+        spool = match added {
+            Ok(spool) => spool,
+            Err(e) => return Ok(Err(e)),
+        };
+    }
+    let mut extras = store.batch_extras(batch).await?;
+    extras.parked = store.batch_parked(batch).await?;
+    let (subject, recipient) = (entry.subject.clone(), entry.recipient.clone());
+    let (from, now) = (target.from.to_string(), target.now);
+    let dir = target.folder.map(|f| f.path().to_path_buf());
+    let finished = tokio::task::spawn_blocking(move || {
+        let io = |e: std::io::Error| MailError::Build(format!("finance batch spool: {e}"));
+        let builder = tempfile::Builder::new()
+            .prefix(".finance-batch-")
+            .suffix(".tmp")
+            .tempfile_in(dir.unwrap_or_else(std::env::temp_dir));
+        let mut file = builder.map_err(io)?;
+        let report = BatchReport {
+            batch,
+            subject: &subject,
+            refunds: &extras.refunds,
+            deleted_accounts: &extras.deleted_accounts,
+            parked: &extras.parked,
+        };
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file.as_file_mut());
+        let envelope = spool.finish(&report, &from, &recipient, now, &mut out)?;
+        drop(out);
+        Ok(SpooledBatch { file, envelope })
+    })
+    .await
+    .map_err(|e| MailError::Build(format!("finance batch: {e}")))
+    .and_then(|r| r);
+    Ok(finished)
 }
 
 /// Documents issued before customers were copied onto documents name the customer as their

@@ -67,6 +67,21 @@ impl EmlDir {
         })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Give message `key`, written whole in a temporary file of this folder (a spooled
+    /// finance batch), its name `KEY.eml`: a rename, so it too appears whole or not at all.
+    pub fn place(&self, key: &str, file: tempfile::NamedTempFile) -> Result<(), MailError> {
+        file.persist(self.dir.join(format!("{key}.eml")))
+            .map(drop)
+            .map_err(|e| MailError::Deliver {
+                key: key.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
     /// Write message `key` whole: to a temporary name in the folder, then renamed to
     /// `KEY.eml`. On failure the temporary file is removed. Blocking.
     pub fn write(&self, key: &str, bytes: &[u8]) -> Result<(), MailError> {

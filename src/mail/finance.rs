@@ -1,23 +1,15 @@
 //! What finance books from (SPEC §11): `documents.csv` (one row per document), `lines.csv`
 //! (one row per line, so tax per rate and revenue per plan can be summed) and `refunds.csv`
-//! (balances owed back), and the batch email that carries them with totals per currency and
-//! tax per rate. The same files come out of `billrun export` and `close --dry-run --out`.
+//! (balances owed back), which the finance batch email (`batch`) carries. The same files come out of `billrun export` and `close --dry-run --out`.
 //!
 //! RFC 4180 quoting (the csv crate), UTF-8, amounts as plain decimals with the currency's
 //! minor digits, dates ISO 8601. Values are written exactly as stored — finance matches on
 //! them — and the attachments are base64, the one encoding every byte survives.
 
-use super::render::{clean, mailbox};
-use super::{MailError, message_id};
-use crate::core::document::{Document, DocumentKind, LineKind, RefundOwed};
-use crate::core::money::{Currency, Total};
-use chrono::{DateTime, Utc};
-use lettre::Message;
-use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Attachment, MultiPart, SinglePart};
+use super::MailError;
+use crate::core::document::{Document, RefundOwed};
+use crate::core::money::Currency;
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
-use std::fmt::Write;
 
 pub const DOCUMENTS_CSV: &str = "documents.csv";
 pub const LINES_CSV: &str = "lines.csv";
@@ -273,174 +265,23 @@ impl FinanceFiles {
     }
 }
 
-/// Totals of one currency in a batch, each a [`Total`]: a batch may hold more than
-/// `Decimal` can sum.
-struct CurrencyTotals {
-    documents: u64,
-    net: Total,
-    tax: Total,
-    total: Total,
-    credit_applied: Total,
-    amount_due: Total,
-    /// Tax per (name, rate).
-    per_rate: BTreeMap<(String, String), Total>,
-}
-
-/// The batch summary: per currency the documents, net, tax, total, credit applied and
-/// amount due, then its tax per rate.
-pub fn finance_summary(docs: &[&Document]) -> String {
-    let mut by_currency: BTreeMap<String, CurrencyTotals> = BTreeMap::new();
-    for doc in docs {
-        let d = &doc.draft;
-        let cur = d.currency;
-        let t = by_currency
-            .entry(cur.to_string())
-            .or_insert_with(|| CurrencyTotals {
-                documents: 0,
-                net: Total::new(cur),
-                tax: Total::new(cur),
-                total: Total::new(cur),
-                credit_applied: Total::new(cur),
-                amount_due: Total::new(cur),
-                per_rate: BTreeMap::new(),
-            });
-        t.documents += 1;
-        t.net.add(d.net());
-        t.tax.add(d.tax);
-        t.total.add(d.total);
-        t.credit_applied.add(d.credit_applied);
-        t.amount_due.add(d.amount_due);
-        for l in d.lines.iter().filter(|l| l.kind == LineKind::Tax) {
-            let (name, rate) = match &l.tax {
-                Some(r) => (r.name.clone(), r.percent.normalize().to_string()),
-                None => (l.description.clone(), String::new()),
-            };
-            t.per_rate
-                .entry((name, rate))
-                .or_insert_with(|| Total::new(cur))
-                .add(l.amount);
-        }
-    }
-    let mut text = String::new();
-    for (cur, t) in &by_currency {
-        let _ = writeln!(
-            text,
-            "{cur}: {} document(s); net {}, tax {}, total {}, credit applied {}, amount due {}",
-            t.documents, t.net, t.tax, t.total, t.credit_applied, t.amount_due
-        );
-        for ((name, rate), amount) in &t.per_rate {
-            let _ = writeln!(text, "  tax {} {rate}%: {amount}", clean(name));
-        }
-    }
-    if text.is_empty() {
-        text.push_str("No documents.\n");
-    }
-    text
-}
-
-/// What a finance batch reports: its documents and refunds, and what else its runs did.
-pub struct BatchReport<'a> {
-    pub batch: i64,
-    pub subject: &'a str,
-    pub documents: &'a [&'a Document],
-    pub refunds: &'a [RefundOwed],
-    pub deleted_accounts: &'a [String],
-    /// (account, reason) of each account the batch's runs parked.
-    pub parked: &'a [(String, String)],
-}
-
-/// The finance batch: the summary, what else the run did, and the files.
-pub fn finance_batch_email(
-    report: &BatchReport<'_>,
-    from: &str,
-    to: &str,
-    date: DateTime<Utc>,
-) -> Result<Message, MailError> {
-    let BatchReport {
-        batch,
-        subject,
-        documents: docs,
-        refunds,
-        deleted_accounts,
-        parked,
-    } = *report;
-    let subject = clean(subject);
-    let mut text = format!("{subject}\n\n{}", finance_summary(docs));
-    let credit_notes = docs
-        .iter()
-        .filter(|d| d.draft.kind == DocumentKind::CreditNote)
-        .count();
-    if credit_notes > 0 {
-        let _ = writeln!(
-            text,
-            "\n{credit_notes} of the documents are credit notes (negative totals)."
-        );
-    }
-    if !refunds.is_empty() {
-        text.push_str("\nRefunds owed (see refunds.csv):\n");
-        for r in refunds {
-            let _ = writeln!(
-                text,
-                "  {}: {} {}",
-                clean(&r.account),
-                r.amount,
-                clean(&r.currency)
-            );
-        }
-    }
-    if !deleted_accounts.is_empty() {
-        text.push_str("\nAccounts whose data was deleted (documents kept):\n");
-        for account in deleted_accounts {
-            let _ = writeln!(text, "  {}", clean(account));
-        }
-    }
-    if !parked.is_empty() {
-        text.push_str(
-            "\nAccounts parked (nothing issued: their close failed a sanity bound; `billrun unpark ACCOUNT` releases one):\n",
-        );
-        for (account, reason) in parked {
-            let _ = writeln!(text, "  {}: {}", clean(account), clean(reason));
-        }
-    }
-    text.push_str(
-        "\nEvery document is a row of documents.csv and every line a row of lines.csv.\n",
-    );
-    let key = super::finance_batch_key(batch);
-    let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(text));
-    for (name, content) in finance_files(docs, refunds)?.files {
-        parts = parts.singlepart(
-            Attachment::new(name.to_string()).body(
-                lettre::message::Body::new_with_encoding(
-                    content.into_bytes(),
-                    ContentTransferEncoding::Base64,
-                )
-                .expect("base64 carries any bytes"),
-                ContentType::parse("text/csv; charset=utf-8").expect("valid content type"),
-            ),
-        );
-    }
-    Message::builder()
-        .from(mailbox(from, "sender")?)
-        .to(mailbox(to, "finance")?)
-        .subject(subject.into_owned())
-        .message_id(Some(message_id(&key, from)))
-        .date(date.into())
-        .multipart(parts)
-        .map_err(|e| MailError::Build(e.to_string()))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::core::document::DocumentBuilder;
+    use crate::core::document::{DocumentBuilder, LineKind};
     use crate::core::domain::{Account, AccountId, TaxRate};
-    use crate::mail::render::tests::text_parts;
+    use crate::mail::batch::finance_summary;
 
     fn dec(s: &str) -> Decimal {
         Decimal::from_str_exact(s).unwrap()
     }
 
-    fn document(number: &str, name: &str, currency: &str, reverse_charge: bool) -> Document {
+    pub(crate) fn document(
+        number: &str,
+        name: &str,
+        currency: &str,
+        reverse_charge: bool,
+    ) -> Document {
         let cur = Currency::new(currency).unwrap();
         let mut b = DocumentBuilder::new(cur);
         b.priced(LineKind::Recurring, "Pro, monthly", 3, dec("19.99"), true);
@@ -581,46 +422,5 @@ mod tests {
             summary.contains("JPY: 1 document(s); net 55, tax 8"),
             "{summary}"
         );
-    }
-
-    #[test]
-    fn the_finance_batch_cleans_reasons_and_attaches_its_files_in_base64() {
-        let parked = [("a1".into(), "plan \"Pro\x1b[2J\" \r\nBcc: x@y.z".into())];
-        let date = "2026-02-01T00:00:00Z".parse().unwrap();
-        let doc = document("INV-1", "Zoë", "USD", false);
-        let report = BatchReport {
-            batch: 1,
-            subject: "Billing run\r\nBcc: evil@example.com",
-            documents: &[&doc],
-            refunds: &[],
-            deleted_accounts: &[],
-            parked: &parked,
-        };
-        let message = finance_batch_email(
-            &report,
-            "billing@billrun.test",
-            "finance@billrun.test",
-            date,
-        )
-        .unwrap();
-        let parts = text_parts(&message);
-        let summary = &parts[0].2;
-        assert!(
-            summary.contains("a1: plan \"Pro\u{fffd}[2J\"   Bcc: x@y.z"),
-            "{summary:?}"
-        );
-        assert!(summary.starts_with("Billing run  Bcc: evil@example.com"));
-        let csvs: Vec<&(String, String, String)> = parts
-            .iter()
-            .filter(|(t, _, _)| t.starts_with("text/csv"))
-            .collect();
-        assert_eq!(csvs.len(), 2);
-        assert!(csvs.iter().all(|c| c.1 == "base64"));
-        assert!(
-            csvs[0]
-                .2
-                .starts_with("number,kind,corrects,account,customer_name")
-        );
-        assert!(csvs[1].2.starts_with("number,position,kind,description"));
     }
 }

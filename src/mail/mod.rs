@@ -1,13 +1,15 @@
 //! Email: what billrun says to customers and finance, and how it leaves.
 //!
 //! Rendering is pure (document in, `lettre::Message` out): `facts` decides what a document
-//! says, `pdf`, `render` (the customer's email) and `finance` (the batch and its CSV files)
+//! says, `pdf`, `render` (the customer's email), `finance` (the CSV files) and `batch` (the finance
+//! batch, spooled to a file when large)
 //! lay it out; delivery goes through the outbox — rows written in the same transaction as the
 //! documents they carry — and a [`Transport`]: SMTP (`smtp`) when `smtp_url` is set, else a
 //! folder of `.eml` files (the embedded mode). Each message has a stable key (the document
 //! number, or `finance-batch-N`) from which its file name and Message-ID derive, so a resend
 //! is recognisably the same message.
 
+pub mod batch;
 pub mod eml;
 pub mod facts;
 pub mod finance;
@@ -15,8 +17,9 @@ pub mod pdf;
 mod render;
 pub mod smtp;
 
+pub use batch::{BatchSpool, finance_batch_email, finance_summary};
 pub use eml::EmlDir;
-pub use finance::{finance_batch_email, finance_files, finance_summary};
+pub use finance::finance_files;
 pub use pdf::document_pdf;
 pub use render::{document_email, document_text};
 pub use smtp::{SmtpSettings, SmtpTransport};
@@ -46,6 +49,23 @@ pub trait Transport: Send + Sync {
         envelope: &lettre::address::Envelope,
         bytes: &[u8],
     ) -> Result<(), MailError>;
+
+    /// Deliver one message written whole in a file (a spooled finance batch). A transport
+    /// that can streams it; by default it is read into memory and sent with `send_raw`.
+    async fn send_file(
+        &self,
+        key: &str,
+        envelope: &lettre::address::Envelope,
+        path: &std::path::Path,
+    ) -> Result<(), MailError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| MailError::Deliver {
+                key: key.to_string(),
+                reason: format!("reading its spool file: {e}"),
+            })?;
+        self.send_raw(key, envelope, &bytes).await
+    }
 
     async fn send(&self, key: &str, message: &lettre::Message) -> Result<(), MailError> {
         self.send_raw(key, message.envelope(), &message.formatted())

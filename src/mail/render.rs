@@ -324,7 +324,12 @@ pub(super) mod tests {
     /// no `Bcc` anywhere at the start of a line; then each text part (content type,
     /// transfer encoding, decoded text).
     pub(crate) fn text_parts(message: &Message) -> Vec<(String, String, String)> {
-        let raw = String::from_utf8(message.formatted()).expect("ASCII");
+        text_parts_of(message.formatted())
+    }
+
+    /// [`text_parts`] of a message's bytes.
+    pub(crate) fn text_parts_of(raw: Vec<u8>) -> Vec<(String, String, String)> {
+        let raw = String::from_utf8(raw).expect("ASCII");
         assert!(raw.is_ascii(), "8-bit bytes in the message:\n{raw}");
         let bytes = raw.as_bytes();
         for (i, &b) in bytes.iter().enumerate() {

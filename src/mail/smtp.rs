@@ -291,14 +291,19 @@ impl SmtpTransport {
     async fn over_a_connection(
         &self,
         envelope: &lettre::address::Envelope,
-        bytes: &[u8],
+        payload: Payload<'_>,
     ) -> Result<lettre::transport::smtp::client::AsyncSmtpConnection, ConnError> {
         let mut conn = match self.pool.take().await {
             Some(conn) => conn,
             None => self.connector.connect().await?,
         };
-        // On an error lettre has already sent QUIT and closed it; it is dropped here.
-        conn.send(envelope, bytes).await?;
+        // On an error the connection is dropped here, never reused.
+        match payload {
+            Payload::Bytes(bytes) => {
+                conn.send(envelope, bytes).await?;
+            }
+            Payload::File(path) => conn::send_file(&mut conn, envelope, path).await?,
+        }
         Ok(conn)
     }
 
@@ -310,6 +315,13 @@ impl SmtpTransport {
     }
 }
 
+/// What one send carries: a message in memory or one in a file, streamed.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    Bytes(&'a [u8]),
+    File(&'a std::path::Path),
+}
+
 #[async_trait]
 impl Transport for SmtpTransport {
     async fn send_raw(
@@ -317,6 +329,30 @@ impl Transport for SmtpTransport {
         key: &str,
         envelope: &lettre::address::Envelope,
         bytes: &[u8],
+    ) -> Result<(), MailError> {
+        self.deliver(key, envelope, Payload::Bytes(bytes)).await
+    }
+
+    async fn send_file(
+        &self,
+        key: &str,
+        envelope: &lettre::address::Envelope,
+        path: &std::path::Path,
+    ) -> Result<(), MailError> {
+        self.deliver(key, envelope, Payload::File(path)).await
+    }
+
+    fn parallelism(&self) -> usize {
+        self.connections
+    }
+}
+
+impl SmtpTransport {
+    async fn deliver(
+        &self,
+        key: &str,
+        envelope: &lettre::address::Envelope,
+        payload: Payload<'_>,
     ) -> Result<(), MailError> {
         let fail = |reason: String| MailError::Deliver {
             key: key.to_string(),
@@ -338,7 +374,7 @@ impl Transport for SmtpTransport {
         // A timeout drops the connection with the future: one abandoned mid-message is never
         // reused.
         let sent =
-            tokio::time::timeout(self.timeout, self.over_a_connection(envelope, bytes)).await;
+            tokio::time::timeout(self.timeout, self.over_a_connection(envelope, payload)).await;
         match sent {
             Ok(Ok(conn)) => {
                 self.set_down(None);
@@ -364,10 +400,6 @@ impl Transport for SmtpTransport {
                 Err(fail(why))
             }
         }
-    }
-
-    fn parallelism(&self) -> usize {
-        self.connections
     }
 }
 

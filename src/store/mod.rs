@@ -687,7 +687,14 @@ pub trait QueryStore: Send + Sync {
     ) -> Result<BTreeMap<String, u32>, StoreError>;
     /// Documents in issue order, optionally of one account.
     async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError>;
-    async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError>;
+    /// Up to `limit` documents of finance batch `batch` with ids above `after`, in id order
+    /// (delivery pages through a batch's documents).
+    async fn batch_documents(
+        &self,
+        batch: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredDocument>, StoreError>;
     /// The audit log, oldest first, optionally of one account.
     async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>, StoreError>;
     /// The credit notes that correct invoice `number`, in issue order.

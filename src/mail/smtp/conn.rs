@@ -38,12 +38,16 @@ pub(super) enum ConnError {
     Connect(io::Error),
     /// The server does not offer what the URL requires.
     Refused(&'static str),
+    /// This message's spool file could not be read: nothing to do with the server.
+    Spool(io::Error),
 }
 
 impl ConnError {
-    /// A reply code: the server is there and refused this message (or these credentials).
+    /// A reply code: the server is there and refused this message (or these credentials);
+    /// or the message itself failed here. Either way the server is not down.
     pub(super) fn is_reply(&self) -> bool {
         matches!(self, ConnError::Smtp(e) if e.is_transient() || e.is_permanent())
+            || matches!(self, ConnError::Spool(_))
     }
 }
 
@@ -53,6 +57,7 @@ impl fmt::Display for ConnError {
             ConnError::Smtp(e) => write!(f, "{e}"),
             ConnError::Connect(e) => write!(f, "Connection error: {e}"),
             ConnError::Refused(why) => f.write_str(why),
+            ConnError::Spool(e) => write!(f, "reading the message's spool file: {e}"),
         }
     }
 }
@@ -60,6 +65,62 @@ impl fmt::Display for ConnError {
 impl From<lettre::transport::smtp::Error> for ConnError {
     fn from(e: lettre::transport::smtp::Error) -> Self {
         ConnError::Smtp(e)
+    }
+}
+
+/// Send the message in the file at `path` as lettre's `send` sends one in memory (MAIL,
+/// RCPT, DATA, the content dot-stuffed), reading it a block at a time. The file is a spooled
+/// finance batch, 7-bit by construction (headers and text part as lettre encodes them,
+/// attachments in base64), so it needs no 8BITMIME. A read error midway would leave a
+/// truncated message the server may accept; it is reported, and the message, not marked
+/// sent, goes again whole (with the same Message-ID) on a later pass.
+pub(super) async fn send_file(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &lettre::address::Envelope,
+    path: &std::path::Path,
+) -> Result<(), ConnError> {
+    use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+    use lettre::transport::smtp::extension::{Extension, MailParameter};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(ConnError::Spool)?;
+    let mut options = Vec::new();
+    let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
+    if envelope.from().is_some_and(non_ascii) || envelope.to().iter().any(non_ascii) {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(ConnError::Refused(
+                "the finance address is not ASCII and the server does not offer SMTPUTF8",
+            ));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    conn.command(Mail::new(envelope.from().cloned(), options))
+        .await?;
+    for to in envelope.to() {
+        conn.command(Rcpt::new(to.clone(), vec![])).await?;
+    }
+    conn.command(Data).await?;
+    let mut failed: Option<io::Error> = None;
+    let blocks = std::iter::from_fn(|| {
+        if failed.is_some() {
+            return None;
+        }
+        let mut block = vec![0u8; 256 * 1024];
+        match file.read(&mut block) {
+            Ok(0) => None,
+            Ok(n) => {
+                block.truncate(n);
+                Some(block)
+            }
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        }
+    });
+    conn.message_iter(blocks).await?;
+    match failed {
+        Some(e) => Err(ConnError::Spool(e)),
+        None => Ok(()),
     }
 }
 

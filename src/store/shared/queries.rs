@@ -32,7 +32,8 @@ pub(crate) enum DocFilter<'a> {
     Account(&'a str),
     Number(&'a str),
     Id(i64),
-    Batch(i64),
+    /// Of the first batch, ids above the second, at most the third many.
+    Batch(i64, i64, u32),
     /// The credit notes correcting an invoice.
     Corrects(&'a str),
     /// Issued on or after the first date and before the second, ids above the third, at most
@@ -64,8 +65,13 @@ macro_rules! query_store {
                     DocFilter::Id(id) => {
                         q.push(" WHERE id = ").push_bind(id);
                     }
-                    DocFilter::Batch(b) => {
-                        q.push(" WHERE finance_batch_id = ").push_bind(b);
+                    DocFilter::Batch(b, after, limit) => {
+                        q.push(" WHERE finance_batch_id = ")
+                            .push_bind(b)
+                            .push(" AND id > ")
+                            .push_bind(after)
+                            .push(" ORDER BY id LIMIT ")
+                            .push_bind(i64::from(limit));
                     }
                     DocFilter::Corrects(n) => {
                         q.push(" WHERE corrects = ").push_bind(n.to_string());
@@ -97,7 +103,10 @@ macro_rules! query_store {
                      amount_due, customer, corrects, reason FROM documents",
                 );
                 where_clause(&mut q);
-                let page = matches!(filter, DocFilter::Page(..) | DocFilter::Issued(..));
+                let page = matches!(
+                    filter,
+                    DocFilter::Page(..) | DocFilter::Issued(..) | DocFilter::Batch(..)
+                );
                 if !page {
                     q.push(" ORDER BY id");
                 }
@@ -188,8 +197,13 @@ macro_rules! query_store {
                     .await
             }
 
-            async fn batch_documents(&self, batch: i64) -> Result<Vec<StoredDocument>, StoreError> {
-                self.fetch_documents(DocFilter::Batch(batch)).await
+            async fn batch_documents(
+                &self,
+                batch: i64,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<StoredDocument>, StoreError> {
+                self.fetch_documents(DocFilter::Batch(batch, after, limit)).await
             }
 
             async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
