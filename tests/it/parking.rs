@@ -6,25 +6,11 @@
 use crate::common::{Backend, Sandbox, count, snapshot};
 use serde_json::Value;
 
-const FIRST: &str = r#"{
-  "accounts": [
-    {"id": "a_ok", "name": "Ok", "email": "billing@ok.example", "currency": "USD"},
-    {"id": "a_big", "name": "Big", "email": "billing@big.example", "currency": "USD"}
-  ],
-  "subscriptions": [
-    {"id": "s_ok", "account": "a_ok", "policy": "deferred", "cycle": "monthly", "start": "2026-01-01", "items": [{"plan": "basic"}]},
-    {"id": "s_big", "account": "a_big", "policy": "deferred", "cycle": "monthly", "start": "2026-01-01", "items": [{"plan": "basic"}]}
-  ]
-}"#;
+const FIRST: &str = include_str!("../fixtures/parking_first.json");
 
 /// An account whose subscription started 22 months before the close: a catch-up of 22
 /// invoices, more than the default 12.
-const OLD: &str = r#"{
-  "accounts": [{"id": "a_old", "name": "Old", "email": "billing@old.example", "currency": "USD"}],
-  "subscriptions": [
-    {"id": "s_old", "account": "a_old", "policy": "deferred", "cycle": "monthly", "start": "2024-05-01", "items": [{"plan": "basic"}]}
-  ]
-}"#;
+const OLD: &str = include_str!("../fixtures/parking_old.json");
 
 const BIG_REASON: &str =
     "invoice of s_big would be 2306.13 USD, 76.88× its previous 30.00 (limit 10×)";

@@ -9,24 +9,11 @@ use crate::common::{Backend, Sandbox, snapshot};
 use serde_json::Value;
 use std::process::Output;
 
-const FIRST: &str = r#"{
-  "accounts": [
-    {"id": "a_ok", "name": "Ok", "email": "billing@ok.example", "currency": "USD"},
-    {"id": "a_big", "name": "Big", "email": "billing@big.example", "currency": "USD"}
-  ],
-  "subscriptions": [
-    {"id": "s_ok", "account": "a_ok", "policy": "deferred", "cycle": "monthly", "start": "2026-01-01", "items": [{"plan": "basic"}]},
-    {"id": "s_big", "account": "a_big", "policy": "deferred", "cycle": "monthly", "start": "2026-01-01", "items": [{"plan": "basic"}]}
-  ]
-}"#;
+/// Two accounts billed in January (the same as the parking tests').
+const FIRST: &str = include_str!("../fixtures/parking_first.json");
 
 /// 22 months behind at the second close: parked (more than 12 documents in one run).
-const OLD: &str = r#"{
-  "accounts": [{"id": "a_old", "name": "Old", "email": "billing@old.example", "currency": "USD"}],
-  "subscriptions": [
-    {"id": "s_old", "account": "a_old", "policy": "deferred", "cycle": "monthly", "start": "2024-05-01", "items": [{"plan": "basic"}]}
-  ]
-}"#;
+const OLD: &str = include_str!("../fixtures/parking_old.json");
 
 /// Customer emails wait two days for review; the daemon would close at 06:30 New York time.
 const CONFIG: &str =
