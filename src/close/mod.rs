@@ -23,7 +23,8 @@ use parks::{ChunkParks, sanity_check};
 mod parks;
 use crate::store::prelude::*;
 use crate::store::{
-    ChunkContext, OutboxWaiting, ParkStatus, ParkedAccount, Pipelining, StoreError, StoredDocument,
+    AccountClaim, ChunkContext, OutboxWaiting, ParkStatus, ParkedAccount, Pipelining, StoreError,
+    StoredDocument,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
@@ -457,16 +458,15 @@ impl ChunkInputs<'_> {
         after: Option<&AccountId>,
     ) -> Result<Vec<AccountId>, StoreError> {
         let now = self.clock.now();
-        let lease = now + Duration::seconds(i64::from(self.settings.lease_seconds));
         self.store
-            .claim_accounts(
-                query_date,
-                &self.settings.worker,
+            .claim_accounts(&AccountClaim {
+                as_of: query_date,
+                worker: &self.settings.worker,
                 now,
-                lease,
+                lease_until: now + Duration::seconds(i64::from(self.settings.lease_seconds)),
                 after,
-                self.settings.chunk_size,
-            )
+                limit: self.settings.chunk_size,
+            })
             .await
     }
 }

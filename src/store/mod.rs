@@ -238,6 +238,42 @@ pub struct ChunkContext<'a> {
     pub retention_days: u32,
 }
 
+/// What a worker asks for when it claims accounts to close ([`RunStore::claim_accounts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AccountClaim<'a> {
+    /// Accounts with a subscription due at this date.
+    pub as_of: NaiveDate,
+    pub worker: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    /// Where this worker's last claim ended: the search starts there, so each claim reads
+    /// only the next stretch of the id index instead of sorting every due account again
+    /// (None starts from the beginning, to pick up what others left or dropped).
+    pub after: Option<&'a AccountId>,
+    pub limit: u32,
+}
+
+impl AccountClaim<'_> {
+    /// `after` as the backends bind it: the empty string sorts before every account id.
+    pub(crate) fn after_key(&self) -> &str {
+        self.after.map_or("", |a| a.as_str())
+    }
+}
+
+/// What a sender asks for when it claims outbox messages ([`OutboxStore::claim_outbox`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxClaim<'a> {
+    pub worker: &'a str,
+    /// The last id this pass claimed (0 to start a pass).
+    pub after: i64,
+    /// Messages whose next attempt is at or before this; it may reach past `now` (`send
+    /// --retry-now`) for messages that failed before.
+    pub due_before: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub limit: u32,
+}
+
 /// How a close overlaps chunks: while one chunk's transaction is written, the next is read
 /// on another connection (its accounts are claimed, so the two never touch the same rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,22 +481,10 @@ pub trait RunStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Claim up to `limit` accounts with a subscription due at `as_of` for `worker` until
-    /// `lease_until`: accounts nobody holds, or whose claim has expired (a worker that died).
-    /// Two workers never hold the same account; `commit_chunk` releases the claims it wrote.
-    ///
-    /// `after` is where this worker's last claim ended: the search starts there, so each
-    /// claim reads only the next stretch of the id index instead of sorting every due account
-    /// again (None starts from the beginning, to pick up what others left or dropped).
-    #[allow(clippy::too_many_arguments)]
-    async fn claim_accounts(
-        &self,
-        as_of: NaiveDate,
-        worker: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        after: Option<&AccountId>,
-        limit: u32,
-    ) -> Result<Vec<AccountId>, StoreError>;
+    /// `lease_until` (see [`AccountClaim`]): accounts nobody holds, or whose claim has expired
+    /// (a worker that died). Two workers never hold the same account; `commit_chunk` releases
+    /// the claims it wrote.
+    async fn claim_accounts(&self, claim: &AccountClaim<'_>) -> Result<Vec<AccountId>, StoreError>;
 
     /// Of these workers, those whose database session is certainly gone. On PostgreSQL each
     /// claiming worker holds an advisory lock on a session of its own for its whole life
@@ -631,15 +655,7 @@ pub trait OutboxStore: Send + Sync {
     /// attempt is at or before `due_before`, for `worker` until `lease_until`, skipping
     /// messages another worker is sending. Only the claimant sends a message, so two workers
     /// never send it twice. A pass walks the outbox by passing the last id it claimed.
-    async fn claim_outbox(
-        &self,
-        worker: &str,
-        after: i64,
-        due_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn claim_outbox(&self, claim: &OutboxClaim<'_>) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Extend `worker`'s claim on these messages to `lease_until`, for those it still holds
     /// (claimed by it, not sent): their ids, which are the ones it may send now. Delivery
     /// renews a slice of a batch just before rendering it, so a message waiting in the

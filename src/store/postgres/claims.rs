@@ -95,7 +95,7 @@ impl PgStore {
     }
 
     /// The accounts claimed, in no particular order.
-    async fn claim(&self, c: &Claim<'_>) -> Result<Vec<String>, StoreError> {
+    async fn claim(&self, c: &AccountClaim<'_>) -> Result<Vec<String>, StoreError> {
         self.register_worker(c.worker).await?;
         // One statement does the claim. A claim another worker is inserting at the same
         // moment makes this insert wait for it; once it commits, the DO UPDATE's WHERE sees
@@ -120,8 +120,8 @@ impl PgStore {
         .bind(c.lease_until)
         .bind(c.as_of)
         .bind(c.now)
-        .bind(c.limit)
-        .bind(c.after)
+        .bind(i64::from(c.limit))
+        .bind(c.after_key())
         .fetch_all(&mut *tx)
         .await
         .map_err(classify)?;

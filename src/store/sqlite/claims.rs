@@ -26,7 +26,7 @@ impl SqliteStore {
     }
 
     /// The accounts claimed, in no particular order.
-    async fn claim(&self, c: &Claim<'_>) -> Result<Vec<String>, StoreError> {
+    async fn claim(&self, c: &AccountClaim<'_>) -> Result<Vec<String>, StoreError> {
         self.register_worker(c.worker).await?;
         let mut tx = self.write_tx().await?;
         // Walk the active subscriptions in account order from `after` (see the index's
@@ -40,10 +40,10 @@ impl SqliteStore {
                AND NOT EXISTS (SELECT 1 FROM close_claims c WHERE c.account_id = s.account_id AND c.claimed_until > $3) \
                ORDER BY s.account_id LIMIT $4)",
         )
-        .bind(c.after)
+        .bind(c.after_key())
         .bind(day(c.as_of))
         .bind(ts(c.now))
-        .bind(c.limit)
+        .bind(i64::from(c.limit))
         .fetch_one(&mut *tx)
         .await?;
         let ids: Vec<String> = json_rows("claimed accounts", &found)?;
