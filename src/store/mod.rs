@@ -238,26 +238,36 @@ pub struct ChunkContext<'a> {
     pub retention_days: u32,
 }
 
-/// What a worker asks for when it claims accounts to close ([`RunStore::claim_accounts`]).
+/// The next stretch of the accounts a close walks: up to `limit` ids of accounts with a
+/// subscription due at `as_of`, in id order, after `after` (keyset pagination, so a run
+/// walks each account once).
 #[derive(Debug, Clone, Copy)]
-pub struct AccountClaim<'a> {
-    /// Accounts with a subscription due at this date.
+pub struct DuePage<'a> {
     pub as_of: NaiveDate,
-    pub worker: &'a str,
-    pub now: DateTime<Utc>,
-    pub lease_until: DateTime<Utc>,
-    /// Where this worker's last claim ended: the search starts there, so each claim reads
-    /// only the next stretch of the id index instead of sorting every due account again
-    /// (None starts from the beginning, to pick up what others left or dropped).
+    /// Where the last page ended: the search starts there, so each page reads only the next
+    /// stretch of the id index instead of sorting every due account again (None starts from
+    /// the beginning).
     pub after: Option<&'a AccountId>,
     pub limit: u32,
 }
 
-impl AccountClaim<'_> {
+impl DuePage<'_> {
     /// `after` as the backends bind it: the empty string sorts before every account id.
     pub(crate) fn after_key(&self) -> &str {
         self.after.map_or("", |a| a.as_str())
     }
+}
+
+/// What a worker asks for when it claims accounts to close ([`RunStore::claim_accounts`]):
+/// a page of due accounts, those of it nobody else holds. A claim after the last one a worker
+/// made picks up where that ended; one from the beginning picks up what others left or
+/// dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountClaim<'a> {
+    pub due: DuePage<'a>,
+    pub worker: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
 }
 
 /// What a sender asks for when it claims outbox messages ([`OutboxStore::claim_outbox`]).
@@ -480,10 +490,10 @@ pub trait RunStore: Send + Sync {
         error: Option<&str>,
     ) -> Result<(), StoreError>;
 
-    /// Claim up to `limit` accounts with a subscription due at `as_of` for `worker` until
-    /// `lease_until` (see [`AccountClaim`]): accounts nobody holds, or whose claim has expired
-    /// (a worker that died). Two workers never hold the same account; `commit_chunk` releases
-    /// the claims it wrote.
+    /// Claim the accounts of a page of due ones for `worker` until `lease_until` (see
+    /// [`AccountClaim`]): accounts nobody holds, or whose claim has expired (a worker that
+    /// died). Two workers never hold the same account; `commit_chunk` releases the claims it
+    /// wrote.
     async fn claim_accounts(&self, claim: &AccountClaim<'_>) -> Result<Vec<AccountId>, StoreError>;
 
     /// Of these workers, those whose database session is certainly gone. On PostgreSQL each
@@ -495,14 +505,8 @@ pub trait RunStore: Send + Sync {
     /// Drop every claim `worker` still holds (accounts it could not close, at the end of a run).
     async fn release_claims(&self, worker: &str) -> Result<(), StoreError>;
 
-    /// Up to `limit` ids of accounts with a subscription due at `as_of`, in id order, after
-    /// `after` (keyset pagination, so a run walks each account once).
-    async fn due_accounts(
-        &self,
-        as_of: NaiveDate,
-        after: Option<&AccountId>,
-        limit: u32,
-    ) -> Result<Vec<AccountId>, StoreError>;
+    /// The ids of a page of due accounts, claimed or not.
+    async fn due_accounts(&self, page: &DuePage<'_>) -> Result<Vec<AccountId>, StoreError>;
 
     /// How many accounts have a subscription due at `as_of` (for progress reports).
     async fn count_due(&self, as_of: NaiveDate) -> Result<u64, StoreError>;

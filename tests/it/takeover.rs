@@ -263,12 +263,14 @@ async fn a_postgres_workers_session_ending_frees_its_claims_postgres() {
     let theirs = billrun::store::open(&sb.db.url).await.unwrap();
     let claimed = theirs
         .claim_accounts(&billrun::store::AccountClaim {
-            as_of,
+            due: billrun::store::DuePage {
+                as_of,
+                after: None,
+                limit: 7,
+            },
             worker: far,
             now,
             lease_until: now + chrono::Duration::hours(1),
-            after: None,
-            limit: 7,
         })
         .await
         .unwrap();

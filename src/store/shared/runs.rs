@@ -303,11 +303,9 @@ macro_rules! run_store {
 
             async fn due_accounts(
                 &self,
-                as_of: NaiveDate,
-                after: Option<&AccountId>,
-                limit: u32,
+                page: &DuePage<'_>,
             ) -> Result<Vec<AccountId>, StoreError> {
-                self.due(as_of, after.map_or("", |a| a.as_str()), i64::from(limit))
+                self.due(page)
                     .await?
                     .iter()
                     .map(|s| account_id(s))
