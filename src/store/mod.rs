@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -712,23 +713,19 @@ pub trait QueryStore: Send + Sync {
     async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>, StoreError>;
     /// The credit notes that correct invoice `number`, in issue order.
     async fn credit_notes_against(&self, number: &str) -> Result<Vec<StoredDocument>, StoreError>;
-    /// Up to `limit` documents issued in `[from, to)` with ids above `after`, in id order
+    /// Up to `limit` documents issued on these days with ids above `after`, in id order
     /// (`billrun export` pages through them).
     async fn documents_issued(
         &self,
-        from: NaiveDate,
-        to: NaiveDate,
+        days: Range<NaiveDate>,
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredDocument>, StoreError>;
-    /// How many documents were issued in `[from, to)`.
-    async fn count_issued(&self, from: NaiveDate, to: NaiveDate) -> Result<u64, StoreError>;
-    /// Refunds owed that were recorded in `[from, to)` (`billrun export`).
-    async fn refunds_recorded(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<RefundOwed>, StoreError>;
+    /// How many documents were issued on these days.
+    async fn count_issued(&self, days: Range<NaiveDate>) -> Result<u64, StoreError>;
+    /// Refunds owed that were recorded on these days (`billrun export`).
+    async fn refunds_recorded(&self, days: Range<NaiveDate>)
+    -> Result<Vec<RefundOwed>, StoreError>;
     /// Up to `limit` documents with ids above `after`, in id order (to walk every document
     /// with bounded memory).
     async fn documents_page(
