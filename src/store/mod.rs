@@ -285,6 +285,15 @@ pub struct OutboxClaim<'a> {
     pub limit: u32,
 }
 
+/// What a change or a licence operation is written for: its account, the numbering of the
+/// documents it issues outside a close run, and when (a close's chunk has [`ChunkContext`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeContext<'a> {
+    pub account: &'a AccountId,
+    pub numbering: &'a Numbering,
+    pub now: DateTime<Utc>,
+}
+
 /// How a close overlaps chunks: while one chunk's transaction is written, the next is read
 /// on another connection (its accounts are claimed, so the two never touch the same rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -541,10 +550,8 @@ pub trait ChangeStore: Send + Sync {
     async fn apply_change(
         &self,
         outcome: &crate::core::change::ChangeOutcome,
-        account: &AccountId,
-        numbering: &Numbering,
+        ctx: &ChangeContext<'_>,
         modules: &ModuleMap,
-        now: DateTime<Utc>,
     ) -> Result<Vec<StoredDocument>, StoreError>;
 
     async fn subscription_account(
@@ -596,9 +603,7 @@ pub trait ChangeStore: Send + Sync {
     async fn apply_licence_op(
         &self,
         outcome: &crate::core::licence::LicenceOutcome,
-        account: &AccountId,
-        numbering: &Numbering,
-        now: DateTime<Utc>,
+        ctx: &ChangeContext<'_>,
     ) -> Result<Vec<StoredDocument>, StoreError>;
 
     /// (assigned, available) licences of a subscription.
