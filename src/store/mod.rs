@@ -294,6 +294,15 @@ pub struct ChangeContext<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// What a document an operator asked for is issued with (`ChangeStore::issue_requested`):
+/// the numbering it takes, who asked (named in its audit row), and when.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    pub numbering: &'a Numbering,
+    pub actor: &'a str,
+    pub now: DateTime<Utc>,
+}
+
 /// How a close overlaps chunks: while one chunk's transaction is written, the next is read
 /// on another connection (its accounts are claimed, so the two never touch the same rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -569,14 +578,12 @@ pub trait ChangeStore: Send + Sync {
 
     /// Issue one document an operator asked for (SPEC §10) in one transaction: its number,
     /// lines and outbox message, its effect on the balance (`Requested`), and an audit row
-    /// naming `actor`. A second void of one invoice meets the unique document key.
+    /// naming the actor. A second void of one invoice meets the unique document key.
     async fn issue_requested(
         &self,
         doc: &DraftDocument,
         effect: Requested,
-        numbering: &Numbering,
-        actor: &str,
-        now: DateTime<Utc>,
+        ctx: &RequestContext<'_>,
     ) -> Result<StoredDocument, StoreError>;
 
     /// Queue a one-off charge for `subscription`'s next invoice (a pending item of kind

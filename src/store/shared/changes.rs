@@ -254,14 +254,13 @@ macro_rules! change_store {
                 &self,
                 doc: &DraftDocument,
                 effect: Requested,
-                numbering: &Numbering,
-                actor: &str,
-                now: DateTime<Utc>,
+                ctx: &RequestContext<'_>,
             ) -> Result<StoredDocument, StoreError> {
+                let now = ctx.now;
                 written(async {
                     let mut tx = self.write_tx().await?;
                     let account = doc.account.as_str();
-                    let issued = issue_one(&mut tx, numbering, doc, now).await?;
+                    let issued = issue_one(&mut tx, ctx.numbering, doc, now).await?;
                     let (action, details) = match effect {
                         Requested::Charge { before, after } => {
                             update_balances(&mut tx, &[(account, before, after)]).await?;
@@ -282,7 +281,7 @@ macro_rules! change_store {
                         }
                     };
                     let subject = (account, doc.subscription.as_ref().map(|s| s.as_str()));
-                    audit_by(&mut tx, now, actor, action, subject, &details).await?;
+                    audit_by(&mut tx, now, ctx.actor, action, subject, &details).await?;
                     tx.commit().await.map(|()| issued).map_err(Into::into)
                 })
                 .await
