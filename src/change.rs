@@ -10,7 +10,7 @@ use crate::core::domain::{AccountId, SubscriptionId, Target};
 use crate::core::licence::{LicenceOp, LicenceOutcome, plan_licence_op};
 use crate::output::DocumentJson;
 use crate::store::prelude::*;
-use crate::store::{StoreError, StoredDocument};
+use crate::store::{ChangeContext, StoreError, StoredDocument};
 use chrono::NaiveDate;
 use serde::Serialize;
 
@@ -62,20 +62,22 @@ impl Billing<'_> {
     ) -> Result<(ChangeOutcome, Vec<StoredDocument>), ChangeError> {
         let subscription = order.subscription.clone();
         let (outcome, account) = self.plan_change(order).await?;
-        let s = self.settings;
         let issued = self
             .store
-            .apply_change(
-                &outcome,
-                &account,
-                &s.numbering,
-                &s.modules,
-                self.clock.now(),
-            )
+            .apply_change(&outcome, &self.context(&account), &self.settings.modules)
             .await?;
         tracing::info!(%subscription, kind = %outcome.kind, documents = issued.len(), "change applied");
         self.deliver_due().await?;
         Ok((outcome, issued))
+    }
+
+    /// What a change or licence operation of `account` is written with, now.
+    fn context<'a>(&'a self, account: &'a AccountId) -> ChangeContext<'a> {
+        ChangeContext {
+            account,
+            numbering: &self.settings.numbering,
+            now: self.clock.now(),
+        }
     }
 
     async fn plan_change(
@@ -109,12 +111,7 @@ impl Billing<'_> {
         let (outcome, account) = self.plan_licence_op(order).await?;
         let issued = self
             .store
-            .apply_licence_op(
-                &outcome,
-                &account,
-                &self.settings.numbering,
-                self.clock.now(),
-            )
+            .apply_licence_op(&outcome, &self.context(&account))
             .await?;
         tracing::info!(
             %subscription,

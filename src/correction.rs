@@ -11,8 +11,8 @@ use crate::core::correction::{
 };
 use crate::core::document::{Document, DraftDocument};
 use crate::core::domain::AccountId;
-use crate::store::{Requested, StoreError, StoredDocument};
-use chrono::NaiveDate;
+use crate::store::{RequestContext, Requested, StoreError, StoredDocument};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,9 +91,7 @@ impl Billing<'_> {
                         before: state.balance,
                         after,
                     },
-                    &self.settings.numbering,
-                    actor,
-                    now,
+                    &self.request(actor, now),
                 )
                 .await?;
             tracing::info!(invoice = %issued.document.number, account = %c.account, "one-off charge invoiced");
@@ -221,6 +219,15 @@ impl Billing<'_> {
         Ok(today_in(self.clock, &timezone))
     }
 
+    /// What a document `actor` asks for at `now` is issued with.
+    fn request<'a>(&'a self, actor: &'a str, now: DateTime<Utc>) -> RequestContext<'a> {
+        RequestContext {
+            numbering: &self.settings.numbering,
+            actor,
+            now,
+        }
+    }
+
     async fn issue(
         &self,
         note: DraftDocument,
@@ -231,9 +238,7 @@ impl Billing<'_> {
             .issue_requested(
                 &note,
                 Requested::Correction,
-                &self.settings.numbering,
-                actor,
-                self.clock.now(),
+                &self.request(actor, self.clock.now()),
             )
             .await?;
         tracing::info!(

@@ -64,75 +64,65 @@ pub enum DaemonError {
 
 pub use crate::schedule::Schedule;
 
-/// What `/metrics` exposes. The alert rules (`deploy/prometheus/billrun-alerts.yml`) and the
-/// dashboard (`deploy/grafana/billrun-dashboard.json`) use these names; a test checks that
-/// they name nothing else.
-pub struct Metrics {
-    registry: Registry,
-    pub documents_issued: Counter,
-    pub close_runs: Counter,
-    pub close_failures: Counter,
-    pub close_duration: Histogram,
+/// Declares [`Metrics`] from one list, so that a metric's field, its initial value and the
+/// name and help it is registered under are written once, side by side.
+macro_rules! metrics {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty = $init:expr => $name:literal, $help:literal;)*) => {
+        /// What `/metrics` exposes. The alert rules (`deploy/prometheus/billrun-alerts.yml`) and
+        /// the dashboard (`deploy/grafana/billrun-dashboard.json`) use these names; a test
+        /// checks that they name nothing else.
+        pub struct Metrics {
+            registry: Registry,
+            $($(#[$doc])* pub $field: $ty,)*
+        }
+
+        impl Metrics {
+            pub fn new() -> Metrics {
+                let mut registry = Registry::with_prefix("billrun");
+                $(
+                    let $field: $ty = $init;
+                    registry.register($name, $help, $field.clone());
+                )*
+                Metrics { registry, $($field,)* }
+            }
+        }
+    };
+}
+
+// Names as operators' dashboards know them.
+metrics! {
+    documents_issued: Counter = Counter::default()
+        => "documents_issued", "Documents issued by close runs";
+    close_runs: Counter = Counter::default() => "close_runs", "Close runs finished";
+    close_failures: Counter = Counter::default() => "close_failures", "Close runs that failed";
+    close_duration: Histogram = Histogram::new([
+        0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+    ]) => "close_duration_seconds", "Duration of close runs";
     /// Messages not sent yet and not withdrawn (held ones included).
-    pub outbox_depth: Gauge,
+    outbox_depth: Gauge = Gauge::default()
+        => "outbox_depth", "Messages waiting in the outbox (not sent, not withdrawn; held ones included)";
     /// Customer emails held back: in their run's review window, or by an operator.
-    pub outbox_held: Gauge,
-    pub emails_sent: Counter,
-    pub email_send_failures: Counter,
+    outbox_held: Gauge = Gauge::default()
+        => "outbox_held", "Customer emails held for review or by an operator (`billrun release RUN`)";
+    emails_sent: Counter = Counter::default() => "email_sent", "Messages delivered";
+    email_send_failures: Counter = Counter::default()
+        => "email_send_failures", "Message deliveries that failed (retried later)";
     /// Accounts parked by a sanity bound and not released.
-    pub parked_accounts: Gauge,
+    parked_accounts: Gauge = Gauge::default()
+        => "parked_accounts", "Accounts parked by a sanity bound, waiting for `billrun unpark`";
     /// When the last close that ended without error finished (Unix seconds); read from the
     /// store at start, so a restart does not reset it. 0: never.
-    pub last_successful_close: Gauge,
+    last_successful_close: Gauge = Gauge::default()
+        => "last_successful_close_timestamp_seconds", "When the last close without error finished (Unix time; 0: never)";
     /// 1 when this daemon's last close ended in an error, else 0.
-    pub last_close_failed: Gauge,
+    last_close_failed: Gauge = Gauge::default()
+        => "last_close_failed", "1 when this daemon's last close ended in an error";
     /// Accounts this daemon's last close could not close (they stay due).
-    pub last_close_accounts_failed: Gauge,
+    last_close_accounts_failed: Gauge = Gauge::default()
+        => "last_close_accounts_failed", "Accounts this daemon's last close could not close (they stay due)";
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("billrun");
-        let m = Metrics {
-            documents_issued: Counter::default(),
-            close_runs: Counter::default(),
-            close_failures: Counter::default(),
-            close_duration: Histogram::new([
-                0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0,
-            ]),
-            outbox_depth: Gauge::default(),
-            outbox_held: Gauge::default(),
-            emails_sent: Counter::default(),
-            email_send_failures: Counter::default(),
-            parked_accounts: Gauge::default(),
-            last_successful_close: Gauge::default(),
-            last_close_failed: Gauge::default(),
-            last_close_accounts_failed: Gauge::default(),
-            registry: Registry::default(),
-        };
-        // (metric name, help, the metric) — names as operators' dashboards know them.
-        macro_rules! register {
-            ($($name:literal, $help:literal, $metric:expr;)*) => {
-                $(registry.register($name, $help, $metric.clone());)*
-            };
-        }
-        register! {
-            "documents_issued", "Documents issued by close runs", m.documents_issued;
-            "close_runs", "Close runs finished", m.close_runs;
-            "close_failures", "Close runs that failed", m.close_failures;
-            "close_duration_seconds", "Duration of close runs", m.close_duration;
-            "outbox_depth", "Messages waiting in the outbox (not sent, not withdrawn; held ones included)", m.outbox_depth;
-            "outbox_held", "Customer emails held for review or by an operator (`billrun release RUN`)", m.outbox_held;
-            "email_sent", "Messages delivered", m.emails_sent;
-            "email_send_failures", "Message deliveries that failed (retried later)", m.email_send_failures;
-            "parked_accounts", "Accounts parked by a sanity bound, waiting for `billrun unpark`", m.parked_accounts;
-            "last_successful_close_timestamp_seconds", "When the last close without error finished (Unix time; 0: never)", m.last_successful_close;
-            "last_close_failed", "1 when this daemon's last close ended in an error", m.last_close_failed;
-            "last_close_accounts_failed", "Accounts this daemon's last close could not close (they stay due)", m.last_close_accounts_failed;
-        }
-        Metrics { registry, ..m }
-    }
-
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

@@ -29,7 +29,7 @@ use crate::core::party::Seller;
 use crate::mail::{EmlDir, MailError, Transport};
 use crate::progress::Watcher;
 use crate::store::prelude::*;
-use crate::store::{OutboxWaiting, StoreError};
+use crate::store::{OutboxClaim, OutboxWaiting, StoreError};
 use crate::takeover::take_over_gone;
 use chrono::Duration;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -356,14 +356,14 @@ impl Pass<'_> {
         // several workers draining one outbox never send a message twice.
         let due = self
             .store
-            .claim_outbox(
-                &self.settings.worker,
+            .claim_outbox(&OutboxClaim {
+                worker: &self.settings.worker,
                 after,
-                horizon,
+                due_before: horizon,
                 now,
-                self.lease_until(),
-                BATCH,
-            )
+                lease_until: self.lease_until(),
+                limit: BATCH,
+            })
             .await?;
         let Some(last) = due.last().map(|e| e.id) else {
             return Ok(None);

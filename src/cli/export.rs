@@ -27,12 +27,12 @@ pub(super) async fn export(
     let cannot_write = || format!("cannot write the finance files into {}", out.display());
     let progress = super::progress::on_terminal(false);
     if let Some(p) = &progress {
-        p.0.start("documents", Some(store.count_issued(from, to).await?));
+        p.0.start("documents", Some(store.count_issued(from..to).await?));
     }
     let mut files = FinanceFilesWriter::create(out).with_context(cannot_write)?;
     let (mut after, mut exported) = (0, 0);
     loop {
-        let mut page = store.documents_issued(from, to, after, PAGE).await?;
+        let mut page = store.documents_issued(from..to, after, PAGE).await?;
         let Some(last) = page.last().map(|d| d.id) else {
             break;
         };
@@ -48,7 +48,7 @@ pub(super) async fn export(
     if let Some(p) = &progress {
         p.0.finish();
     }
-    let refunds = store.refunds_recorded(from, to).await?;
+    let refunds = store.refunds_recorded(from..to).await?;
     let written = files.finish(&refunds).with_context(cannot_write)?;
     println!(
         "Exported {exported} document(s) and {} refund(s) recorded from {from} to {to} (not included):",

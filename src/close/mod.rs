@@ -23,7 +23,8 @@ use parks::{ChunkParks, sanity_check};
 mod parks;
 use crate::store::prelude::*;
 use crate::store::{
-    ChunkContext, OutboxWaiting, ParkStatus, ParkedAccount, Pipelining, StoreError, StoredDocument,
+    AccountClaim, ChunkContext, DuePage, OutboxWaiting, ParkStatus, ParkedAccount, Pipelining,
+    StoreError, StoredDocument,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
@@ -437,10 +438,7 @@ impl ChunkInputs<'_> {
         after: Option<&AccountId>,
     ) -> Result<Vec<AccountId>, StoreError> {
         if self.run.is_none() {
-            return self
-                .store
-                .due_accounts(query_date, after, self.settings.chunk_size)
-                .await;
+            return self.store.due_accounts(&self.page(query_date, after)).await;
         }
         let ids = self.claim(query_date, after).await?;
         if ids.is_empty() && after.is_some() {
@@ -450,6 +448,15 @@ impl ChunkInputs<'_> {
         Ok(ids)
     }
 
+    /// The next chunk's worth of due accounts after `after` (from the start when `None`).
+    fn page<'a>(&self, as_of: NaiveDate, after: Option<&'a AccountId>) -> DuePage<'a> {
+        DuePage {
+            as_of,
+            after,
+            limit: self.settings.chunk_size,
+        }
+    }
+
     /// Claim the next chunk after `after` (from the start when `None`).
     async fn claim(
         &self,
@@ -457,16 +464,13 @@ impl ChunkInputs<'_> {
         after: Option<&AccountId>,
     ) -> Result<Vec<AccountId>, StoreError> {
         let now = self.clock.now();
-        let lease = now + Duration::seconds(i64::from(self.settings.lease_seconds));
         self.store
-            .claim_accounts(
-                query_date,
-                &self.settings.worker,
+            .claim_accounts(&AccountClaim {
+                due: self.page(query_date, after),
+                worker: &self.settings.worker,
                 now,
-                lease,
-                after,
-                self.settings.chunk_size,
-            )
+                lease_until: now + Duration::seconds(i64::from(self.settings.lease_seconds)),
+            })
             .await
     }
 }
@@ -646,7 +650,11 @@ impl Pipeline<'_, '_> {
             if ids.is_empty() && inputs.run.is_some() {
                 let due = inputs
                     .store
-                    .due_accounts(self.query_date, None, self.kept_here.len() as u32 + 1)
+                    .due_accounts(&DuePage {
+                        as_of: self.query_date,
+                        after: None,
+                        limit: self.kept_here.len() as u32 + 1,
+                    })
                     .await?;
                 if due.iter().any(|a| !self.kept_here.contains(a)) {
                     // Held by another worker: take them now if it is gone, else wait for it

@@ -139,21 +139,35 @@ async fn only_the_worker_holding_a_claim_can_renew_it() {
     let store = &closed.store;
     let t0 = closed.clock.now();
     let lease = |s: i64| t0 + Duration::seconds(s);
-    let a = store
-        .claim_outbox("a", 0, t0, t0, lease(10), 100)
-        .await
-        .unwrap();
+    let by_a = OutboxClaim {
+        worker: "a",
+        after: 0,
+        due_before: t0,
+        now: t0,
+        lease_until: lease(10),
+        limit: 100,
+    };
+    let a = store.claim_outbox(&by_a).await.unwrap();
     assert_eq!(a.len(), 6);
     let ids: Vec<i64> = a.iter().map(|e| e.id).collect();
     // Claimed: nobody else gets them while the lease runs.
-    let none = store
-        .claim_outbox("b", 0, t0, lease(5), lease(15), 100)
-        .await
-        .unwrap();
+    let by_b = OutboxClaim {
+        worker: "b",
+        now: lease(5),
+        lease_until: lease(15),
+        ..by_a
+    };
+    let none = store.claim_outbox(&by_b).await.unwrap();
     assert!(none.is_empty());
     // "a" stalls past its lease; "b" takes three of them.
     let b = store
-        .claim_outbox("b", 0, lease(20), lease(20), lease(30), 3)
+        .claim_outbox(&OutboxClaim {
+            due_before: lease(20),
+            now: lease(20),
+            lease_until: lease(30),
+            limit: 3,
+            ..by_b
+        })
         .await
         .unwrap();
     assert_eq!(b.len(), 3);
@@ -190,29 +204,25 @@ async fn a_claim_walks_the_outbox_in_id_order_from_where_the_last_ended() {
     let t0 = closed.clock.now();
     let until = t0 + Duration::seconds(60);
     let all: Vec<i64> = closed.outbox().await.iter().map(|e| e.id).collect();
-    let first = store.claim_outbox("w", 0, t0, t0, until, 4).await.unwrap();
+    let after = |after: i64| OutboxClaim {
+        worker: "w",
+        after,
+        due_before: t0,
+        now: t0,
+        lease_until: until,
+        limit: 4,
+    };
+    let first = store.claim_outbox(&after(0)).await.unwrap();
     let ids = |v: &[crate::store::OutboxEntry]| v.iter().map(|e| e.id).collect::<Vec<_>>();
     assert_eq!(ids(&first), all[..4]);
     // Released (failed) messages before the walk's position are not taken again this pass.
     store.mark_failed(all[1], "refused", t0).await.unwrap();
-    let next = store
-        .claim_outbox("w", all[3], t0, t0, until, 4)
-        .await
-        .unwrap();
+    let next = store.claim_outbox(&after(all[3])).await.unwrap();
     assert_eq!(ids(&next), all[4..8]);
-    let rest = store
-        .claim_outbox("w", all[7], t0, t0, until, 4)
-        .await
-        .unwrap();
+    let rest = store.claim_outbox(&after(all[7])).await.unwrap();
     assert_eq!(ids(&rest), all[8..]);
-    assert!(
-        store
-            .claim_outbox("w", all[9], t0, t0, until, 4)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.claim_outbox(&after(all[9])).await.unwrap().is_empty());
     // A new pass starts over and finds the failed one due again.
-    let again = store.claim_outbox("w", 0, t0, t0, until, 4).await.unwrap();
+    let again = store.claim_outbox(&after(0)).await.unwrap();
     assert_eq!(ids(&again), [all[1]]);
 }

@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -236,6 +237,70 @@ pub struct ChunkContext<'a> {
     pub mail_at: DateTime<Utc>,
     /// Days after an account is canceled before its data may be deleted.
     pub retention_days: u32,
+}
+
+/// The next stretch of the accounts a close walks: up to `limit` ids of accounts with a
+/// subscription due at `as_of`, in id order, after `after` (keyset pagination, so a run
+/// walks each account once).
+#[derive(Debug, Clone, Copy)]
+pub struct DuePage<'a> {
+    pub as_of: NaiveDate,
+    /// Where the last page ended: the search starts there, so each page reads only the next
+    /// stretch of the id index instead of sorting every due account again (None starts from
+    /// the beginning).
+    pub after: Option<&'a AccountId>,
+    pub limit: u32,
+}
+
+impl DuePage<'_> {
+    /// `after` as the backends bind it: the empty string sorts before every account id.
+    pub(crate) fn after_key(&self) -> &str {
+        self.after.map_or("", |a| a.as_str())
+    }
+}
+
+/// What a worker asks for when it claims accounts to close ([`RunStore::claim_accounts`]):
+/// a page of due accounts, those of it nobody else holds. A claim after the last one a worker
+/// made picks up where that ended; one from the beginning picks up what others left or
+/// dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountClaim<'a> {
+    pub due: DuePage<'a>,
+    pub worker: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+}
+
+/// What a sender asks for when it claims outbox messages ([`OutboxStore::claim_outbox`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxClaim<'a> {
+    pub worker: &'a str,
+    /// The last id this pass claimed (0 to start a pass).
+    pub after: i64,
+    /// Messages whose next attempt is at or before this; it may reach past `now` (`send
+    /// --retry-now`) for messages that failed before.
+    pub due_before: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub limit: u32,
+}
+
+/// What a change or a licence operation is written for: its account, the numbering of the
+/// documents it issues outside a close run, and when (a close's chunk has [`ChunkContext`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeContext<'a> {
+    pub account: &'a AccountId,
+    pub numbering: &'a Numbering,
+    pub now: DateTime<Utc>,
+}
+
+/// What a document an operator asked for is issued with (`ChangeStore::issue_requested`):
+/// the numbering it takes, who asked (named in its audit row), and when.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    pub numbering: &'a Numbering,
+    pub actor: &'a str,
+    pub now: DateTime<Utc>,
 }
 
 /// How a close overlaps chunks: while one chunk's transaction is written, the next is read
@@ -444,23 +509,11 @@ pub trait RunStore: Send + Sync {
         error: Option<&str>,
     ) -> Result<(), StoreError>;
 
-    /// Claim up to `limit` accounts with a subscription due at `as_of` for `worker` until
-    /// `lease_until`: accounts nobody holds, or whose claim has expired (a worker that died).
-    /// Two workers never hold the same account; `commit_chunk` releases the claims it wrote.
-    ///
-    /// `after` is where this worker's last claim ended: the search starts there, so each
-    /// claim reads only the next stretch of the id index instead of sorting every due account
-    /// again (None starts from the beginning, to pick up what others left or dropped).
-    #[allow(clippy::too_many_arguments)]
-    async fn claim_accounts(
-        &self,
-        as_of: NaiveDate,
-        worker: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        after: Option<&AccountId>,
-        limit: u32,
-    ) -> Result<Vec<AccountId>, StoreError>;
+    /// Claim the accounts of a page of due ones for `worker` until `lease_until` (see
+    /// [`AccountClaim`]): accounts nobody holds, or whose claim has expired (a worker that
+    /// died). Two workers never hold the same account; `commit_chunk` releases the claims it
+    /// wrote.
+    async fn claim_accounts(&self, claim: &AccountClaim<'_>) -> Result<Vec<AccountId>, StoreError>;
 
     /// Of these workers, those whose database session is certainly gone. On PostgreSQL each
     /// claiming worker holds an advisory lock on a session of its own for its whole life
@@ -471,14 +524,8 @@ pub trait RunStore: Send + Sync {
     /// Drop every claim `worker` still holds (accounts it could not close, at the end of a run).
     async fn release_claims(&self, worker: &str) -> Result<(), StoreError>;
 
-    /// Up to `limit` ids of accounts with a subscription due at `as_of`, in id order, after
-    /// `after` (keyset pagination, so a run walks each account once).
-    async fn due_accounts(
-        &self,
-        as_of: NaiveDate,
-        after: Option<&AccountId>,
-        limit: u32,
-    ) -> Result<Vec<AccountId>, StoreError>;
+    /// The ids of a page of due accounts, claimed or not.
+    async fn due_accounts(&self, page: &DuePage<'_>) -> Result<Vec<AccountId>, StoreError>;
 
     /// How many accounts have a subscription due at `as_of` (for progress reports).
     async fn count_due(&self, as_of: NaiveDate) -> Result<u64, StoreError>;
@@ -512,10 +559,8 @@ pub trait ChangeStore: Send + Sync {
     async fn apply_change(
         &self,
         outcome: &crate::core::change::ChangeOutcome,
-        account: &AccountId,
-        numbering: &Numbering,
+        ctx: &ChangeContext<'_>,
         modules: &ModuleMap,
-        now: DateTime<Utc>,
     ) -> Result<Vec<StoredDocument>, StoreError>;
 
     async fn subscription_account(
@@ -533,14 +578,12 @@ pub trait ChangeStore: Send + Sync {
 
     /// Issue one document an operator asked for (SPEC §10) in one transaction: its number,
     /// lines and outbox message, its effect on the balance (`Requested`), and an audit row
-    /// naming `actor`. A second void of one invoice meets the unique document key.
+    /// naming the actor. A second void of one invoice meets the unique document key.
     async fn issue_requested(
         &self,
         doc: &DraftDocument,
         effect: Requested,
-        numbering: &Numbering,
-        actor: &str,
-        now: DateTime<Utc>,
+        ctx: &RequestContext<'_>,
     ) -> Result<StoredDocument, StoreError>;
 
     /// Queue a one-off charge for `subscription`'s next invoice (a pending item of kind
@@ -567,9 +610,7 @@ pub trait ChangeStore: Send + Sync {
     async fn apply_licence_op(
         &self,
         outcome: &crate::core::licence::LicenceOutcome,
-        account: &AccountId,
-        numbering: &Numbering,
-        now: DateTime<Utc>,
+        ctx: &ChangeContext<'_>,
     ) -> Result<Vec<StoredDocument>, StoreError>;
 
     /// (assigned, available) licences of a subscription.
@@ -631,15 +672,7 @@ pub trait OutboxStore: Send + Sync {
     /// attempt is at or before `due_before`, for `worker` until `lease_until`, skipping
     /// messages another worker is sending. Only the claimant sends a message, so two workers
     /// never send it twice. A pass walks the outbox by passing the last id it claimed.
-    async fn claim_outbox(
-        &self,
-        worker: &str,
-        after: i64,
-        due_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn claim_outbox(&self, claim: &OutboxClaim<'_>) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Extend `worker`'s claim on these messages to `lease_until`, for those it still holds
     /// (claimed by it, not sent): their ids, which are the ones it may send now. Delivery
     /// renews a slice of a batch just before rendering it, so a message waiting in the
@@ -699,23 +732,19 @@ pub trait QueryStore: Send + Sync {
     async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>, StoreError>;
     /// The credit notes that correct invoice `number`, in issue order.
     async fn credit_notes_against(&self, number: &str) -> Result<Vec<StoredDocument>, StoreError>;
-    /// Up to `limit` documents issued in `[from, to)` with ids above `after`, in id order
+    /// Up to `limit` documents issued on these days with ids above `after`, in id order
     /// (`billrun export` pages through them).
     async fn documents_issued(
         &self,
-        from: NaiveDate,
-        to: NaiveDate,
+        days: Range<NaiveDate>,
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredDocument>, StoreError>;
-    /// How many documents were issued in `[from, to)`.
-    async fn count_issued(&self, from: NaiveDate, to: NaiveDate) -> Result<u64, StoreError>;
-    /// Refunds owed that were recorded in `[from, to)` (`billrun export`).
-    async fn refunds_recorded(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<RefundOwed>, StoreError>;
+    /// How many documents were issued on these days.
+    async fn count_issued(&self, days: Range<NaiveDate>) -> Result<u64, StoreError>;
+    /// Refunds owed that were recorded on these days (`billrun export`).
+    async fn refunds_recorded(&self, days: Range<NaiveDate>)
+    -> Result<Vec<RefundOwed>, StoreError>;
     /// Up to `limit` documents with ids above `after`, in id order (to walk every document
     /// with bounded memory).
     async fn documents_page(

@@ -263,7 +263,16 @@ async fn a_postgres_workers_session_ending_frees_its_claims_postgres() {
     let far = "elsewhere.example:4242:1:1";
     let theirs = billrun::store::open(&sb.db.url).await.unwrap();
     let claimed = theirs
-        .claim_accounts(as_of, far, now, now + chrono::Duration::hours(1), None, 7)
+        .claim_accounts(&billrun::store::AccountClaim {
+            due: billrun::store::DuePage {
+                as_of,
+                after: None,
+                limit: 7,
+            },
+            worker: far,
+            now,
+            lease_until: now + chrono::Duration::hours(1),
+        })
         .await
         .unwrap();
     assert_eq!(claimed.len(), 7);

@@ -95,7 +95,7 @@ impl PgStore {
     }
 
     /// The accounts claimed, in no particular order.
-    async fn claim(&self, c: &Claim<'_>) -> Result<Vec<String>, StoreError> {
+    async fn claim(&self, c: &AccountClaim<'_>) -> Result<Vec<String>, StoreError> {
         self.register_worker(c.worker).await?;
         // One statement does the claim. A claim another worker is inserting at the same
         // moment makes this insert wait for it; once it commits, the DO UPDATE's WHERE sees
@@ -118,10 +118,10 @@ impl PgStore {
         )
         .bind(c.worker)
         .bind(c.lease_until)
-        .bind(c.as_of)
+        .bind(c.due.as_of)
         .bind(c.now)
-        .bind(c.limit)
-        .bind(c.after)
+        .bind(i64::from(c.due.limit))
+        .bind(c.due.after_key())
         .fetch_all(&mut *tx)
         .await
         .map_err(classify)?;
@@ -131,20 +131,15 @@ impl PgStore {
 
     /// Up to `limit` due accounts after `after`, in id order; the index walked in order like
     /// a claim.
-    async fn due(
-        &self,
-        as_of: NaiveDate,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn due(&self, page: &DuePage<'_>) -> Result<Vec<String>, StoreError> {
         let mut tx = self.ordered_walk_tx().await?;
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT account_id FROM subscriptions WHERE status = 'active' AND next_bill_date <= $1 \
              AND account_id > $2 ORDER BY account_id LIMIT $3",
         )
-        .bind(as_of)
-        .bind(after)
-        .bind(limit)
+        .bind(page.as_of)
+        .bind(page.after_key())
+        .bind(i64::from(page.limit))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -37,7 +37,7 @@ use super::modules::{ModuleTable, is_identifier};
 use super::rows::{self, Cols, account_id};
 use super::shared::changes::Issues;
 use super::shared::writes::{Applied, Issue, Move, cancellations};
-use super::shared::{self, parking::Parks, queries::DocFilter, runs::Claim};
+use super::shared::{self, parking::Parks, queries::DocFilter};
 use super::*;
 use crate::core::billing::SubscriptionUpdate;
 use crate::core::change::{CancelOutcome, ChangeOutcome, NewPending};

@@ -42,17 +42,16 @@ macro_rules! change_store {
             async fn apply_change(
                 &self,
                 outcome: &ChangeOutcome,
-                account: &AccountId,
-                numbering: &Numbering,
+                ctx: &ChangeContext<'_>,
                 modules: &ModuleMap,
-                now: DateTime<Utc>,
             ) -> Result<Vec<StoredDocument>, StoreError> {
+                let (account, now) = (ctx.account.as_str(), ctx.now);
                 written(async {
                     let mut tx = self.write_tx().await?;
                     let sub = outcome.subscription.as_str();
                     let key = format!("change/{sub}/v{}", outcome.expected_version);
                     let c = outcome.changed.as_ref();
-                    let done = sqlx::query(
+                    let update = sqlx::query(
                         "UPDATE subscriptions SET period_start = COALESCE($1, period_start), period_end = COALESCE($2, period_end), \
                          next_bill_date = COALESCE($3, next_bill_date), anchor = COALESCE($4, anchor), cycle = COALESCE($5, cycle), \
                          periods_billed = COALESCE($6, periods_billed), last_change_at = $7, version = version + 1 \
@@ -64,12 +63,8 @@ macro_rules! change_store {
                     .bind(c.map(|c| day(c.anchor)))
                     .bind(c.map(|c| c.cycle.as_str()))
                     .bind(c.map(|c| i64::from(c.periods_billed)))
-                    .bind(day(outcome.at))
-                    .bind(sub)
-                    .bind(outcome.expected_version)
-                    .execute(&mut *tx)
-                    .await?;
-                    guarded(done.rows_affected(), || format!("subscription {sub}"))?;
+                    .bind(day(outcome.at));
+                    update_subscription(&mut tx, update, sub, outcome.expected_version).await?;
                     if let Some(c) = c {
                         replace_items(&mut tx, &[(sub, c.items.as_slice())]).await?;
                     }
@@ -100,24 +95,24 @@ macro_rules! change_store {
                     .await
                     .map_err(conflict_as(format!("change {key}")))?;
                     insert_pending(&mut tx, sub, &outcome.pending, now).await?;
-                    let issued = issue_out_of_run(&mut tx, numbering, account, outcome, now).await?;
+                    let issued = issue_out_of_run(&mut tx, ctx, outcome).await?;
                     if !outcome.purge_modules.is_empty() {
                         let mut purged = BTreeMap::new();
                         for module in &outcome.purge_modules {
                             for t in modules.get(module).map(Vec::as_slice).unwrap_or_default() {
-                                let n = purge_table(&mut tx, t, account.as_str()).await?;
+                                let n = purge_table(&mut tx, t, account).await?;
                                 purged.insert(format!("{module}:{}", t.table), n);
                             }
                         }
                         let details = serde_json::json!({"modules": outcome.purge_modules, "rows": purged});
-                        audit(&mut tx, now, "module_data_purged", (account.as_str(), Some(sub)), &details)
+                        audit(&mut tx, now, "module_data_purged", (account, Some(sub)), &details)
                             .await?;
                     }
                     let details = serde_json::json!({
                         "kind": outcome.kind.as_str(), "at": outcome.at.to_string(), "target": outcome.target,
                         "documents": issued.iter().map(|d| d.document.number.clone()).collect::<Vec<_>>()
                     });
-                    audit(&mut tx, now, "change", (account.as_str(), Some(sub)), &details).await?;
+                    audit(&mut tx, now, "change", (account, Some(sub)), &details).await?;
                     tx.commit().await?;
                     Ok(issued)
                 })
@@ -146,16 +141,12 @@ macro_rules! change_store {
                 written(async {
                     let mut tx = self.write_tx().await?;
                     let sub = outcome.subscription.as_str();
-                    let done = sqlx::query(
+                    let update = sqlx::query(
                         "UPDATE subscriptions SET cancel_at = $1, version = version + 1 \
                          WHERE id = $2 AND version = $3 AND status = 'active'",
                     )
-                    .bind(outcome.cancel_at.map(day))
-                    .bind(sub)
-                    .bind(outcome.expected_version)
-                    .execute(&mut *tx)
-                    .await?;
-                    guarded(done.rows_affected(), || format!("subscription {sub}"))?;
+                    .bind(outcome.cancel_at.map(day));
+                    update_subscription(&mut tx, update, sub, outcome.expected_version).await?;
                     let action = match outcome.cancel_at {
                         Some(_) => "cancel",
                         None => "cancel_undone",
@@ -180,25 +171,20 @@ macro_rules! change_store {
             async fn apply_licence_op(
                 &self,
                 outcome: &LicenceOutcome,
-                account: &AccountId,
-                numbering: &Numbering,
-                now: DateTime<Utc>,
+                ctx: &ChangeContext<'_>,
             ) -> Result<Vec<StoredDocument>, StoreError> {
+                let now = ctx.now;
                 written(async {
                     let mut tx = self.write_tx().await?;
                     let sub = outcome.subscription.as_str();
                     let dated = !outcome.documents.is_empty() || outcome.items.is_some();
-                    let done = sqlx::query(
+                    let update = sqlx::query(
                         "UPDATE subscriptions SET last_change_at = CASE WHEN $1 THEN $2 ELSE last_change_at END, \
                          version = version + 1 WHERE id = $3 AND version = $4 AND status = 'active'",
                     )
                     .bind(dated)
-                    .bind(day(outcome.at))
-                    .bind(sub)
-                    .bind(outcome.expected_version)
-                    .execute(&mut *tx)
-                    .await?;
-                    guarded(done.rows_affected(), || format!("subscription {sub}"))?;
+                    .bind(day(outcome.at));
+                    update_subscription(&mut tx, update, sub, outcome.expected_version).await?;
                     if let Some(items) = &outcome.items {
                         replace_items(&mut tx, &[(sub, items)]).await?;
                     }
@@ -243,8 +229,9 @@ macro_rules! change_store {
                         let done = q.bind(id).execute(&mut *tx).await?;
                         guarded(done.rows_affected(), || format!("licence {id}"))?;
                     }
-                    let issued = issue_out_of_run(&mut tx, numbering, account, outcome, now).await?;
-                    audit(&mut tx, now, "licence", (account.as_str(), Some(sub)), &outcome.op).await?;
+                    let issued = issue_out_of_run(&mut tx, ctx, outcome).await?;
+                    let subject = (ctx.account.as_str(), Some(sub));
+                    audit(&mut tx, now, "licence", subject, &outcome.op).await?;
                     tx.commit().await?;
                     Ok(issued)
                 })
@@ -267,14 +254,13 @@ macro_rules! change_store {
                 &self,
                 doc: &DraftDocument,
                 effect: Requested,
-                numbering: &Numbering,
-                actor: &str,
-                now: DateTime<Utc>,
+                ctx: &RequestContext<'_>,
             ) -> Result<StoredDocument, StoreError> {
+                let now = ctx.now;
                 written(async {
                     let mut tx = self.write_tx().await?;
                     let account = doc.account.as_str();
-                    let issued = issue_one(&mut tx, numbering, doc, now).await?;
+                    let issued = issue_one(&mut tx, ctx.numbering, doc, now).await?;
                     let (action, details) = match effect {
                         Requested::Charge { before, after } => {
                             update_balances(&mut tx, &[(account, before, after)]).await?;
@@ -295,7 +281,7 @@ macro_rules! change_store {
                         }
                     };
                     let subject = (account, doc.subscription.as_ref().map(|s| s.as_str()));
-                    audit_by(&mut tx, now, actor, action, subject, &details).await?;
+                    audit_by(&mut tx, now, ctx.actor, action, subject, &details).await?;
                     tx.commit().await.map(|()| issued).map_err(Into::into)
                 })
                 .await

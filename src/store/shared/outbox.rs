@@ -25,18 +25,13 @@ macro_rules! outbox_store {
 
             async fn claim_outbox(
                 &self,
-                worker: &str,
-                after: i64,
-                due_before: DateTime<Utc>,
-                now: DateTime<Utc>,
-                lease_until: DateTime<Utc>,
-                limit: u32,
+                c: &OutboxClaim<'_>,
             ) -> Result<Vec<OutboxEntry>, StoreError> {
                 // The usual queue pattern: an expired claim (a crashed sender) is claimable
                 // again. `due_before` may reach past now (`send --retry-now`) for messages that
                 // failed before, never for those still in their review window (no attempt
                 // yet) or held.
-                self.register_worker(worker).await?;
+                self.register_worker(c.worker).await?;
                 let mut tx = self.write_tx().await?;
                 let rows = sqlx::query(concat!(
                     "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
@@ -48,12 +43,12 @@ macro_rules! outbox_store {
                     skip_locked!(),
                     ") RETURNING id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status",
                 ))
-                .bind(worker)
-                .bind(ts(lease_until))
-                .bind(ts(due_before))
-                .bind(ts(now))
-                .bind(i64::from(limit))
-                .bind(after)
+                .bind(c.worker)
+                .bind(ts(c.lease_until))
+                .bind(ts(c.due_before))
+                .bind(ts(c.now))
+                .bind(i64::from(c.limit))
+                .bind(c.after)
                 .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;

@@ -223,20 +223,20 @@ macro_rules! query_store {
 
             async fn documents_issued(
                 &self,
-                from: NaiveDate,
-                to: NaiveDate,
+                days: std::ops::Range<NaiveDate>,
                 after: i64,
                 limit: u32,
             ) -> Result<Vec<StoredDocument>, StoreError> {
-                self.fetch_documents(DocFilter::Issued(from, to, after, limit)).await
+                self.fetch_documents(DocFilter::Issued(days.start, days.end, after, limit))
+                    .await
             }
 
-            async fn count_issued(&self, from: NaiveDate, to: NaiveDate) -> Result<u64, StoreError> {
+            async fn count_issued(&self, days: std::ops::Range<NaiveDate>) -> Result<u64, StoreError> {
                 let n: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM documents WHERE issued_at >= $1 AND issued_at < $2",
                 )
-                .bind(day(from))
-                .bind(day(to))
+                .bind(day(days.start))
+                .bind(day(days.end))
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(n as u64)
@@ -244,14 +244,14 @@ macro_rules! query_store {
 
             async fn refunds_recorded(
                 &self,
-                from: NaiveDate,
-                to: NaiveDate,
+                days: std::ops::Range<NaiveDate>,
             ) -> Result<Vec<RefundOwed>, StoreError> {
                 let query = sqlx::query(concat!(
                     crate::store::shared::finance::refunds_select!(),
                     "l.at >= $1 AND l.at < $2 ORDER BY l.id"
                 ));
-                all(&self.pool, query.bind(day(from)).bind(day(to)), rows::refund_from_row).await
+                let query = query.bind(day(days.start)).bind(day(days.end));
+                all(&self.pool, query, rows::refund_from_row).await
             }
 
             async fn documents_page(

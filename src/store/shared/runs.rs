@@ -2,19 +2,6 @@
 //! worker's claims are the same statements on both backends; how accounts are claimed and
 //! walked in order is each backend's own `claim` and `due` (locking and planner hints differ).
 
-use chrono::{DateTime, NaiveDate, Utc};
-
-/// What a claim asks for (`RunStore::claim_accounts`), as each backend's `claim` takes it.
-pub(crate) struct Claim<'a> {
-    pub as_of: NaiveDate,
-    pub worker: &'a str,
-    pub now: DateTime<Utc>,
-    pub lease_until: DateTime<Utc>,
-    /// Where this worker's last claim ended; empty from the beginning.
-    pub after: &'a str,
-    pub limit: i64,
-}
-
 /// `impl RunStore for $store`, over the backend's `claim`, `due` and `PIPELINING`.
 macro_rules! run_store {
     ($store:ty) => {
@@ -294,23 +281,10 @@ macro_rules! run_store {
 
             async fn claim_accounts(
                 &self,
-                as_of: NaiveDate,
-                worker: &str,
-                now: DateTime<Utc>,
-                lease_until: DateTime<Utc>,
-                after: Option<&AccountId>,
-                limit: u32,
+                claim: &AccountClaim<'_>,
             ) -> Result<Vec<AccountId>, StoreError> {
-                let claim = Claim {
-                    as_of,
-                    worker,
-                    now,
-                    lease_until,
-                    after: after.map_or("", |a| a.as_str()),
-                    limit: i64::from(limit),
-                };
                 let mut ids: Vec<AccountId> = self
-                    .claim(&claim)
+                    .claim(claim)
                     .await?
                     .iter()
                     .map(|s| account_id(s))
@@ -329,11 +303,9 @@ macro_rules! run_store {
 
             async fn due_accounts(
                 &self,
-                as_of: NaiveDate,
-                after: Option<&AccountId>,
-                limit: u32,
+                page: &DuePage<'_>,
             ) -> Result<Vec<AccountId>, StoreError> {
-                self.due(as_of, after.map_or("", |a| a.as_str()), i64::from(limit))
+                self.due(page)
                     .await?
                     .iter()
                     .map(|s| account_id(s))

@@ -1,7 +1,7 @@
 //! The write steps several concerns share (a close's chunk, a change, a licence operation, a
 //! finance batch, a deletion, an import), as free functions a backend expands with
 //! `write_helpers!()`: numbering, the run's finance batch, issuing documents (in a chunk or
-//! outside a run), moving balances, replacing items, applying queued changes, a change's
+//! outside a run), guarded subscription updates, moving balances, replacing items, applying queued changes, a change's
 //! pending items, new licences, releasing a chunk's claims, audit rows, purging module tables.
 //! Each takes the open transaction's connection and leaves the bulk statements to the
 //! backend's own `write_documents`, `insert_items`, `move_balances` and `mark_applied`.
@@ -295,16 +295,28 @@ macro_rules! write_helpers {
         /// the account's balance from what they were computed from.
         pub(crate) async fn issue_out_of_run(
             conn: &mut Conn,
-            numbering: &Numbering,
-            account: &AccountId,
+            ctx: &ChangeContext<'_>,
             outcome: &impl Issues,
-            now: DateTime<Utc>,
         ) -> Result<Vec<StoredDocument>, Fail> {
             let docs: Vec<&DraftDocument> = outcome.documents().iter().collect();
-            let issued = insert_documents(conn, numbering, None, &docs, (now, now)).await?;
+            let issued = insert_documents(conn, ctx.numbering, None, &docs, (ctx.now, ctx.now)).await?;
             let (before, after) = outcome.balance();
-            update_balances(conn, &[(account.as_str(), before, after)]).await?;
+            update_balances(conn, &[(ctx.account.as_str(), before, after)]).await?;
             Ok(issued)
+        }
+
+        /// Update subscription `sub` only from the version it was computed from: `update`
+        /// binds all but its last two parameters, the subscription's id and that version. A
+        /// subscription another writer moved on since is the conflict.
+        pub(crate) async fn update_subscription(
+            conn: &mut Conn,
+            update: sqlx::query::Query<'_, Db, <Db as sqlx::Database>::Arguments>,
+            sub: &str,
+            version: i64,
+        ) -> Result<(), Fail> {
+            let done = update.bind(sub).bind(version).execute(&mut *conn).await?;
+            guarded(done.rows_affected(), || format!("subscription {sub}"))?;
+            Ok(())
         }
 
         /// Move account balances, each only from the value it was computed from:

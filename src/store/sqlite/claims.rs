@@ -26,7 +26,7 @@ impl SqliteStore {
     }
 
     /// The accounts claimed, in no particular order.
-    async fn claim(&self, c: &Claim<'_>) -> Result<Vec<String>, StoreError> {
+    async fn claim(&self, c: &AccountClaim<'_>) -> Result<Vec<String>, StoreError> {
         self.register_worker(c.worker).await?;
         let mut tx = self.write_tx().await?;
         // Walk the active subscriptions in account order from `after` (see the index's
@@ -40,10 +40,10 @@ impl SqliteStore {
                AND NOT EXISTS (SELECT 1 FROM close_claims c WHERE c.account_id = s.account_id AND c.claimed_until > $3) \
                ORDER BY s.account_id LIMIT $4)",
         )
-        .bind(c.after)
-        .bind(day(c.as_of))
+        .bind(c.due.after_key())
+        .bind(day(c.due.as_of))
         .bind(ts(c.now))
-        .bind(c.limit)
+        .bind(i64::from(c.due.limit))
         .fetch_one(&mut *tx)
         .await?;
         let ids: Vec<String> = json_rows("claimed accounts", &found)?;
@@ -65,19 +65,14 @@ impl SqliteStore {
     }
 
     /// Up to `limit` due accounts after `after`, in id order.
-    async fn due(
-        &self,
-        as_of: NaiveDate,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn due(&self, page: &DuePage<'_>) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT account_id FROM subscriptions INDEXED BY subscriptions_active_by_account \
              WHERE status = 'active' AND next_bill_date <= $1 AND account_id > $2 ORDER BY account_id LIMIT $3",
         )
-        .bind(day(as_of))
-        .bind(after)
-        .bind(limit)
+        .bind(day(page.as_of))
+        .bind(page.after_key())
+        .bind(i64::from(page.limit))
         .fetch_all(&self.pool)
         .await?)
     }
