@@ -26,7 +26,7 @@ mod load;
 use crate::clock::Clock;
 use crate::context::{Billing, CloseSettings};
 use crate::core::party::Seller;
-use crate::mail::{EmlDir, MailError, Transport};
+use crate::mail::{EmlDir, Formatted, MailError, Transport};
 use crate::progress::Watcher;
 use crate::store::prelude::*;
 use crate::store::{OutboxClaim, OutboxWaiting, StoreError};
@@ -324,13 +324,12 @@ impl Pass<'_> {
     /// Send a rendered message (unless rendering failed or already delivered it).
     async fn send_one(&self, job: Sent, rendered: Rendered) -> Outcome {
         let result = match rendered {
-            Ok(Some((envelope, Outgoing::Bytes(bytes)))) => {
-                self.transport.send_raw(&job.key, &envelope, &bytes).await
-            }
-            Ok(Some((envelope, Outgoing::Spooled(file)))) => {
-                self.transport
-                    .send_file(&job.key, &envelope, file.path())
-                    .await
+            Ok(Some((envelope, outgoing))) => {
+                let message = match &outgoing {
+                    Outgoing::Bytes(bytes) => Formatted::Bytes(bytes),
+                    Outgoing::Spooled(file) => Formatted::File(file.path()),
+                };
+                self.transport.send_raw(&job.key, &envelope, message).await
             }
             Ok(None) => Ok(()),
             Err(e) => Err(e),

@@ -73,26 +73,16 @@ pub enum Command {
     /// Void an invoice in full with a credit note (every line negated).
     Void {
         number: String,
-        /// Why, for the credit note and the audit log.
-        #[arg(long)]
-        reason: String,
-        /// The credit note's date (default: today in the account's timezone).
-        #[arg(long, value_name = "DATE", value_parser = date_arg)]
-        at: Option<NaiveDate>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        note: CreditNoteArgs,
     },
     /// Credit part of an invoice: NET before tax, the invoice's taxes on it.
     Credit {
         number: String,
         #[arg(long, value_name = "NET")]
         amount: String,
-        #[arg(long)]
-        reason: String,
-        #[arg(long, value_name = "DATE", value_parser = date_arg)]
-        at: Option<NaiveDate>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        note: CreditNoteArgs,
     },
     /// A one-off charge of NET: on the next invoice of a subscription, or (--now) invoiced at
     /// once with the account's taxes and its balance applied.
@@ -263,6 +253,19 @@ impl Command {
                 | Command::Release { .. }
         )
     }
+}
+
+/// What `void` and `credit` say of the credit note they issue.
+#[derive(Debug, clap::Args)]
+pub struct CreditNoteArgs {
+    /// Why, for the credit note and the audit log.
+    #[arg(long)]
+    pub reason: String,
+    /// The credit note's date (default: today in the account's timezone).
+    #[arg(long, value_name = "DATE", value_parser = date_arg)]
+    pub at: Option<NaiveDate>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

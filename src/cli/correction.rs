@@ -2,6 +2,7 @@
 //! TEXT`: a credit note against an invoice (SPEC §10), printed as a line or as the document's
 //! JSON. A refusal is one line on stderr, exit 1, and nothing written.
 
+use super::args::CreditNoteArgs;
 use super::{Exit, Mail, Session, configured_catalog, print_either};
 use crate::config::Config;
 use crate::core::money::parse_amount;
@@ -9,39 +10,38 @@ use crate::correction::{Charge, Charged, operator};
 use crate::output::DocumentJson;
 use crate::store::StoredDocument;
 use anyhow::{Result, anyhow};
-use chrono::NaiveDate;
 use std::fmt;
 
-pub(super) async fn void(
-    config: &Config,
-    number: &str,
-    reason: &str,
-    at: Option<NaiveDate>,
-    json: bool,
-) -> Result<Exit> {
+pub(super) async fn void(config: &Config, number: &str, note: &CreditNoteArgs) -> Result<Exit> {
     let session = Session::open(config, configured_catalog(config)?, Mail::Send).await?;
     let issued = session
         .billing()
-        .void(number, reason, at, &operator())
+        .void(number, &note.reason, note.at, &operator())
         .await?;
-    print_either(json, &DocumentJson::from(&issued.document), Issued(&issued))
+    print_either(
+        note.json,
+        &DocumentJson::from(&issued.document),
+        Issued(&issued),
+    )
 }
 
 pub(super) async fn credit(
     config: &Config,
     number: &str,
     amount: &str,
-    reason: &str,
-    at: Option<NaiveDate>,
-    json: bool,
+    note: &CreditNoteArgs,
 ) -> Result<Exit> {
     let net = parse_amount(amount).map_err(|e| anyhow!("--amount {amount:?}: {e}"))?;
     let session = Session::open(config, configured_catalog(config)?, Mail::Send).await?;
     let issued = session
         .billing()
-        .credit(number, net, reason, at, &operator())
+        .credit(number, net, &note.reason, note.at, &operator())
         .await?;
-    print_either(json, &DocumentJson::from(&issued.document), Issued(&issued))
+    print_either(
+        note.json,
+        &DocumentJson::from(&issued.document),
+        Issued(&issued),
+    )
 }
 
 pub(super) async fn charge(config: &Config, charge: &Charge, json: bool) -> Result<Exit> {

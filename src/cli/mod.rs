@@ -86,19 +86,12 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Hold { run } => runs::hold(&config, run).await,
         Command::Release { run } => runs::release(&config, run).await,
         Command::Audit { account, json } => audit::audit(&config, account.as_deref(), json).await,
-        Command::Void {
-            number,
-            reason,
-            at,
-            json,
-        } => correction::void(&config, &number, &reason, at, json).await,
+        Command::Void { number, note } => correction::void(&config, &number, &note).await,
         Command::Credit {
             number,
             amount,
-            reason,
-            at,
-            json,
-        } => correction::credit(&config, &number, &amount, &reason, at, json).await,
+            note,
+        } => correction::credit(&config, &number, &amount, &note).await,
         Command::Charge {
             account,
             amount,

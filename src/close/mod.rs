@@ -24,7 +24,7 @@ mod parks;
 use crate::store::prelude::*;
 use crate::store::{
     AccountClaim, ChunkContext, DuePage, OutboxWaiting, ParkStatus, ParkedAccount, Pipelining,
-    StoreError, StoredDocument,
+    RunEnd, StoreError, StoredDocument,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
@@ -249,9 +249,11 @@ async fn run(
             match store
                 .finish_run(
                     run,
-                    clock.now(),
-                    report.invoices + report.credit_notes,
-                    error.as_deref(),
+                    &RunEnd {
+                        at: clock.now(),
+                        documents: report.invoices + report.credit_notes,
+                        error: error.as_deref(),
+                    },
                 )
                 .await
             {

@@ -6,7 +6,7 @@
 //! personal data. [`EmlDir::write`] is blocking; delivery calls it on its rendering threads
 //! (see [`Transport::folder`]), `send_raw` from a blocking task.
 
-use super::{MailError, Transport};
+use super::{Formatted, MailError, Transport};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,11 +109,22 @@ impl Transport for EmlDir {
         &self,
         key: &str,
         _envelope: &lettre::address::Envelope,
-        bytes: &[u8],
+        message: Formatted<'_>,
     ) -> Result<(), MailError> {
-        let (dir, key_owned, bytes) = (self.clone(), key.to_string(), bytes.to_vec());
+        let (dir, key_owned) = (self.clone(), key.to_string());
+        let source = match message {
+            Formatted::Bytes(bytes) => Ok(bytes.to_vec()),
+            Formatted::File(path) => Err(path.to_path_buf()),
+        };
         tokio::task::spawn_blocking(move || {
             dir.prepare()?;
+            let bytes = match source {
+                Ok(bytes) => bytes,
+                Err(path) => std::fs::read(&path).map_err(|e| MailError::Deliver {
+                    key: key_owned.clone(),
+                    reason: format!("reading its spool file: {e}"),
+                })?,
+            };
             dir.write(&key_owned, &bytes)
         })
         .await

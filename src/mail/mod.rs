@@ -38,37 +38,29 @@ pub enum MailError {
     Config(String),
 }
 
+/// A formatted message (`lettre::Message::formatted`): in memory, or written whole in a file
+/// (a spooled finance batch, which a transport streams).
+#[derive(Debug, Clone, Copy)]
+pub enum Formatted<'a> {
+    Bytes(&'a [u8]),
+    File(&'a std::path::Path),
+}
+
 /// Where messages go.
 #[async_trait]
 pub trait Transport: Send + Sync {
-    /// Deliver one message, its bytes as formatted (`lettre::Message::formatted`), to the
-    /// envelope's recipients. Ok means the other side accepted it.
+    /// Deliver one formatted message to the envelope's recipients. Ok means the other side
+    /// accepted it.
     async fn send_raw(
         &self,
         key: &str,
         envelope: &lettre::address::Envelope,
-        bytes: &[u8],
+        message: Formatted<'_>,
     ) -> Result<(), MailError>;
 
-    /// Deliver one message written whole in a file (a spooled finance batch). A transport
-    /// that can streams it; by default it is read into memory and sent with `send_raw`.
-    async fn send_file(
-        &self,
-        key: &str,
-        envelope: &lettre::address::Envelope,
-        path: &std::path::Path,
-    ) -> Result<(), MailError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| MailError::Deliver {
-                key: key.to_string(),
-                reason: format!("reading its spool file: {e}"),
-            })?;
-        self.send_raw(key, envelope, &bytes).await
-    }
-
     async fn send(&self, key: &str, message: &lettre::Message) -> Result<(), MailError> {
-        self.send_raw(key, message.envelope(), &message.formatted())
+        let bytes = message.formatted();
+        self.send_raw(key, message.envelope(), Formatted::Bytes(&bytes))
             .await
     }
 

@@ -16,7 +16,7 @@
 
 mod conn;
 
-use super::{MailError, Transport};
+use super::{Formatted, MailError, Transport};
 use async_trait::async_trait;
 use conn::{ConnError, Connector, Pool};
 use lettre::Tokio1Executor;
@@ -291,7 +291,7 @@ impl SmtpTransport {
     async fn over_a_connection(
         &self,
         envelope: &lettre::address::Envelope,
-        payload: Payload<'_>,
+        payload: Formatted<'_>,
     ) -> Result<lettre::transport::smtp::client::AsyncSmtpConnection, ConnError> {
         let mut conn = match self.pool.take().await {
             Some(conn) => conn,
@@ -299,10 +299,10 @@ impl SmtpTransport {
         };
         // On an error the connection is dropped here, never reused.
         match payload {
-            Payload::Bytes(bytes) => {
+            Formatted::Bytes(bytes) => {
                 conn.send(envelope, bytes).await?;
             }
-            Payload::File(path) => conn::send_file(&mut conn, envelope, path).await?,
+            Formatted::File(path) => conn::send_file(&mut conn, envelope, path).await?,
         }
         Ok(conn)
     }
@@ -315,31 +315,15 @@ impl SmtpTransport {
     }
 }
 
-/// What one send carries: a message in memory or one in a file, streamed.
-#[derive(Clone, Copy)]
-enum Payload<'a> {
-    Bytes(&'a [u8]),
-    File(&'a std::path::Path),
-}
-
 #[async_trait]
 impl Transport for SmtpTransport {
     async fn send_raw(
         &self,
         key: &str,
         envelope: &lettre::address::Envelope,
-        bytes: &[u8],
+        message: Formatted<'_>,
     ) -> Result<(), MailError> {
-        self.deliver(key, envelope, Payload::Bytes(bytes)).await
-    }
-
-    async fn send_file(
-        &self,
-        key: &str,
-        envelope: &lettre::address::Envelope,
-        path: &std::path::Path,
-    ) -> Result<(), MailError> {
-        self.deliver(key, envelope, Payload::File(path)).await
+        self.deliver(key, envelope, message).await
     }
 
     fn parallelism(&self) -> usize {
@@ -352,7 +336,7 @@ impl SmtpTransport {
         &self,
         key: &str,
         envelope: &lettre::address::Envelope,
-        payload: Payload<'_>,
+        payload: Formatted<'_>,
     ) -> Result<(), MailError> {
         let fail = |reason: String| MailError::Deliver {
             key: key.to_string(),

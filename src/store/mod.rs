@@ -259,6 +259,14 @@ impl DuePage<'_> {
     }
 }
 
+/// How a run ended: when, how many documents it issued, and the error that failed it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunEnd<'a> {
+    pub at: DateTime<Utc>,
+    pub documents: u64,
+    pub error: Option<&'a str>,
+}
+
 /// What a worker asks for when it claims accounts to close ([`RunStore::claim_accounts`]):
 /// a page of due accounts, those of it nobody else holds. A claim after the last one a worker
 /// made picks up where that ended; one from the beginning picks up what others left or
@@ -501,13 +509,7 @@ pub trait RunStore: Send + Sync {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
-    async fn finish_run(
-        &self,
-        run: RunId,
-        now: DateTime<Utc>,
-        documents: u64,
-        error: Option<&str>,
-    ) -> Result<(), StoreError>;
+    async fn finish_run(&self, run: RunId, end: &RunEnd<'_>) -> Result<(), StoreError>;
 
     /// Claim the accounts of a page of due ones for `worker` until `lease_until` (see
     /// [`AccountClaim`]): accounts nobody holds, or whose claim has expired (a worker that

@@ -255,13 +255,12 @@ macro_rules! run_store {
                 .await?)
             }
 
-            async fn finish_run(
-                &self,
-                run: RunId,
-                now: DateTime<Utc>,
-                documents: u64,
-                error: Option<&str>,
-            ) -> Result<(), StoreError> {
+            async fn finish_run(&self, run: RunId, end: &RunEnd<'_>) -> Result<(), StoreError> {
+                let RunEnd {
+                    at: now,
+                    documents,
+                    error,
+                } = *end;
                 sqlx::query(
                     "UPDATE runs SET finished_at = $1, status = $2, documents = $3, error = $4 WHERE id = $5",
                 )
