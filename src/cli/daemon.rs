@@ -16,7 +16,7 @@ use std::time::Duration;
 pub(super) async fn run(config: &Config) -> Result<Exit> {
     let catalog = configured_catalog(config)?;
     let store: Arc<dyn Store> = Arc::from(open_store(config).await?);
-    let transport: Arc<dyn Transport> = Arc::from(crate::mail::transport_from_config(config)?);
+    let transport: Arc<dyn Transport> = Arc::from(config.transport()?);
     let daemon = Daemon {
         store,
         catalog,

@@ -262,7 +262,7 @@ impl Session {
         mail: Mail,
     ) -> Result<Session> {
         let transport = match mail {
-            Mail::Send => Some(crate::mail::transport_from_config(config)?),
+            Mail::Send => Some(config.transport()?),
             Mail::Queued => None,
         };
         Ok(Session {

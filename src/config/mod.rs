@@ -6,6 +6,8 @@ use crate::core::catalog::toml_error;
 use crate::core::money::Currency;
 use crate::core::party::Seller;
 use crate::core::sanity::{MaxInvoice, SanityBounds};
+use crate::mail::smtp::{SEND_TIMEOUT, Secret, read_password_file};
+use crate::mail::{EmlDir, MailError, SmtpSettings, SmtpTransport, Transport};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -652,6 +654,46 @@ fn check_sqlite_url(rest: &str) -> Result<(), String> {
         return Err("the SQLite URL names no file (sqlite://PATH)".into());
     }
     Ok(())
+}
+
+/// What the mail settings build: the SMTP settings and the transport. Here, not in `mail`:
+/// the configuration is read above the mail code, which knows nothing of it.
+impl Config {
+    /// The SMTP settings, or None when `smtp_url` is not set. Reads `smtp_password_file` if
+    /// given.
+    pub fn smtp_settings(&self) -> Result<Option<SmtpSettings>, MailError> {
+        let Some(url) = &self.smtp_url else {
+            return Ok(None);
+        };
+        let password = match (&self.smtp_password, &self.smtp_password_file) {
+            (Some(_), Some(_)) => {
+                return Err(MailError::Config(
+                    "set smtp_password or smtp_password_file, not both".into(),
+                ));
+            }
+            (Some(p), None) => Some(Secret::new(p.clone())),
+            (None, Some(path)) => Some(read_password_file(path)?),
+            (None, None) => None,
+        };
+        Ok(Some(SmtpSettings {
+            url: url.clone(),
+            user: self.smtp_user.clone(),
+            password,
+            ca_file: self.smtp_ca_file.clone(),
+            timeout: SEND_TIMEOUT,
+            connections: self.smtp_connections as usize,
+        }))
+    }
+
+    /// The transport the configuration names: SMTP when `smtp_url` is set, else the `.eml`
+    /// folder of the embedded mode. Nothing connects yet; a bad URL or an unreadable password
+    /// file is an error here, before any run starts.
+    pub fn transport(&self) -> Result<Box<dyn Transport>, MailError> {
+        match self.smtp_settings()? {
+            Some(settings) => Ok(Box::new(SmtpTransport::new(&settings)?)),
+            None => Ok(Box::new(EmlDir::new(&self.mail_dir))),
+        }
+    }
 }
 
 #[cfg(test)]

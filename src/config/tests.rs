@@ -256,3 +256,130 @@ fn smtp_connections_is_1_to_64() {
     let e = load("", &[("BILLRUN_SMTP_CONNECTIONS", "four")]).unwrap_err();
     assert!(e.contains("BILLRUN_SMTP_CONNECTIONS"), "{e}");
 }
+
+#[test]
+fn the_password_file_is_read_and_its_newline_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("smtp-password");
+    std::fs::write(&file, "s3cret pass \n").unwrap();
+    let mut config = Config {
+        smtp_url: Some("smtps://mail.example.com".into()),
+        smtp_user: Some("billing".into()),
+        smtp_password_file: Some(file.display().to_string()),
+        ..Default::default()
+    };
+    let s = config.smtp_settings().unwrap().unwrap();
+    assert_eq!(
+        s.password,
+        Some(crate::mail::smtp::Secret::new("s3cret pass "))
+    );
+    config.smtp_password = Some("other".into());
+    assert!(config.smtp_settings().is_err());
+    config.smtp_password = None;
+    std::fs::write(&file, "\n").unwrap();
+    assert!(config.smtp_settings().is_err());
+    config.smtp_url = None;
+    assert!(config.smtp_settings().unwrap().is_none());
+}
+
+#[test]
+fn the_url_must_be_smtp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("billrun.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "smtp_url = \"http://u:pw-9@mail.example.com\"\n{}",
+            EXAMPLE_SELLER
+        ),
+    )
+    .unwrap();
+    let e = Config::load(Some(&path), |_| None).unwrap_err().to_string();
+    assert!(e.contains("smtp_url") && !e.contains("pw-9"), "{e}");
+    std::fs::write(&path, EXAMPLE_SELLER).unwrap();
+    let c = Config::load(Some(&path), |k| {
+        (k == "BILLRUN_SMTP_PASSWORD_FILE").then(|| "/run/secrets/smtp".to_string())
+    })
+    .unwrap();
+    assert_eq!(c.smtp_password_file.as_deref(), Some("/run/secrets/smtp"));
+}
+
+/// A self-signed CA (P-256, valid until 2126), only ever parsed here.
+const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBpDCCAUugAwIBAgIUamnCxyPgiXjxQtAF67CR0uTIJi8wCgYIKoZIzj0EAwIw\n\
+HzEdMBsGA1UEAwwUYmlsbHJ1biB1bml0LXRlc3QgQ0EwIBcNMjYxMjAyMDUzOTUy\n\
+WhgPMjEyNjExMDgwNTM5NTJaMB8xHTAbBgNVBAMMFGJpbGxydW4gdW5pdC10ZXN0\n\
+IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEMcUx9BskyMPkk0jq1XpYRLr6\n\
+quHuNmePvZFJvo84ODisv2KU6nTrRzchEzgyTxWdkuvmjjSsXZ0Z43tsLwX78KNj\n\
+MGEwHQYDVR0OBBYEFEcSj6dVhZp1gLIlpiclFGqC6v9JMB8GA1UdIwQYMBaAFEcS\n\
+j6dVhZp1gLIlpiclFGqC6v9JMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQD\n\
+AgEGMAoGCCqGSM49BAMCA0cAMEQCIGSHcQmOKDFcsD3DeDmyYzkm9UshwNYZTcK1\n\
+8P7p1DgoAiBq7+7gC5FPLO4M4DCbusNKiyKeU4quRM+PItroOlWJmA==\n\
+-----END CERTIFICATE-----\n\
+";
+
+#[test]
+fn smtp_ca_file_must_hold_a_usable_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |ca: &std::path::Path| {
+        Config::load(Some(&dir.path().join("billrun.toml")), |k| {
+            (k == "BILLRUN_SMTP_CA_FILE").then(|| ca.display().to_string())
+        })
+        .map_err(|e| e.to_string())
+    };
+    std::fs::write(dir.path().join("billrun.toml"), EXAMPLE_SELLER).unwrap();
+    let good = dir.path().join("ca.pem");
+    std::fs::write(&good, format!("# the relay's CA\n{TEST_CA}")).unwrap();
+    let c = load(&good).unwrap();
+    assert_eq!(c.smtp_ca_file, Some(good.display().to_string()));
+
+    for (name, content, why) in [
+        ("missing.pem", None, "cannot read"),
+        ("empty.pem", Some(""), "holds no PEM certificate"),
+        (
+            "key.pem",
+            Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            "holds no PEM certificate",
+        ),
+        (
+            "garbled.pem",
+            Some("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"),
+            "not a valid PEM",
+        ),
+        (
+            "not-der.pem",
+            Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            "cannot be used as a CA",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        if let Some(content) = content {
+            std::fs::write(&path, content).unwrap();
+        }
+        let e = load(&path).unwrap_err();
+        assert!(
+            e.contains("smtp_ca_file") && e.contains(name) && e.contains(why),
+            "{name}: {e}"
+        );
+    }
+
+    // Used for both TLS modes; refused where there is no TLS to use it for.
+    let with_ca = |url: &str| {
+        let config = Config {
+            smtp_url: Some(url.into()),
+            smtp_user: Some("billing".into()),
+            smtp_password: Some("pw-ca-1".into()),
+            smtp_ca_file: Some(good.display().to_string()),
+            ..Default::default()
+        };
+        config.transport().map(drop)
+    };
+    with_ca("smtps://mail.example.com:465").unwrap();
+    with_ca("smtp://mail.example.com:587?tls=required").unwrap();
+    let e = with_ca("smtp://127.0.0.1:25").unwrap_err().to_string();
+    assert!(
+        e.contains("smtp_ca_file") && e.contains("no TLS") && !e.contains("pw-ca-1"),
+        "{e}"
+    );
+}

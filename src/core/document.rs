@@ -7,6 +7,7 @@
 //! whose amount goes to the account balance; on an invoice the available balance is applied
 //! (`credit_applied`) and `amount_due = total − credit_applied`.
 
+pub use super::domain::LineKind;
 use super::domain::{Account, AccountId, Discount, DiscountValue, SubscriptionId, TaxRate};
 use super::money::{self, AmountOverflow, Currency};
 use super::party::Customer;
@@ -40,65 +41,6 @@ impl DocumentKind {
         match self {
             DocumentKind::Invoice => "Invoice",
             DocumentKind::CreditNote => "Credit note",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LineKind {
-    /// A period's price of an item, billed in advance.
-    Recurring,
-    /// Credit or charge for part of a period after a change.
-    Proration,
-    /// Used time re-rated at another cycle's price, or a shortfall.
-    Adjustment,
-    /// Proration carried from a change to this (the next) invoice.
-    Pending,
-    /// A one-off charge (SPEC §10).
-    OneOff,
-    /// A partial credit against an invoice (SPEC §10).
-    Credit,
-    Discount,
-    Tax,
-}
-
-impl LineKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            LineKind::Recurring => "recurring",
-            LineKind::Proration => "proration",
-            LineKind::Adjustment => "adjustment",
-            LineKind::Pending => "pending",
-            LineKind::OneOff => "one_off",
-            LineKind::Credit => "credit",
-            LineKind::Discount => "discount",
-            LineKind::Tax => "tax",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "recurring" => LineKind::Recurring,
-            "proration" => LineKind::Proration,
-            "adjustment" => LineKind::Adjustment,
-            "pending" => LineKind::Pending,
-            "one_off" => LineKind::OneOff,
-            "credit" => LineKind::Credit,
-            "discount" => LineKind::Discount,
-            "tax" => LineKind::Tax,
-            _ => return None,
-        })
-    }
-    /// The kind finance books a line under (`lines.csv`, SPEC §11).
-    pub fn finance_kind(&self) -> &'static str {
-        match self {
-            LineKind::Recurring => "charge",
-            LineKind::Proration | LineKind::Adjustment => "proration",
-            LineKind::Pending => "pending",
-            LineKind::OneOff => "one_off",
-            LineKind::Credit => "credit",
-            LineKind::Discount => "discount",
-            LineKind::Tax => "tax",
         }
     }
 }

@@ -274,6 +274,67 @@ pub struct Item {
     pub quantity: u32,
 }
 
+/// What a line of a document is (kept here, beside the pending items that carry one, so the
+/// domain needs nothing of the documents built from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// A period's price of an item, billed in advance.
+    Recurring,
+    /// Credit or charge for part of a period after a change.
+    Proration,
+    /// Used time re-rated at another cycle's price, or a shortfall.
+    Adjustment,
+    /// Proration carried from a change to this (the next) invoice.
+    Pending,
+    /// A one-off charge (SPEC §10).
+    OneOff,
+    /// A partial credit against an invoice (SPEC §10).
+    Credit,
+    Discount,
+    Tax,
+}
+
+impl LineKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LineKind::Recurring => "recurring",
+            LineKind::Proration => "proration",
+            LineKind::Adjustment => "adjustment",
+            LineKind::Pending => "pending",
+            LineKind::OneOff => "one_off",
+            LineKind::Credit => "credit",
+            LineKind::Discount => "discount",
+            LineKind::Tax => "tax",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "recurring" => LineKind::Recurring,
+            "proration" => LineKind::Proration,
+            "adjustment" => LineKind::Adjustment,
+            "pending" => LineKind::Pending,
+            "one_off" => LineKind::OneOff,
+            "credit" => LineKind::Credit,
+            "discount" => LineKind::Discount,
+            "tax" => LineKind::Tax,
+            _ => return None,
+        })
+    }
+    /// The kind finance books a line under (`lines.csv`, SPEC §11).
+    pub fn finance_kind(&self) -> &'static str {
+        match self {
+            LineKind::Recurring => "charge",
+            LineKind::Proration | LineKind::Adjustment => "proration",
+            LineKind::Pending => "pending",
+            LineKind::OneOff => "one_off",
+            LineKind::Credit => "credit",
+            LineKind::Discount => "discount",
+            LineKind::Tax => "tax",
+        }
+    }
+}
+
 /// Proration (or a one-off charge) waiting for the next renewal or final invoice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PendingItem {
@@ -283,7 +344,7 @@ pub struct PendingItem {
     pub discountable: bool,
     /// `Pending` for proration, `OneOff` for a charge.
     #[serde(skip)]
-    pub kind: super::document::LineKind,
+    pub kind: LineKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

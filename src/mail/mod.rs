@@ -76,18 +76,6 @@ pub trait Transport: Send + Sync {
     }
 }
 
-/// The transport the configuration names: SMTP when `smtp_url` is set, else the `.eml`
-/// folder of the embedded mode. Nothing connects yet; a bad URL or an unreadable password
-/// file is an error here, before any run starts.
-pub fn transport_from_config(
-    config: &crate::config::Config,
-) -> Result<Box<dyn Transport>, MailError> {
-    match SmtpSettings::from_config(config)? {
-        Some(settings) => Ok(Box::new(SmtpTransport::new(&settings)?)),
-        None => Ok(Box::new(EmlDir::new(&config.mail_dir))),
-    }
-}
-
 /// Message-ID from the message key: the same document always carries the same id.
 pub fn message_id(key: &str, from: &str) -> String {
     let domain = from

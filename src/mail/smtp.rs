@@ -81,35 +81,8 @@ impl fmt::Debug for SmtpSettings {
     }
 }
 
-impl SmtpSettings {
-    /// The settings of the configuration, or None when `smtp_url` is not set. Reads
-    /// `smtp_password_file` if given.
-    pub fn from_config(config: &crate::config::Config) -> Result<Option<Self>, MailError> {
-        let Some(url) = &config.smtp_url else {
-            return Ok(None);
-        };
-        let password = match (&config.smtp_password, &config.smtp_password_file) {
-            (Some(_), Some(_)) => {
-                return Err(MailError::Config(
-                    "set smtp_password or smtp_password_file, not both".into(),
-                ));
-            }
-            (Some(p), None) => Some(Secret::new(p.clone())),
-            (None, Some(path)) => Some(read_password_file(path)?),
-            (None, None) => None,
-        };
-        Ok(Some(SmtpSettings {
-            url: url.clone(),
-            user: config.smtp_user.clone(),
-            password,
-            ca_file: config.smtp_ca_file.clone(),
-            timeout: SEND_TIMEOUT,
-            connections: config.smtp_connections as usize,
-        }))
-    }
-}
-
-fn read_password_file(path: &str) -> Result<Secret, MailError> {
+/// The password in the file at `path` (`smtp_password_file`), its final newline trimmed.
+pub fn read_password_file(path: &str) -> Result<Secret, MailError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| MailError::Config(format!("smtp_password_file {path}: {e}")))?;
     // Only the line ending an editor or `echo` adds: a password may end in a space.

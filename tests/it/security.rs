@@ -213,9 +213,7 @@ fn config_debug_output_redacts_every_secret() {
         shown.contains("db.example:5432") && shown.contains("mail.example:465"),
         "{shown}"
     );
-    let settings = billrun::mail::SmtpSettings::from_config(&config)
-        .unwrap()
-        .unwrap();
+    let settings = config.smtp_settings().unwrap().unwrap();
     let shown = format!("{settings:?}");
     for secret in [SMTP_URL_SECRET, SMTP_PASSWORD] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
