@@ -117,14 +117,11 @@ async fn spool_batch(
         };
         after = last;
         with_customer(store, &mut page).await?;
-        let added = tokio::task::spawn_blocking(move || {
+        let added = off_thread(move || {
             let docs: Vec<&Document> = page.iter().map(|d| &d.document).collect();
             spool.add(&docs).map(|()| spool)
-        })
-        .await
-        .map_err(|e| MailError::Build(format!("finance batch: {e}")))
-        .and_then(|r| r);
-        spool = match added {
+        });
+        spool = match added.await {
             Ok(spool) => spool,
             Err(e) => return Ok(Err(e)),
         };
@@ -133,14 +130,10 @@ async fn spool_batch(
     extras.parked = store.batch_parked(batch).await?;
     let (subject, recipient) = (entry.subject.clone(), entry.recipient.clone());
     let (from, now) = (target.from.to_string(), target.now);
-    let dir = target.folder.map(|f| f.path().to_path_buf());
-    let finished = tokio::task::spawn_blocking(move || {
-        let io = |e: std::io::Error| MailError::Build(format!("finance batch spool: {e}"));
-        let builder = tempfile::Builder::new()
-            .prefix(".finance-batch-")
-            .suffix(".tmp")
-            .tempfile_in(dir.unwrap_or_else(std::env::temp_dir));
-        let mut file = builder.map_err(io)?;
+    let dir = target
+        .folder
+        .map_or_else(std::env::temp_dir, |f| f.path().to_path_buf());
+    Ok(off_thread(move || {
         let report = BatchReport {
             batch,
             subject: &subject,
@@ -148,15 +141,19 @@ async fn spool_batch(
             deleted_accounts: &extras.deleted_accounts,
             parked: &extras.parked,
         };
-        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file.as_file_mut());
-        let envelope = spool.finish(&report, &from, &recipient, now, &mut out)?;
-        drop(out);
+        let (file, envelope) = spool.finish_in(&dir, &report, &from, &recipient, now)?;
         Ok(SpooledBatch { file, envelope })
     })
-    .await
-    .map_err(|e| MailError::Build(format!("finance batch: {e}")))
-    .and_then(|r| r);
-    Ok(finished)
+    .await)
+}
+
+/// `f` on the blocking pool; a panic there fails the message.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MailError> + Send + 'static,
+) -> Result<T, MailError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| MailError::Build(format!("finance batch: {e}")))?
 }
 
 /// Documents issued before customers were copied onto documents name the customer as their

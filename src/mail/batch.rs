@@ -252,6 +252,27 @@ impl BatchSpool {
         Ok(())
     }
 
+    /// Write the whole message to a new private temporary file in `dir` (`.finance-batch-…
+    /// .tmp`, deleted when dropped unless persisted); returns it and the message's envelope.
+    pub fn finish_in(
+        self,
+        dir: &std::path::Path,
+        report: &BatchReport<'_>,
+        from: &str,
+        to: &str,
+        date: DateTime<Utc>,
+    ) -> Result<(tempfile::NamedTempFile, lettre::address::Envelope), MailError> {
+        let mut file = tempfile::Builder::new()
+            .prefix(".finance-batch-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(io_error)?;
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file.as_file_mut());
+        let envelope = self.finish(report, from, to, date, &mut out)?;
+        drop(out);
+        Ok((file, envelope))
+    }
+
     /// Write the whole message to `out`; returns its envelope.
     pub fn finish(
         self,
