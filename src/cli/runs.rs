@@ -35,42 +35,76 @@ impl fmt::Display for RunsText<'_> {
         if self.0.is_empty() {
             return writeln!(f, "No runs yet.");
         }
+        let batch = |r: &RunRecord| {
+            r.finance_batch
+                .map_or_else(|| "-".into(), |b| b.to_string())
+        };
+        write_run_table(f, "batch", self.0.iter().map(|r| (r, batch(r))))
+    }
+}
+
+/// Runs as a table for people, a row each and its error under it. The seventh column is the
+/// caller's: `runs` shows each run's finance batch, `status` the accounts it parked.
+pub(super) fn write_run_table<'a>(
+    f: &mut fmt::Formatter<'_>,
+    seventh: &str,
+    runs: impl IntoIterator<Item = (&'a RunRecord, String)>,
+) -> fmt::Result {
+    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let row = |f: &mut fmt::Formatter<'_>, cells: [&dyn fmt::Display; 10]| {
+        let [
+            run,
+            as_of,
+            started,
+            finished,
+            status,
+            documents,
+            seventh,
+            sent,
+            waiting,
+            held,
+        ] = cells;
         writeln!(
             f,
-            "{:>5}  {:<10}  {:<19}  {:<19}  {:<9}  {:>9}  {:>5}  {:>6}  {:>7}  {:>4}",
-            "run",
-            "as of",
-            "started",
-            "finished",
-            "outcome",
-            "documents",
-            "batch",
-            "sent",
-            "waiting",
-            "held"
+            "{run:>5}  {as_of:<10}  {started:<19}  {finished:<19}  {status:<9}  {documents:>9}  \
+             {seventh:>6}  {sent:>6}  {waiting:>7}  {held:>4}"
+        )
+    };
+    row(
+        f,
+        [
+            &"run",
+            &"as of",
+            &"started",
+            &"finished",
+            &"status",
+            &"documents",
+            &seventh,
+            &"sent",
+            &"waiting",
+            &"held",
+        ],
+    )?;
+    for (r, seventh) in runs {
+        let finished = r.finished_at.map_or_else(|| "-".into(), time);
+        row(
+            f,
+            [
+                &r.run,
+                &r.as_of,
+                &time(r.started_at),
+                &finished,
+                &r.status,
+                &r.documents,
+                &seventh,
+                &r.emails_sent,
+                &r.emails_waiting,
+                &r.emails_held,
+            ],
         )?;
-        for r in self.0 {
-            let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
-            writeln!(
-                f,
-                "{:>5}  {:<10}  {:<19}  {:<19}  {:<9}  {:>9}  {:>5}  {:>6}  {:>7}  {:>4}",
-                r.run,
-                r.as_of,
-                time(r.started_at),
-                r.finished_at.map(time).unwrap_or_else(|| "-".into()),
-                r.status,
-                r.documents,
-                r.finance_batch
-                    .map(|b| b.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                r.emails_sent,
-                r.emails_waiting,
-                r.emails_held
-            )?;
-            if let Some(e) = &r.error {
-                writeln!(f, "       error: {e}")?;
-            }
+        if let Some(e) = &r.error {
+            writeln!(f, "       error: {e}")?;
         }
-        Ok(())
     }
+    Ok(())
 }

@@ -326,41 +326,11 @@ impl fmt::Display for StatusText<'_> {
         if runs.is_empty() {
             return writeln!(f, "Runs:        none yet");
         }
-        writeln!(
+        writeln!(f, "Last runs (newest first; `billrun runs` lists all):")?;
+        super::runs::write_run_table(
             f,
-            "Last runs (newest first; `billrun runs` lists all):\n{:>5}  {:<10}  {:<19}  {:<19}  {:<9}  {:>9}  {:>6}  {:>5}  {:>7}  {:>4}",
-            "run",
-            "as of",
-            "started",
-            "finished",
-            "status",
-            "documents",
             "parked",
-            "sent",
-            "waiting",
-            "held"
-        )?;
-        for r in runs {
-            let t = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
-            let run = &r.run;
-            writeln!(
-                f,
-                "{:>5}  {:<10}  {:<19}  {:<19}  {:<9}  {:>9}  {:>6}  {:>5}  {:>7}  {:>4}",
-                run.run,
-                run.as_of,
-                t(run.started_at),
-                run.finished_at.map(t).unwrap_or_else(|| "-".into()),
-                run.status,
-                run.documents,
-                r.parked,
-                run.emails_sent,
-                run.emails_waiting,
-                run.emails_held
-            )?;
-            if let Some(e) = &run.error {
-                writeln!(f, "       error: {e}")?;
-            }
-        }
-        Ok(())
+            runs.iter().map(|r| (&r.run, r.parked.to_string())),
+        )
     }
 }

@@ -23,8 +23,8 @@ use parks::{ChunkParks, sanity_check};
 mod parks;
 use crate::store::prelude::*;
 use crate::store::{
-    AccountClaim, ChunkContext, DuePage, OutboxWaiting, ParkStatus, ParkedAccount, Pipelining,
-    RunEnd, StoreError, StoredDocument,
+    AccountClaim, BatchRequest, ChunkContext, DeletionRequest, DuePage, OutboxWaiting, ParkStatus,
+    ParkedAccount, Pipelining, RunEnd, StoreError, StoredDocument,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
@@ -276,13 +276,13 @@ async fn run(
     if let Some(run) = run {
         for account in due {
             match store
-                .delete_account(
-                    &account,
+                .delete_account(&DeletionRequest {
+                    account: &account,
                     as_of,
-                    &settings.modules,
-                    &settings.actor,
-                    clock.now(),
-                )
+                    modules: &settings.modules,
+                    actor: &settings.actor,
+                    now: clock.now(),
+                })
                 .await
             {
                 Ok(d) => {
@@ -304,7 +304,12 @@ async fn run(
 
     if let Some(run) = run {
         report.finance_batch = store
-            .create_finance_batch(run, as_of, &settings.finance_to, clock.now())
+            .create_finance_batch(&BatchRequest {
+                run,
+                as_of,
+                recipient: &settings.finance_to,
+                now: clock.now(),
+            })
             .await?;
         if billing.transport.is_some() {
             let delivery = billing.deliver_due().await?;

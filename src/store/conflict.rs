@@ -7,6 +7,7 @@
 //! so that it is classified once, here.
 
 use super::StoreError;
+use crate::store::Result;
 use std::future::Future;
 
 /// A failure inside a write: the driver's error, still carrying its code so that conflicts
@@ -29,15 +30,13 @@ impl From<Fail> for StoreError {
 }
 
 /// Run a write whose failures are [`Fail`]s and classify what it returns.
-pub(crate) async fn written<T>(
-    write: impl Future<Output = Result<T, Fail>>,
-) -> Result<T, StoreError> {
+pub(crate) async fn written<T>(write: impl Future<Output = Result<T, Fail>>) -> Result<T> {
     Ok(write.await?)
 }
 
 /// A guarded write (`… WHERE version = expected`, `… AND status = 'available'`) that
 /// changed no row: another writer moved the row on since it was read.
-pub(crate) fn guarded(rows_affected: u64, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+pub(crate) fn guarded(rows_affected: u64, what: impl FnOnce() -> String) -> Result<()> {
     match rows_affected {
         1 => Ok(()),
         _ => Err(StoreError::Conflict(what())),

@@ -40,6 +40,9 @@ use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
+/// What the store's methods return: `std`'s `Result` with [`StoreError`] by default.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -319,14 +322,14 @@ pub mod prelude {
 #[async_trait]
 pub trait SchemaStore: Send + Sync {
     /// Create or upgrade the schema.
-    async fn migrate(&self) -> Result<(), StoreError>;
+    async fn migrate(&self) -> Result<()>;
 
     /// Check that every configured module table and column exists.
-    async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError>;
+    async fn check_module_tables(&self, modules: &ModuleMap) -> Result<()>;
 
     /// The latest migration applied (`None` on an empty database) and the latest this build
     /// carries.
-    async fn schema_version(&self) -> Result<SchemaVersion, StoreError>;
+    async fn schema_version(&self) -> Result<SchemaVersion>;
 }
 
 /// Where a database's schema stands against this build.
@@ -339,7 +342,7 @@ pub struct SchemaVersion {
 impl SchemaVersion {
     /// Refuse to work on a schema this build does not expect, naming the way out. For the
     /// commands that must not migrate (a dry run opens the database read-only).
-    pub fn require_current(self) -> Result<(), StoreError> {
+    pub fn require_current(self) -> Result<()> {
         match self.applied {
             Some(v) if v == self.expected => Ok(()),
             Some(v) if v > self.expected => Err(StoreError::Migrate(format!(
@@ -362,81 +365,61 @@ impl SchemaVersion {
 #[async_trait]
 pub trait ImportStore: Send + Sync {
     /// Insert a validated import in one transaction; any id already stored rejects it whole.
-    async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<()>;
 }
 
 /// Runs, and the claims that keep two workers from closing the same account.
 #[async_trait]
 pub trait RunStore: Send + Sync {
-    async fn begin_run(
-        &self,
-        as_of: NaiveDate,
-        now: DateTime<Utc>,
-        worker: &str,
-    ) -> Result<RunId, StoreError>;
+    async fn begin_run(&self, as_of: NaiveDate, now: DateTime<Utc>, worker: &str) -> Result<RunId>;
 
     /// Runs still marked `running`, but for `except` (the caller's own), with their worker:
     /// (run, worker, whether the worker's database session is gone — see `sessions_gone`).
     async fn running_runs(
         &self,
         except: Option<RunId>,
-    ) -> Result<Vec<(RunId, Option<String>, bool)>, StoreError>;
+    ) -> Result<Vec<(RunId, Option<String>, bool)>>;
 
     /// Record a run whose worker is gone as abandoned (failed, `abandoned_by` the run `by`
     /// that found it and finishes its work); a run that has finished meanwhile is left alone.
-    async fn abandon_run(
-        &self,
-        run: RunId,
-        by: RunId,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    async fn abandon_run(&self, run: RunId, by: RunId, now: DateTime<Utc>) -> Result<()>;
 
     /// Who holds live claims (accounts or outbox messages) at `now`, by worker.
-    async fn claim_holders(&self, now: DateTime<Utc>) -> Result<Vec<ClaimHolder>, StoreError>;
+    async fn claim_holders(&self, now: DateTime<Utc>) -> Result<Vec<ClaimHolder>>;
 
     /// Take over everything `worker` holds — a worker known to be gone: its account claims
     /// are dropped and its outbox messages unclaimed, so any worker can take them now.
     /// Returns (accounts, messages) released.
-    async fn take_over(&self, worker: &str) -> Result<(u64, u64), StoreError>;
+    async fn take_over(&self, worker: &str) -> Result<(u64, u64)>;
     /// Every run, newest first, with its finance batch and its customer emails.
-    async fn runs(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError>;
+    async fn runs(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>>;
     /// Hold a run's unsent customer emails until `release_run` (SPEC §10); returns how many.
-    async fn hold_run(
-        &self,
-        run: RunId,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+    async fn hold_run(&self, run: RunId, actor: &str, now: DateTime<Utc>) -> Result<u64>;
     /// Let a run's held customer emails go now (held, or in their review window); returns
     /// how many. Those withdrawn by a void stay unsent.
-    async fn release_run(
-        &self,
-        run: RunId,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
-    async fn finish_run(&self, run: RunId, end: &RunEnd<'_>) -> Result<(), StoreError>;
+    async fn release_run(&self, run: RunId, actor: &str, now: DateTime<Utc>) -> Result<u64>;
+    async fn finish_run(&self, run: RunId, end: &RunEnd<'_>) -> Result<()>;
 
     /// Claim the accounts of a page of due ones for `worker` until `lease_until` (see
     /// [`AccountClaim`]): accounts nobody holds, or whose claim has expired (a worker that
     /// died). Two workers never hold the same account; `commit_chunk` releases the claims it
     /// wrote.
-    async fn claim_accounts(&self, claim: &AccountClaim<'_>) -> Result<Vec<AccountId>, StoreError>;
+    async fn claim_accounts(&self, claim: &AccountClaim<'_>) -> Result<Vec<AccountId>>;
 
     /// Of these workers, those whose database session is certainly gone. On PostgreSQL each
     /// claiming worker holds an advisory lock on a session of its own for its whole life
     /// (recorded in `workers`); a worker without a session there is not reported. SQLite has
     /// no sessions: none.
-    async fn sessions_gone(&self, workers: &[String]) -> Result<BTreeSet<String>, StoreError>;
+    async fn sessions_gone(&self, workers: &[String]) -> Result<BTreeSet<String>>;
 
     /// Drop every claim `worker` still holds (accounts it could not close, at the end of a run).
-    async fn release_claims(&self, worker: &str) -> Result<(), StoreError>;
+    async fn release_claims(&self, worker: &str) -> Result<()>;
 
     /// The ids of a page of due accounts, claimed or not.
-    async fn due_accounts(&self, page: &DuePage<'_>) -> Result<Vec<AccountId>, StoreError>;
+    async fn due_accounts(&self, page: &DuePage<'_>) -> Result<Vec<AccountId>>;
 
     /// How many accounts have a subscription due at `as_of` (for progress reports).
-    async fn count_due(&self, as_of: NaiveDate) -> Result<u64, StoreError>;
+    async fn count_due(&self, as_of: NaiveDate) -> Result<u64>;
 
     /// How a close overlaps the next chunk with the writing of the current one.
     fn pipelining(&self) -> Pipelining;
@@ -446,7 +429,7 @@ pub trait RunStore: Send + Sync {
 #[async_trait]
 pub trait CloseStore: Send + Sync {
     /// The state the billing core needs to close these accounts.
-    async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError>;
+    async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>>;
 
     /// Write the outcome of closing a chunk of accounts in one transaction: numbered
     /// documents, lines, ledger, subscription state, account balances and one outbox message
@@ -455,7 +438,7 @@ pub trait CloseStore: Send + Sync {
         &self,
         ctx: &ChunkContext<'_>,
         closes: &[AccountClose],
-    ) -> Result<Vec<StoredDocument>, StoreError>;
+    ) -> Result<Vec<StoredDocument>>;
 }
 
 /// Plan changes, cancellations and licences.
@@ -469,12 +452,9 @@ pub trait ChangeStore: Send + Sync {
         outcome: &crate::core::change::ChangeOutcome,
         ctx: &ChangeContext<'_>,
         modules: &ModuleMap,
-    ) -> Result<Vec<StoredDocument>, StoreError>;
+    ) -> Result<Vec<StoredDocument>>;
 
-    async fn subscription_account(
-        &self,
-        subscription: &str,
-    ) -> Result<Option<AccountId>, StoreError>;
+    async fn subscription_account(&self, subscription: &str) -> Result<Option<AccountId>>;
     /// Schedule (or, with `cancel_at = None`, withdraw) a subscription's cancellation.
     async fn set_cancel(
         &self,
@@ -482,7 +462,7 @@ pub trait ChangeStore: Send + Sync {
         account: &AccountId,
         actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<()>;
 
     /// Issue one document an operator asked for (SPEC §10) in one transaction: its number,
     /// lines and outbox message, its effect on the balance (`Requested`), and an audit row
@@ -492,7 +472,7 @@ pub trait ChangeStore: Send + Sync {
         doc: &DraftDocument,
         effect: Requested,
         ctx: &RequestContext<'_>,
-    ) -> Result<StoredDocument, StoreError>;
+    ) -> Result<StoredDocument>;
 
     /// Queue a one-off charge for `subscription`'s next invoice (a pending item of kind
     /// `one_off`, not discountable), with an audit row naming `actor`. `key` is unique.
@@ -506,48 +486,38 @@ pub trait ChangeStore: Send + Sync {
         key: &str,
         actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<()>;
 
     /// Licences of a subscription, removed ones included.
-    async fn licences(
-        &self,
-        subscription: &str,
-    ) -> Result<Vec<crate::core::licence::Licence>, StoreError>;
+    async fn licences(&self, subscription: &str) -> Result<Vec<crate::core::licence::Licence>>;
 
     /// Write a licence operation in one transaction (rows, items, documents, balance).
     async fn apply_licence_op(
         &self,
         outcome: &crate::core::licence::LicenceOutcome,
         ctx: &ChangeContext<'_>,
-    ) -> Result<Vec<StoredDocument>, StoreError>;
+    ) -> Result<Vec<StoredDocument>>;
 
     /// (assigned, available) licences of a subscription.
-    async fn licence_counts(&self, subscription: &str) -> Result<(u32, u32), StoreError>;
+    async fn licence_counts(&self, subscription: &str) -> Result<(u32, u32)>;
 
     /// Every change requested, applied or queued, in order.
-    async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError>;
+    async fn changes(&self) -> Result<Vec<ChangeRecord>>;
 }
 
 /// Deleting the data of canceled accounts past their retention.
 #[async_trait]
 pub trait DeletionStore: Send + Sync {
     /// Canceled accounts whose retention has passed at `as_of`.
-    async fn deletable_accounts(&self, as_of: NaiveDate) -> Result<Vec<AccountId>, StoreError>;
+    async fn deletable_accounts(&self, as_of: NaiveDate) -> Result<Vec<AccountId>>;
 
     /// Delete an account's personal and service data, keep its documents, audit it. Refuses
     /// (Rejected) anything not canceled and past its date — checked again inside the
     /// transaction, whatever the caller believed.
-    async fn delete_account(
-        &self,
-        account: &AccountId,
-        as_of: NaiveDate,
-        modules: &ModuleMap,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Deletion, StoreError>;
+    async fn delete_account(&self, request: &DeletionRequest<'_>) -> Result<Deletion>;
 
     /// Ids of deleted accounts.
-    async fn deleted_accounts(&self) -> Result<Vec<String>, StoreError>;
+    async fn deleted_accounts(&self) -> Result<Vec<String>>;
 }
 
 /// Finance batches: what is reported to finance, once.
@@ -555,32 +525,22 @@ pub trait DeletionStore: Send + Sync {
 pub trait FinanceStore: Send + Sync {
     /// Put every document not yet reported to finance into a batch for `run`, and queue its
     /// message. None when there is nothing to report.
-    async fn create_finance_batch(
-        &self,
-        run: RunId,
-        as_of: NaiveDate,
-        recipient: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<i64>, StoreError>;
+    async fn create_finance_batch(&self, request: &BatchRequest<'_>) -> Result<Option<i64>>;
 
     /// Refunds and deletions a batch reports.
-    async fn batch_extras(&self, batch: i64) -> Result<BatchExtras, StoreError>;
+    async fn batch_extras(&self, batch: i64) -> Result<BatchExtras>;
 }
 
 /// The outbox: one message per document and per sealed finance batch.
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
     /// Outbox messages not yet sent whose next attempt is due.
-    async fn due_outbox(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn due_outbox(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxEntry>>;
     /// Claim up to `limit` unsent messages with ids above `after`, in id order, whose next
     /// attempt is at or before `due_before`, for `worker` until `lease_until`, skipping
     /// messages another worker is sending. Only the claimant sends a message, so two workers
     /// never send it twice. A pass walks the outbox by passing the last id it claimed.
-    async fn claim_outbox(&self, claim: &OutboxClaim<'_>) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn claim_outbox(&self, claim: &OutboxClaim<'_>) -> Result<Vec<OutboxEntry>>;
     /// Extend `worker`'s claim on these messages to `lease_until`, for those it still holds
     /// (claimed by it, not sent): their ids, which are the ones it may send now. Delivery
     /// renews a slice of a batch just before rendering it, so a message waiting in the
@@ -590,44 +550,36 @@ pub trait OutboxStore: Send + Sync {
         worker: &str,
         ids: &[i64],
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<i64>, StoreError>;
+    ) -> Result<Vec<i64>>;
     /// Every outbox message, in the order queued.
-    async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn outbox(&self) -> Result<Vec<OutboxEntry>>;
     /// Mark these messages sent (the transport accepted each): one statement for the lot.
-    async fn mark_sent(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn mark_sent(&self, ids: &[i64], now: DateTime<Utc>) -> Result<()>;
 
     /// Unsent messages that a send at `now` cannot take: in backoff, or claimed.
-    async fn outbox_waiting(&self, now: DateTime<Utc>) -> Result<OutboxWaiting, StoreError>;
+    async fn outbox_waiting(&self, now: DateTime<Utc>) -> Result<OutboxWaiting>;
 
     /// Messages not yet sent (for the outbox-depth metric).
-    async fn outbox_depth(&self) -> Result<u64, StoreError>;
-    async fn mark_failed(
-        &self,
-        id: i64,
-        error: &str,
-        next_attempt: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    async fn outbox_depth(&self) -> Result<u64>;
+    async fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<()>;
 }
 
 /// Documents, balances and accounts as stored, for the CLI, delivery and the reports.
 #[async_trait]
 pub trait QueryStore: Send + Sync {
     /// Accounts with these ids that exist.
-    async fn accounts(&self, ids: &[String]) -> Result<Vec<Account>, StoreError>;
+    async fn accounts(&self, ids: &[String]) -> Result<Vec<Account>>;
 
-    async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError>;
-    async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError>;
+    async fn document(&self, number: &str) -> Result<Option<StoredDocument>>;
+    async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>>;
     /// The documents with these ids that exist, in id order: two queries for the lot
     /// (delivery reads a claimed batch's documents with it).
-    async fn documents_by_ids(&self, ids: &[i64]) -> Result<Vec<StoredDocument>, StoreError>;
+    async fn documents_by_ids(&self, ids: &[i64]) -> Result<Vec<StoredDocument>>;
     /// Available (unassigned) licences per subscription, for those of these subscriptions
     /// that have any. One query.
-    async fn available_licences(
-        &self,
-        subscriptions: &[&str],
-    ) -> Result<BTreeMap<String, u32>, StoreError>;
+    async fn available_licences(&self, subscriptions: &[&str]) -> Result<BTreeMap<String, u32>>;
     /// Documents in issue order, optionally of one account.
-    async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>, StoreError>;
+    async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>>;
     /// Up to `limit` documents of finance batch `batch` with ids above `after`, in id order
     /// (delivery pages through a batch's documents).
     async fn batch_documents(
@@ -635,11 +587,11 @@ pub trait QueryStore: Send + Sync {
         batch: i64,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<StoredDocument>, StoreError>;
+    ) -> Result<Vec<StoredDocument>>;
     /// The audit log, oldest first, optionally of one account.
-    async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>, StoreError>;
+    async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>>;
     /// The credit notes that correct invoice `number`, in issue order.
-    async fn credit_notes_against(&self, number: &str) -> Result<Vec<StoredDocument>, StoreError>;
+    async fn credit_notes_against(&self, number: &str) -> Result<Vec<StoredDocument>>;
     /// Up to `limit` documents issued on these days with ids above `after`, in id order
     /// (`billrun export` pages through them).
     async fn documents_issued(
@@ -647,29 +599,24 @@ pub trait QueryStore: Send + Sync {
         days: Range<NaiveDate>,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<StoredDocument>, StoreError>;
+    ) -> Result<Vec<StoredDocument>>;
     /// How many documents were issued on these days.
-    async fn count_issued(&self, days: Range<NaiveDate>) -> Result<u64, StoreError>;
+    async fn count_issued(&self, days: Range<NaiveDate>) -> Result<u64>;
     /// Refunds owed that were recorded on these days (`billrun export`).
-    async fn refunds_recorded(&self, days: Range<NaiveDate>)
-    -> Result<Vec<RefundOwed>, StoreError>;
+    async fn refunds_recorded(&self, days: Range<NaiveDate>) -> Result<Vec<RefundOwed>>;
     /// Up to `limit` documents with ids above `after`, in id order (to walk every document
     /// with bounded memory).
-    async fn documents_page(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredDocument>, StoreError>;
+    async fn documents_page(&self, after: i64, limit: u32) -> Result<Vec<StoredDocument>>;
 
-    async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError>;
+    async fn balance(&self, account: &str) -> Result<Option<BalanceReport>>;
     /// Balances of every account, by id.
-    async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError>;
+    async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>>;
 
     /// Unsent messages held back at `now`: in a review window, held by an operator, withdrawn.
-    async fn outbox_holds(&self, now: DateTime<Utc>) -> Result<OutboxHolds, StoreError>;
+    async fn outbox_holds(&self, now: DateTime<Utc>) -> Result<OutboxHolds>;
     /// How many accounts each run from `first` on parked (its `parked_events`, released or
     /// not since), by run; runs that parked none are absent.
-    async fn parks_per_run(&self, first: RunId) -> Result<BTreeMap<RunId, u64>, StoreError>;
+    async fn parks_per_run(&self, first: RunId) -> Result<BTreeMap<RunId, u64>>;
 }
 
 /// Parked accounts (sanity bounds, src/core/sanity.rs).
@@ -680,14 +627,14 @@ pub trait ParkingStore: Send + Sync {
     async fn previous_invoice_totals(
         &self,
         subscriptions: &[&str],
-    ) -> Result<BTreeMap<SubscriptionId, PreviousInvoice>, StoreError>;
+    ) -> Result<BTreeMap<SubscriptionId, PreviousInvoice>>;
 
     /// The parked or released rows of these accounts (accounts with neither are absent).
     /// One query.
     async fn park_status(
         &self,
         accounts: &[AccountId],
-    ) -> Result<BTreeMap<AccountId, ParkedAccount>, StoreError>;
+    ) -> Result<BTreeMap<AccountId, ParkedAccount>>;
 
     /// Park accounts for `run` with their reasons, in one transaction: each row upserted as
     /// parked, one `parked_events` row each (what the finance batch reports) and one audit
@@ -697,31 +644,23 @@ pub trait ParkingStore: Send + Sync {
         run: RunId,
         parked: &[(AccountId, String)],
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<()>;
 
     /// These released accounts were just closed by a chunk that committed: their release is
     /// used up, so their rows go (audited). Rows parked again meanwhile stay.
-    async fn consume_releases(
-        &self,
-        accounts: &[AccountId],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    async fn consume_releases(&self, accounts: &[AccountId], now: DateTime<Utc>) -> Result<()>;
 
     /// Every parked or released account, by id.
-    async fn parked(&self) -> Result<Vec<ParkedAccount>, StoreError>;
+    async fn parked(&self) -> Result<Vec<ParkedAccount>>;
 
     /// Release a parked account (audited): the next close bills it once without the
     /// plausibility bounds. An unknown account, or one that is not parked, is `Rejected` and
     /// nothing is written. Returns the row as released.
-    async fn unpark(
-        &self,
-        account: &str,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<ParkedAccount, StoreError>;
+    async fn unpark(&self, account: &str, actor: &str, now: DateTime<Utc>)
+    -> Result<ParkedAccount>;
 
     /// (account, reason) of each parking a finance batch reports, by account.
-    async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>, StoreError>;
+    async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>>;
 }
 
 /// Whether a store may write.
@@ -736,16 +675,16 @@ pub enum Access {
 }
 
 /// Open the store a database URL names.
-pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+pub async fn open(url: &str) -> Result<Box<dyn Store>> {
     open_with(url, Access::ReadWrite).await
 }
 
 /// Open the store a database URL names, read-only: no migration, no write of any kind.
-pub async fn open_read_only(url: &str) -> Result<Box<dyn Store>, StoreError> {
+pub async fn open_read_only(url: &str) -> Result<Box<dyn Store>> {
     open_with(url, Access::ReadOnly).await
 }
 
-async fn open_with(url: &str, access: Access) -> Result<Box<dyn Store>, StoreError> {
+async fn open_with(url: &str, access: Access) -> Result<Box<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Box::new(sqlite::SqliteStore::open_with(url, access).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {

@@ -1,9 +1,9 @@
 //! What callers hand the store to say which work and on whose behalf: a close's chunk and
 //! its pages of due accounts, claims on accounts and outbox messages, how a run ended, the
-//! context of a change or of a document an operator asks for, and how a backend overlaps a
-//! close's chunks.
+//! context of a change or of a document an operator asks for, an account's deletion, a run's
+//! finance batch, and how a backend overlaps a close's chunks.
 
-use super::{Numbering, RunId};
+use super::{ModuleMap, Numbering, RunId};
 use crate::core::domain::AccountId;
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -102,4 +102,25 @@ pub enum Pipelining {
     /// Claim and read the next chunk while this one is written: a server that runs both
     /// transactions at once.
     ClaimAndReadNext,
+}
+
+/// An account whose data is to be deleted ([`DeletionStore::delete_account`]), the day it is
+/// judged at, the module tables its service data lives in, and who asks.
+#[derive(Debug, Clone, Copy)]
+pub struct DeletionRequest<'a> {
+    pub account: &'a AccountId,
+    pub as_of: NaiveDate,
+    pub modules: &'a ModuleMap,
+    pub actor: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// A run's finance batch to seal ([`FinanceStore::create_finance_batch`]): whose, the day it
+/// closes, and who receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRequest<'a> {
+    pub run: RunId,
+    pub as_of: NaiveDate,
+    pub recipient: &'a str,
+    pub now: DateTime<Utc>,
 }

@@ -19,43 +19,44 @@ use crate::core::licence::{Licence, LicenceStatus};
 use crate::core::money::Currency;
 use crate::core::period::Period;
 use crate::core::sanity::PreviousInvoice;
+use crate::store::Result;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
 /// A result row's columns, by name, as the store's types.
 pub(crate) trait Cols {
-    fn text(&self, col: &str) -> Result<String, StoreError>;
-    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
-    fn int(&self, col: &str) -> Result<i64, StoreError>;
-    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
-    fn flag(&self, col: &str) -> Result<bool, StoreError>;
-    fn day(&self, col: &str) -> Result<NaiveDate, StoreError>;
-    fn opt_day(&self, col: &str) -> Result<Option<NaiveDate>, StoreError>;
-    fn ts(&self, col: &str) -> Result<DateTime<Utc>, StoreError>;
-    fn opt_ts(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
-    fn money(&self, col: &str) -> Result<Decimal, StoreError>;
+    fn text(&self, col: &str) -> Result<String>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    fn int(&self, col: &str) -> Result<i64>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    fn flag(&self, col: &str) -> Result<bool>;
+    fn day(&self, col: &str) -> Result<NaiveDate>;
+    fn opt_day(&self, col: &str) -> Result<Option<NaiveDate>>;
+    fn ts(&self, col: &str) -> Result<DateTime<Utc>>;
+    fn opt_ts(&self, col: &str) -> Result<Option<DateTime<Utc>>>;
+    fn money(&self, col: &str) -> Result<Decimal>;
     /// A JSON column (TEXT on SQLite, JSONB on PostgreSQL) as JSON text.
-    fn json_text(&self, col: &str) -> Result<String, StoreError>;
-    fn opt_json_text(&self, col: &str) -> Result<Option<String>, StoreError>;
+    fn json_text(&self, col: &str) -> Result<String>;
+    fn opt_json_text(&self, col: &str) -> Result<Option<String>>;
 }
 
 /// The [`Cols`] methods whose column types both backends decode alike.
 macro_rules! plain_cols {
     () => {
-        fn text(&self, col: &str) -> Result<String, StoreError> {
+        fn text(&self, col: &str) -> Result<String> {
             Ok(sqlx::Row::try_get(self, col)?)
         }
-        fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        fn opt_text(&self, col: &str) -> Result<Option<String>> {
             Ok(sqlx::Row::try_get(self, col)?)
         }
-        fn int(&self, col: &str) -> Result<i64, StoreError> {
+        fn int(&self, col: &str) -> Result<i64> {
             Ok(sqlx::Row::try_get(self, col)?)
         }
-        fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        fn opt_int(&self, col: &str) -> Result<Option<i64>> {
             Ok(sqlx::Row::try_get(self, col)?)
         }
-        fn flag(&self, col: &str) -> Result<bool, StoreError> {
+        fn flag(&self, col: &str) -> Result<bool> {
             Ok(sqlx::Row::try_get(self, col)?)
         }
     };
@@ -66,22 +67,19 @@ pub(crate) fn corrupt(what: &str) -> impl Fn(String) -> StoreError + '_ {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
-    what: &str,
-    s: &str,
-) -> Result<T, StoreError> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| corrupt(what)(e.to_string()))
 }
 
-pub(crate) fn account_id(s: &str) -> Result<AccountId, StoreError> {
+pub(crate) fn account_id(s: &str) -> Result<AccountId> {
     AccountId::new(s).map_err(corrupt("account id"))
 }
 
-fn subscription_id(s: &str) -> Result<SubscriptionId, StoreError> {
+fn subscription_id(s: &str) -> Result<SubscriptionId> {
     SubscriptionId::new(s).map_err(corrupt("subscription id"))
 }
 
-fn currency(s: &str) -> Result<Currency, StoreError> {
+fn currency(s: &str) -> Result<Currency> {
     Currency::new(s).map_err(corrupt("currency"))
 }
 
@@ -97,11 +95,11 @@ pub(crate) fn period(start: Option<NaiveDate>, end: Option<NaiveDate>) -> Option
 pub(crate) mod text {
     use super::*;
 
-    pub(crate) fn amount(s: &str) -> Result<Decimal, StoreError> {
+    pub(crate) fn amount(s: &str) -> Result<Decimal> {
         Decimal::from_str_exact(s).map_err(|_| StoreError::Corrupt(format!("amount {s:?}")))
     }
 
-    pub(crate) fn date(s: &str) -> Result<NaiveDate, StoreError> {
+    pub(crate) fn date(s: &str) -> Result<NaiveDate> {
         // The form dates are stored in, read without chrono's general parser (a chunk reads a
         // dozen thousand dates); anything else goes through it.
         if let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *s.as_bytes()
@@ -119,7 +117,7 @@ pub(crate) mod text {
             .map_err(|_| StoreError::Corrupt(format!("date {s:?}")))
     }
 
-    pub(crate) fn timestamp(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    pub(crate) fn timestamp(s: &str) -> Result<DateTime<Utc>> {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|_| StoreError::Corrupt(format!("timestamp {s:?}")))
@@ -166,7 +164,7 @@ pub(crate) struct AccountRow {
 }
 
 impl AccountRow {
-    pub(crate) fn read(r: &impl Cols) -> Result<Self, StoreError> {
+    pub(crate) fn read(r: &impl Cols) -> Result<Self> {
         Ok(AccountRow {
             id: r.text("id")?,
             name: r.text("name")?,
@@ -182,7 +180,7 @@ impl AccountRow {
     }
 
     /// The account and its balance.
-    pub(crate) fn parse(self) -> Result<(Account, Decimal), StoreError> {
+    pub(crate) fn parse(self) -> Result<(Account, Decimal)> {
         let taxes: Vec<TaxRate> = from_json("taxes", &self.taxes)?;
         let discount: Option<Discount> = self
             .discount
@@ -209,7 +207,7 @@ impl AccountRow {
     }
 }
 
-pub(crate) fn account_from_row(r: &impl Cols) -> Result<(Account, Decimal), StoreError> {
+pub(crate) fn account_from_row(r: &impl Cols) -> Result<(Account, Decimal)> {
     AccountRow::read(r)?.parse()
 }
 
@@ -242,7 +240,7 @@ pub(crate) struct SubscriptionRow {
 }
 
 impl SubscriptionRow {
-    pub(crate) fn read(r: &impl Cols) -> Result<Self, StoreError> {
+    pub(crate) fn read(r: &impl Cols) -> Result<Self> {
         Ok(SubscriptionRow {
             id: r.text("id")?,
             account_id: r.text("account_id")?,
@@ -271,7 +269,7 @@ pub(crate) fn assemble(
     items: Vec<(String, String, i64)>,
     pending: Vec<(String, PendingItem)>,
     queued: Vec<(String, QueuedChange)>,
-) -> Result<Vec<AccountState>, StoreError> {
+) -> Result<Vec<AccountState>> {
     let mut states: BTreeMap<String, AccountState> = BTreeMap::new();
     for a in accounts {
         let (account, balance) = a.parse()?;
@@ -330,7 +328,7 @@ pub(crate) fn assemble(
 }
 
 /// A `document_lines` row: its document's id and the line.
-pub(crate) fn line_from_row(r: &impl Cols) -> Result<(i64, Line), StoreError> {
+pub(crate) fn line_from_row(r: &impl Cols) -> Result<(i64, Line)> {
     let kind = r.text("kind")?;
     let mut line = Line::amount(
         LineKind::parse(&kind).ok_or_else(|| corrupt("line kind")(kind.clone()))?,
@@ -347,7 +345,7 @@ pub(crate) fn line_from_row(r: &impl Cols) -> Result<(i64, Line), StoreError> {
 pub(crate) fn document_from_row(
     r: &impl Cols,
     lines: &mut BTreeMap<i64, Vec<Line>>,
-) -> Result<StoredDocument, StoreError> {
+) -> Result<StoredDocument> {
     let id = r.int("id")?;
     let kind = r.text("kind")?;
     // The customer as issued; documents from before that was kept name none here, and
@@ -392,7 +390,7 @@ pub(crate) fn document_from_row(
 }
 
 /// The line kind of a pending item's `kind` column.
-pub(crate) fn pending_kind(kind: &str) -> Result<LineKind, StoreError> {
+pub(crate) fn pending_kind(kind: &str) -> Result<LineKind> {
     match LineKind::parse(kind) {
         Some(k @ (LineKind::Pending | LineKind::OneOff)) => Ok(k),
         _ => Err(corrupt("pending item kind")(kind.to_string())),
@@ -400,7 +398,7 @@ pub(crate) fn pending_kind(kind: &str) -> Result<LineKind, StoreError> {
 }
 
 /// An `audit_log` row.
-pub(crate) fn audit_from_row(r: &impl Cols) -> Result<super::AuditEntry, StoreError> {
+pub(crate) fn audit_from_row(r: &impl Cols) -> Result<super::AuditEntry> {
     Ok(super::AuditEntry {
         at: r.ts("at")?,
         actor: r.text("actor")?,
@@ -412,7 +410,7 @@ pub(crate) fn audit_from_row(r: &impl Cols) -> Result<super::AuditEntry, StoreEr
 }
 
 /// A refund owed, from `shared::finance::refunds_select!` (the ledger holds it as a debit).
-pub(crate) fn refund_from_row(r: &impl Cols) -> Result<RefundOwed, StoreError> {
+pub(crate) fn refund_from_row(r: &impl Cols) -> Result<RefundOwed> {
     Ok(RefundOwed {
         account: r.text("account_id")?,
         customer_name: r.text("name")?,
@@ -422,7 +420,7 @@ pub(crate) fn refund_from_row(r: &impl Cols) -> Result<RefundOwed, StoreError> {
     })
 }
 
-pub(crate) fn outbox_from_row(r: &impl Cols) -> Result<OutboxEntry, StoreError> {
+pub(crate) fn outbox_from_row(r: &impl Cols) -> Result<OutboxEntry> {
     let kind = match r.text("kind")?.as_str() {
         "document" => OutboxKind::Document(r.int("document_id")?),
         _ => OutboxKind::FinanceBatch(r.int("finance_batch_id")?),
@@ -438,7 +436,7 @@ pub(crate) fn outbox_from_row(r: &impl Cols) -> Result<OutboxEntry, StoreError> 
     })
 }
 
-pub(crate) fn parked_from_row(r: &impl Cols) -> Result<ParkedAccount, StoreError> {
+pub(crate) fn parked_from_row(r: &impl Cols) -> Result<ParkedAccount> {
     let status = r.text("status")?;
     Ok(ParkedAccount {
         account: account_id(&r.text("account_id")?)?,
@@ -450,7 +448,7 @@ pub(crate) fn parked_from_row(r: &impl Cols) -> Result<ParkedAccount, StoreError
     })
 }
 
-pub(crate) fn licence_from_row(r: &impl Cols) -> Result<Licence, StoreError> {
+pub(crate) fn licence_from_row(r: &impl Cols) -> Result<Licence> {
     let status = r.text("status")?;
     Ok(Licence {
         id: r.int("id")?,
@@ -461,7 +459,7 @@ pub(crate) fn licence_from_row(r: &impl Cols) -> Result<Licence, StoreError> {
     })
 }
 
-pub(crate) fn change_from_row(r: &impl Cols) -> Result<ChangeRecord, StoreError> {
+pub(crate) fn change_from_row(r: &impl Cols) -> Result<ChangeRecord> {
     Ok(ChangeRecord {
         subscription: r.text("subscription_id")?,
         kind: r.text("kind")?,
@@ -472,7 +470,7 @@ pub(crate) fn change_from_row(r: &impl Cols) -> Result<ChangeRecord, StoreError>
     })
 }
 
-pub(crate) fn ledger_from_row(r: &impl Cols) -> Result<LedgerEntry, StoreError> {
+pub(crate) fn ledger_from_row(r: &impl Cols) -> Result<LedgerEntry> {
     Ok(LedgerEntry {
         at: r.day("at")?,
         amount: r.money("amount")?,
@@ -484,7 +482,7 @@ pub(crate) fn ledger_from_row(r: &impl Cols) -> Result<LedgerEntry, StoreError> 
 /// A subscription's latest period invoice (`subscription_id, total, period_start, period_end`).
 pub(crate) fn previous_invoice_from_row(
     r: &impl Cols,
-) -> Result<(SubscriptionId, PreviousInvoice), StoreError> {
+) -> Result<(SubscriptionId, PreviousInvoice)> {
     Ok((
         subscription_id(&r.text("subscription_id")?)?,
         PreviousInvoice {

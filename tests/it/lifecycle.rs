@@ -201,6 +201,7 @@ on_each_backend!(deletion_refuses:
 
 async fn deletion_refuses(backend: Backend) {
     use billrun::core::domain::AccountId;
+    use billrun::store::DeletionRequest;
     let sb = sandbox(backend, "retention_days = 30").await;
     sb.ok(&["cancel", "s1", "--at", "2026-01-15"]);
     sb.ok(&["close", "--as-of", "2026-02-10"]);
@@ -213,13 +214,13 @@ async fn deletion_refuses(backend: Backend) {
     let as_of = "2026-02-10".parse().unwrap();
     for (account, why) in [("a2", "active"), ("a1", "canceled, retention not over")] {
         let err = store
-            .delete_account(
-                &AccountId::new(account).unwrap(),
+            .delete_account(&DeletionRequest {
+                account: &AccountId::new(account).unwrap(),
                 as_of,
-                &modules,
-                "test",
-                chrono::Utc::now(),
-            )
+                modules: &modules,
+                actor: "test",
+                now: chrono::Utc::now(),
+            })
             .await
             .unwrap_err();
         assert!(

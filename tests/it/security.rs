@@ -5,7 +5,7 @@
 use crate::common::{Backend, Sandbox, count, fixtures, snapshot};
 use billrun::config::{Config, ModuleTable};
 use billrun::core::domain::AccountId;
-use billrun::store::{ModuleMap, StoreError};
+use billrun::store::{DeletionRequest, ModuleMap, StoreError};
 use std::process::Output;
 
 const DB_SECRET: &str = "S3cretPw";
@@ -343,13 +343,13 @@ async fn deletion_guard(backend: Backend) {
         ("zz", "unknown"),
     ] {
         let r = store
-            .delete_account(
-                &AccountId::new(account).unwrap(),
+            .delete_account(&DeletionRequest {
+                account: &AccountId::new(account).unwrap(),
                 as_of,
-                &modules,
-                "test",
-                chrono::Utc::now(),
-            )
+                modules: &modules,
+                actor: "test",
+                now: chrono::Utc::now(),
+            })
             .await;
         match r {
             Err(StoreError::Rejected(msg)) => assert!(
@@ -391,13 +391,13 @@ async fn deletion_guard(backend: Backend) {
     );
     let before = snapshot(db).await;
     let r = store
-        .delete_account(
-            &AccountId::new("a1").unwrap(),
-            due,
-            &hostile,
-            "test",
-            chrono::Utc::now(),
-        )
+        .delete_account(&DeletionRequest {
+            account: &AccountId::new("a1").unwrap(),
+            as_of: due,
+            modules: &hostile,
+            actor: "test",
+            now: chrono::Utc::now(),
+        })
         .await;
     assert!(
         matches!(&r, Err(StoreError::Rejected(m)) if m.contains("not a plain identifier")),
@@ -409,13 +409,13 @@ async fn deletion_guard(backend: Backend) {
     let docs = count(db, "SELECT COUNT(*) FROM documents WHERE account_id = 'a1'").await;
     assert!(docs > 0);
     let deletion = store
-        .delete_account(
-            &AccountId::new("a1").unwrap(),
-            due,
-            &modules,
-            "test",
-            chrono::Utc::now(),
-        )
+        .delete_account(&DeletionRequest {
+            account: &AccountId::new("a1").unwrap(),
+            as_of: due,
+            modules: &modules,
+            actor: "test",
+            now: chrono::Utc::now(),
+        })
         .await
         .unwrap();
     assert_eq!(deletion.account, "a1");
@@ -442,13 +442,13 @@ async fn deletion_guard(backend: Backend) {
     );
     // And not twice.
     let again = store
-        .delete_account(
-            &AccountId::new("a1").unwrap(),
-            due,
-            &modules,
-            "test",
-            chrono::Utc::now(),
-        )
+        .delete_account(&DeletionRequest {
+            account: &AccountId::new("a1").unwrap(),
+            as_of: due,
+            modules: &modules,
+            actor: "test",
+            now: chrono::Utc::now(),
+        })
         .await;
     assert!(matches!(again, Err(StoreError::Rejected(_))), "{again:?}");
 }

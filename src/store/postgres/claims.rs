@@ -26,10 +26,7 @@ const SESSION_GONE: &str = "NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktyp
 
 impl PgStore {
     /// Of these workers, the registered ones whose session has ended.
-    pub(super) async fn gone_sessions(
-        &self,
-        workers: &[String],
-    ) -> Result<BTreeSet<String>, StoreError> {
+    pub(super) async fn gone_sessions(&self, workers: &[String]) -> Result<BTreeSet<String>> {
         let gone: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT w.name FROM workers w WHERE w.name = ANY($1) AND {SESSION_GONE}"
         )))
@@ -42,7 +39,7 @@ impl PgStore {
     /// Make sure `worker` holds its advisory lock on a live session of its own and is
     /// registered under that lock's key; a session lost (a server restart, a cut) is
     /// replaced and the registration moved to the new key.
-    pub(super) async fn register_worker(&self, worker: &str) -> Result<(), StoreError> {
+    pub(super) async fn register_worker(&self, worker: &str) -> Result<()> {
         use sqlx::{ConnectOptions, Connection};
         let mut session = self.session.lock().await;
         if let Some(s) = session.as_mut()
@@ -95,7 +92,7 @@ impl PgStore {
     }
 
     /// The accounts claimed, in no particular order.
-    async fn claim(&self, c: &AccountClaim<'_>) -> Result<Vec<String>, StoreError> {
+    async fn claim(&self, c: &AccountClaim<'_>) -> Result<Vec<String>> {
         self.register_worker(c.worker).await?;
         // One statement does the claim. A claim another worker is inserting at the same
         // moment makes this insert wait for it; once it commits, the DO UPDATE's WHERE sees
@@ -131,7 +128,7 @@ impl PgStore {
 
     /// Up to `limit` due accounts after `after`, in id order; the index walked in order like
     /// a claim.
-    async fn due(&self, page: &DuePage<'_>) -> Result<Vec<String>, StoreError> {
+    async fn due(&self, page: &DuePage<'_>) -> Result<Vec<String>> {
         let mut tx = self.ordered_walk_tx().await?;
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT account_id FROM subscriptions WHERE status = 'active' AND next_bill_date <= $1 \

@@ -5,7 +5,7 @@ use super::*;
 
 #[async_trait]
 impl CloseStore for PgStore {
-    async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {
+    async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -80,7 +80,7 @@ impl CloseStore for PgStore {
         &self,
         ctx: &ChunkContext<'_>,
         closes: &[AccountClose],
-    ) -> Result<Vec<StoredDocument>, StoreError> {
+    ) -> Result<Vec<StoredDocument>> {
         written(async {
             let mut tx = self.write_tx().await?;
             // Every join in a chunk's writes is a few hundred array rows against a big table

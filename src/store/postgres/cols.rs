@@ -2,7 +2,7 @@
 //! DATE, TIMESTAMPTZ and NUMERIC (through [`Money`], which keeps the scale of zero), JSONB
 //! (through [`Jsonb`], JSON text both ways), and a list of ids a `text[]` for `= ANY`.
 
-use crate::store::StoreError;
+use crate::store::Result;
 use crate::store::rows::{Cols, plain_cols};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -166,25 +166,25 @@ impl Decode<'_, Postgres> for Jsonb {
 
 impl Cols for PgRow {
     plain_cols!();
-    fn day(&self, col: &str) -> Result<NaiveDate, StoreError> {
+    fn day(&self, col: &str) -> Result<NaiveDate> {
         Ok(self.try_get(col)?)
     }
-    fn opt_day(&self, col: &str) -> Result<Option<NaiveDate>, StoreError> {
+    fn opt_day(&self, col: &str) -> Result<Option<NaiveDate>> {
         Ok(self.try_get(col)?)
     }
-    fn ts(&self, col: &str) -> Result<DateTime<Utc>, StoreError> {
+    fn ts(&self, col: &str) -> Result<DateTime<Utc>> {
         Ok(self.try_get(col)?)
     }
-    fn opt_ts(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    fn opt_ts(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
         Ok(self.try_get(col)?)
     }
-    fn money(&self, col: &str) -> Result<Decimal, StoreError> {
+    fn money(&self, col: &str) -> Result<Decimal> {
         Ok(self.try_get::<Money, _>(col)?.0)
     }
-    fn json_text(&self, col: &str) -> Result<String, StoreError> {
+    fn json_text(&self, col: &str) -> Result<String> {
         Ok(self.try_get::<Jsonb, _>(col)?.0)
     }
-    fn opt_json_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+    fn opt_json_text(&self, col: &str) -> Result<Option<String>> {
         Ok(self.try_get::<Option<Jsonb>, _>(col)?.map(|j| j.0))
     }
 }

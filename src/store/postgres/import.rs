@@ -12,7 +12,7 @@ fn json_str<T: serde::Serialize + ?Sized>(v: &T) -> String {
 
 #[async_trait]
 impl ImportStore for PgStore {
-    async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<()> {
         written(self.import_rows(batch, now)).await
     }
 }

@@ -82,13 +82,13 @@ pub struct PgStore {
 
 impl PgStore {
     /// `postgres://user:password@host:port/database`; the database must exist.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str) -> Result<Self> {
         Self::open_with(url, Access::ReadWrite).await
     }
 
     /// As `open`; `Access::ReadOnly` makes every transaction of every connection read-only,
     /// so the server refuses any write.
-    pub async fn open_with(url: &str, access: Access) -> Result<Self, StoreError> {
+    pub async fn open_with(url: &str, access: Access) -> Result<Self> {
         let connect = |e: sqlx::Error| StoreError::Connect(crate::redact(&e.to_string()));
         let mut opts = PgConnectOptions::from_str(url).map_err(connect)?;
         if access == Access::ReadOnly {

@@ -9,7 +9,7 @@ shared::parking::parking_store!(PgStore);
 impl PgStore {
     /// Each subscription's latest period invoice: `subscription_id, total, period_start,
     /// period_end`.
-    async fn previous_invoices(&self, subscriptions: &[&str]) -> Result<Vec<DbRow>, StoreError> {
+    async fn previous_invoices(&self, subscriptions: &[&str]) -> Result<Vec<DbRow>> {
         // One index lookup per subscription (documents_subscription_invoices), one query.
         Ok(sqlx::query(
             "SELECT d.subscription_id, d.total, d.period_start, d.period_end \
@@ -24,7 +24,7 @@ impl PgStore {
     }
 
     /// Park these accounts for `run`: rows upserted, events and audit rows written.
-    async fn park(&self, run: RunId, parked: &Parks, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn park(&self, run: RunId, parked: &Parks, now: DateTime<Utc>) -> Result<()> {
         let accounts: Vec<&str> = parked.iter().map(|(a, _)| a.as_str()).collect();
         let reasons: Vec<&str> = parked.iter().map(|(_, r)| r.as_str()).collect();
         let mut tx = self.pool.begin().await?;
@@ -55,11 +55,7 @@ impl PgStore {
 
     /// Delete the released rows of these accounts, auditing each one deleted: one statement,
     /// the rows go and their audit rows are written together.
-    async fn use_releases(
-        &self,
-        accounts: &[AccountId],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn use_releases(&self, accounts: &[AccountId], now: DateTime<Utc>) -> Result<()> {
         sqlx::query(
             "WITH gone AS (DELETE FROM parked_accounts WHERE status = 'released' AND account_id = ANY($1) \
              RETURNING account_id) \

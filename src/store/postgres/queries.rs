@@ -7,7 +7,7 @@ shared::queries::query_store!(PgStore);
 
 /// A page of documents finds its lines by the page's own ids: index probes whatever the
 /// statistics say (a subquery with a LIMIT, misjudged, became a scan of every line per page).
-fn page_lines(q: &mut QueryBuilder<Db>, page: &[DbRow]) -> Result<bool, StoreError> {
+fn page_lines(q: &mut QueryBuilder<Db>, page: &[DbRow]) -> Result<bool> {
     let ids: Vec<i64> = page.iter().map(|r| r.int("id")).collect::<Result<_, _>>()?;
     q.push(" = ANY(").push_bind(ids).push(")");
     Ok(true)

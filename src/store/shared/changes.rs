@@ -44,7 +44,7 @@ macro_rules! change_store {
                 outcome: &ChangeOutcome,
                 ctx: &ChangeContext<'_>,
                 modules: &ModuleMap,
-            ) -> Result<Vec<StoredDocument>, StoreError> {
+            ) -> Result<Vec<StoredDocument>> {
                 let (account, now) = (ctx.account.as_str(), ctx.now);
                 written(async {
                     let mut tx = self.write_tx().await?;
@@ -119,10 +119,7 @@ macro_rules! change_store {
                 .await
             }
 
-            async fn subscription_account(
-                &self,
-                subscription: &str,
-            ) -> Result<Option<AccountId>, StoreError> {
+            async fn subscription_account(&self, subscription: &str) -> Result<Option<AccountId>> {
                 let id: Option<String> =
                     sqlx::query_scalar("SELECT account_id FROM subscriptions WHERE id = $1")
                         .bind(subscription)
@@ -137,7 +134,7 @@ macro_rules! change_store {
                 account: &AccountId,
                 actor: &str,
                 now: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
+            ) -> Result<()> {
                 written(async {
                     let mut tx = self.write_tx().await?;
                     let sub = outcome.subscription.as_str();
@@ -161,7 +158,7 @@ macro_rules! change_store {
                 .await
             }
 
-            async fn licences(&self, subscription: &str) -> Result<Vec<Licence>, StoreError> {
+            async fn licences(&self, subscription: &str) -> Result<Vec<Licence>> {
                 let query = sqlx::query(
                     "SELECT id, plan, status, assigned_to FROM licences WHERE subscription_id = $1 ORDER BY id",
                 );
@@ -172,7 +169,7 @@ macro_rules! change_store {
                 &self,
                 outcome: &LicenceOutcome,
                 ctx: &ChangeContext<'_>,
-            ) -> Result<Vec<StoredDocument>, StoreError> {
+            ) -> Result<Vec<StoredDocument>> {
                 let now = ctx.now;
                 written(async {
                     let mut tx = self.write_tx().await?;
@@ -238,7 +235,7 @@ macro_rules! change_store {
                 .await
             }
 
-            async fn licence_counts(&self, subscription: &str) -> Result<(u32, u32), StoreError> {
+            async fn licence_counts(&self, subscription: &str) -> Result<(u32, u32)> {
                 let (assigned, available): (i64, i64) = sqlx::query_as(
                     "SELECT COUNT(*) FILTER (WHERE status = 'assigned'), \
                      COUNT(*) FILTER (WHERE status = 'available') \
@@ -255,7 +252,7 @@ macro_rules! change_store {
                 doc: &DraftDocument,
                 effect: Requested,
                 ctx: &RequestContext<'_>,
-            ) -> Result<StoredDocument, StoreError> {
+            ) -> Result<StoredDocument> {
                 let now = ctx.now;
                 written(async {
                     let mut tx = self.write_tx().await?;
@@ -296,7 +293,7 @@ macro_rules! change_store {
                 key: &str,
                 actor: &str,
                 now: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
+            ) -> Result<()> {
                 let details = serde_json::json!({
                     "description": description, "amount": amount.to_string(), "on": "next invoice",
                 });
@@ -322,7 +319,7 @@ macro_rules! change_store {
                 .await
             }
 
-            async fn changes(&self) -> Result<Vec<ChangeRecord>, StoreError> {
+            async fn changes(&self) -> Result<Vec<ChangeRecord>> {
                 let query = sqlx::query(
                     "SELECT subscription_id, kind, target, requested_at, effective_at, status \
                      FROM scheduled_changes ORDER BY id",

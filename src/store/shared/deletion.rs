@@ -6,10 +6,7 @@ macro_rules! deletion_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl DeletionStore for $store {
-            async fn deletable_accounts(
-                &self,
-                as_of: NaiveDate,
-            ) -> Result<Vec<AccountId>, StoreError> {
+            async fn deletable_accounts(&self, as_of: NaiveDate) -> Result<Vec<AccountId>> {
                 let ids: Vec<String> = sqlx::query_scalar(
                     "SELECT id FROM accounts a WHERE status = 'canceled' AND delete_after <= $1 \
                      AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.account_id = a.id AND s.status = 'active') \
@@ -21,14 +18,8 @@ macro_rules! deletion_store {
                 ids.iter().map(|s| account_id(s)).collect()
             }
 
-            async fn delete_account(
-                &self,
-                account: &AccountId,
-                as_of: NaiveDate,
-                modules: &ModuleMap,
-                actor: &str,
-                now: DateTime<Utc>,
-            ) -> Result<Deletion, StoreError> {
+            async fn delete_account(&self, request: &DeletionRequest<'_>) -> Result<Deletion> {
+                let DeletionRequest { account, as_of, modules, actor, now } = *request;
                 written(async {
                     let mut tx = self.write_tx().await?;
                     let id = account.as_str();
@@ -86,7 +77,7 @@ macro_rules! deletion_store {
                 .await
             }
 
-            async fn deleted_accounts(&self) -> Result<Vec<String>, StoreError> {
+            async fn deleted_accounts(&self) -> Result<Vec<String>> {
                 Ok(sqlx::query_scalar(
                     "SELECT id FROM accounts WHERE status = 'deleted' ORDER BY deleted_at, id",
                 )

@@ -28,13 +28,8 @@ macro_rules! finance_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl FinanceStore for $store {
-            async fn create_finance_batch(
-                &self,
-                run: RunId,
-                as_of: NaiveDate,
-                recipient: &str,
-                now: DateTime<Utc>,
-            ) -> Result<Option<i64>, StoreError> {
+            async fn create_finance_batch(&self, request: &BatchRequest<'_>) -> Result<Option<i64>> {
+                let BatchRequest { run, as_of, recipient, now } = *request;
                 use crate::store::shared::finance::{UNREPORTED_DOCUMENTS, UNREPORTED_EXTRAS};
                 written(async {
                     let mut tx = self.write_tx().await?;
@@ -131,7 +126,7 @@ macro_rules! finance_store {
                 .await
             }
 
-            async fn batch_extras(&self, batch: i64) -> Result<BatchExtras, StoreError> {
+            async fn batch_extras(&self, batch: i64) -> Result<BatchExtras> {
                 let query = sqlx::query(concat!(
                     crate::store::shared::finance::refunds_select!(),
                     "l.finance_batch_id = $1 ORDER BY l.id"

@@ -4,6 +4,7 @@
 
 use crate::core::domain::Item;
 use crate::input::ImportBatch;
+use crate::store::Result;
 use crate::store::StoreError;
 use std::collections::BTreeSet;
 
@@ -40,7 +41,7 @@ pub(crate) fn refuse_existing<'a>(
     what: &str,
     ids: impl IntoIterator<Item = &'a str>,
     inserted: Vec<String>,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     let inserted: BTreeSet<String> = inserted.into_iter().collect();
     match ids.into_iter().find(|id| !inserted.contains(*id)) {
         Some(id) => Err(StoreError::Rejected(format!(

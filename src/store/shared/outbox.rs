@@ -14,7 +14,7 @@ macro_rules! outbox_store {
                 &self,
                 now: DateTime<Utc>,
                 limit: u32,
-            ) -> Result<Vec<OutboxEntry>, StoreError> {
+            ) -> Result<Vec<OutboxEntry>> {
                 let query = sqlx::query(
                     "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status \
                      FROM outbox WHERE status = 'pending' AND hold IS NULL AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
@@ -23,10 +23,7 @@ macro_rules! outbox_store {
                 all(&self.pool, query, rows::outbox_from_row).await
             }
 
-            async fn claim_outbox(
-                &self,
-                c: &OutboxClaim<'_>,
-            ) -> Result<Vec<OutboxEntry>, StoreError> {
+            async fn claim_outbox(&self, c: &OutboxClaim<'_>) -> Result<Vec<OutboxEntry>> {
                 // The usual queue pattern: an expired claim (a crashed sender) is claimable
                 // again. `due_before` may reach past now (`send --retry-now`) for messages that
                 // failed before, never for those still in their review window (no attempt
@@ -65,7 +62,7 @@ macro_rules! outbox_store {
                 worker: &str,
                 ids: &[i64],
                 lease_until: DateTime<Utc>,
-            ) -> Result<Vec<i64>, StoreError> {
+            ) -> Result<Vec<i64>> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -83,7 +80,7 @@ macro_rules! outbox_store {
                 Ok(held)
             }
 
-            async fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+            async fn outbox(&self) -> Result<Vec<OutboxEntry>> {
                 let query = sqlx::query(
                     "SELECT id, message_key, kind, document_id, finance_batch_id, recipient, subject, attempts, status \
                      FROM outbox ORDER BY id",
@@ -91,7 +88,7 @@ macro_rules! outbox_store {
                 all(&self.pool, query, rows::outbox_from_row).await
             }
 
-            async fn mark_sent(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
+            async fn mark_sent(&self, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
                 if ids.is_empty() {
                     return Ok(());
                 }
@@ -107,10 +104,7 @@ macro_rules! outbox_store {
                 Ok(())
             }
 
-            async fn outbox_waiting(
-                &self,
-                now: DateTime<Utc>,
-            ) -> Result<OutboxWaiting, StoreError> {
+            async fn outbox_waiting(&self, now: DateTime<Utc>) -> Result<OutboxWaiting> {
                 let r = sqlx::query(
                     "SELECT \
                        COUNT(*) FILTER (WHERE hold IS NULL AND attempts > 0 AND next_attempt_at > $1 \
@@ -138,7 +132,7 @@ macro_rules! outbox_store {
                 })
             }
 
-            async fn outbox_depth(&self) -> Result<u64, StoreError> {
+            async fn outbox_depth(&self) -> Result<u64> {
                 // Counted in the database rather than by loading every pending message.
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
                     .fetch_one(&self.pool)
@@ -151,7 +145,7 @@ macro_rules! outbox_store {
                 id: i64,
                 error: &str,
                 next_attempt: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
+            ) -> Result<()> {
                 sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
                      claimed_by = NULL, claimed_until = NULL WHERE id = $3",

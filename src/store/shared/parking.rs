@@ -32,7 +32,7 @@ macro_rules! parking_store {
             async fn previous_invoice_totals(
                 &self,
                 subscriptions: &[&str],
-            ) -> Result<BTreeMap<SubscriptionId, PreviousInvoice>, StoreError> {
+            ) -> Result<BTreeMap<SubscriptionId, PreviousInvoice>> {
                 if subscriptions.is_empty() {
                     return Ok(BTreeMap::new());
                 }
@@ -46,7 +46,7 @@ macro_rules! parking_store {
             async fn park_status(
                 &self,
                 accounts: &[AccountId],
-            ) -> Result<BTreeMap<AccountId, ParkedAccount>, StoreError> {
+            ) -> Result<BTreeMap<AccountId, ParkedAccount>> {
                 if accounts.is_empty() {
                     return Ok(BTreeMap::new());
                 }
@@ -65,7 +65,7 @@ macro_rules! parking_store {
                 run: RunId,
                 parked: &[(AccountId, String)],
                 now: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
+            ) -> Result<()> {
                 if parked.is_empty() {
                     return Ok(());
                 }
@@ -76,14 +76,14 @@ macro_rules! parking_store {
                 &self,
                 accounts: &[AccountId],
                 now: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
+            ) -> Result<()> {
                 if accounts.is_empty() {
                     return Ok(());
                 }
                 self.use_releases(accounts, now).await
             }
 
-            async fn parked(&self) -> Result<Vec<ParkedAccount>, StoreError> {
+            async fn parked(&self) -> Result<Vec<ParkedAccount>> {
                 let query = sqlx::query(
                     "SELECT account_id, reason, status, parked_at, run_id, released_at FROM parked_accounts \
                      ORDER BY account_id",
@@ -96,7 +96,7 @@ macro_rules! parking_store {
                 account: &str,
                 actor: &str,
                 now: DateTime<Utc>,
-            ) -> Result<ParkedAccount, StoreError> {
+            ) -> Result<ParkedAccount> {
                 let mut tx = self.write_tx().await?;
                 let row = sqlx::query(
                     "UPDATE parked_accounts SET status = 'released', released_at = $1 \
@@ -132,7 +132,7 @@ macro_rules! parking_store {
                 Ok(parked)
             }
 
-            async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>, StoreError> {
+            async fn batch_parked(&self, batch: i64) -> Result<Vec<(String, String)>> {
                 let query = sqlx::query(
                     "SELECT account_id, reason FROM parked_events WHERE finance_batch_id = $1 \
                      ORDER BY account_id, id",

@@ -17,8 +17,8 @@ macro_rules! read_helpers {
         pub(crate) async fn all<T>(
             pool: &sqlx::Pool<Db>,
             query: sqlx::query::Query<'_, Db, <Db as sqlx::Database>::Arguments>,
-            read: impl Fn(&<Db as sqlx::Database>::Row) -> Result<T, StoreError>,
-        ) -> Result<Vec<T>, StoreError> {
+            read: impl Fn(&<Db as sqlx::Database>::Row) -> Result<T>,
+        ) -> Result<Vec<T>> {
             query.fetch_all(pool).await?.iter().map(read).collect()
         }
     };
@@ -50,10 +50,7 @@ macro_rules! query_store {
     ($store:ty) => {
         impl $store {
             /// The documents a filter selects, in id order, each with its lines.
-            async fn fetch_documents(
-                &self,
-                filter: DocFilter<'_>,
-            ) -> Result<Vec<StoredDocument>, StoreError> {
+            async fn fetch_documents(&self, filter: DocFilter<'_>) -> Result<Vec<StoredDocument>> {
                 let where_clause = |q: &mut QueryBuilder<Db>| match filter {
                     DocFilter::All => {}
                     DocFilter::Account(a) => {
@@ -134,7 +131,7 @@ macro_rules! query_store {
 
         #[async_trait::async_trait]
         impl QueryStore for $store {
-            async fn accounts(&self, wanted: &[String]) -> Result<Vec<Account>, StoreError> {
+            async fn accounts(&self, wanted: &[String]) -> Result<Vec<Account>> {
                 if wanted.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -149,18 +146,15 @@ macro_rules! query_store {
                 all(&self.pool, query, |r| rows::account_from_row(r).map(|(a, _)| a)).await
             }
 
-            async fn document(&self, number: &str) -> Result<Option<StoredDocument>, StoreError> {
+            async fn document(&self, number: &str) -> Result<Option<StoredDocument>> {
                 Ok(self.fetch_documents(DocFilter::Number(number)).await?.pop())
             }
 
-            async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>, StoreError> {
+            async fn document_by_id(&self, id: i64) -> Result<Option<StoredDocument>> {
                 Ok(self.fetch_documents(DocFilter::Id(id)).await?.pop())
             }
 
-            async fn documents_by_ids(
-                &self,
-                ids: &[i64],
-            ) -> Result<Vec<StoredDocument>, StoreError> {
+            async fn documents_by_ids(&self, ids: &[i64]) -> Result<Vec<StoredDocument>> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -170,7 +164,7 @@ macro_rules! query_store {
             async fn available_licences(
                 &self,
                 subscriptions: &[&str],
-            ) -> Result<BTreeMap<String, u32>, StoreError> {
+            ) -> Result<BTreeMap<String, u32>> {
                 if subscriptions.is_empty() {
                     return Ok(BTreeMap::new());
                 }
@@ -189,10 +183,7 @@ macro_rules! query_store {
                 .collect())
             }
 
-            async fn documents(
-                &self,
-                account: Option<&str>,
-            ) -> Result<Vec<StoredDocument>, StoreError> {
+            async fn documents(&self, account: Option<&str>) -> Result<Vec<StoredDocument>> {
                 self.fetch_documents(account.map_or(DocFilter::All, DocFilter::Account))
                     .await
             }
@@ -202,11 +193,11 @@ macro_rules! query_store {
                 batch: i64,
                 after: i64,
                 limit: u32,
-            ) -> Result<Vec<StoredDocument>, StoreError> {
+            ) -> Result<Vec<StoredDocument>> {
                 self.fetch_documents(DocFilter::Batch(batch, after, limit)).await
             }
 
-            async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
+            async fn audit_log(&self, account: Option<&str>) -> Result<Vec<AuditEntry>> {
                 let query = sqlx::query(
                     "SELECT at, actor, action, account_id, subscription_id, details FROM audit_log \
                      WHERE CAST($1 AS TEXT) IS NULL OR account_id = $1 ORDER BY id",
@@ -214,10 +205,7 @@ macro_rules! query_store {
                 all(&self.pool, query.bind(account), rows::audit_from_row).await
             }
 
-            async fn credit_notes_against(
-                &self,
-                number: &str,
-            ) -> Result<Vec<StoredDocument>, StoreError> {
+            async fn credit_notes_against(&self, number: &str) -> Result<Vec<StoredDocument>> {
                 self.fetch_documents(DocFilter::Corrects(number)).await
             }
 
@@ -226,12 +214,12 @@ macro_rules! query_store {
                 days: std::ops::Range<NaiveDate>,
                 after: i64,
                 limit: u32,
-            ) -> Result<Vec<StoredDocument>, StoreError> {
+            ) -> Result<Vec<StoredDocument>> {
                 self.fetch_documents(DocFilter::Issued(days.start, days.end, after, limit))
                     .await
             }
 
-            async fn count_issued(&self, days: std::ops::Range<NaiveDate>) -> Result<u64, StoreError> {
+            async fn count_issued(&self, days: std::ops::Range<NaiveDate>) -> Result<u64> {
                 let n: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM documents WHERE issued_at >= $1 AND issued_at < $2",
                 )
@@ -245,7 +233,7 @@ macro_rules! query_store {
             async fn refunds_recorded(
                 &self,
                 days: std::ops::Range<NaiveDate>,
-            ) -> Result<Vec<RefundOwed>, StoreError> {
+            ) -> Result<Vec<RefundOwed>> {
                 let query = sqlx::query(concat!(
                     crate::store::shared::finance::refunds_select!(),
                     "l.at >= $1 AND l.at < $2 ORDER BY l.id"
@@ -258,11 +246,11 @@ macro_rules! query_store {
                 &self,
                 after: i64,
                 limit: u32,
-            ) -> Result<Vec<StoredDocument>, StoreError> {
+            ) -> Result<Vec<StoredDocument>> {
                 self.fetch_documents(DocFilter::Page(after, limit)).await
             }
 
-            async fn balance(&self, account: &str) -> Result<Option<BalanceReport>, StoreError> {
+            async fn balance(&self, account: &str) -> Result<Option<BalanceReport>> {
                 let Some(row) = sqlx::query(concat!(
                     "SELECT ",
                     crate::store::shared::queries::account_cols!(),
@@ -287,7 +275,7 @@ macro_rules! query_store {
                 }))
             }
 
-            async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>, StoreError> {
+            async fn balances(&self) -> Result<Vec<(AccountId, Decimal)>> {
                 let query = sqlx::query("SELECT id, balance FROM accounts ORDER BY id");
                 all(&self.pool, query, |r| {
                     Ok((account_id(&r.text("id")?)?, r.money("balance")?))
@@ -295,7 +283,7 @@ macro_rules! query_store {
                 .await
             }
 
-            async fn outbox_holds(&self, now: DateTime<Utc>) -> Result<OutboxHolds, StoreError> {
+            async fn outbox_holds(&self, now: DateTime<Utc>) -> Result<OutboxHolds> {
                 // The review window as `outbox_waiting` counts it: never attempted, first
                 // attempt still ahead.
                 let r = sqlx::query(
@@ -316,10 +304,7 @@ macro_rules! query_store {
                 })
             }
 
-            async fn parks_per_run(
-                &self,
-                first: RunId,
-            ) -> Result<BTreeMap<RunId, u64>, StoreError> {
+            async fn parks_per_run(&self, first: RunId) -> Result<BTreeMap<RunId, u64>> {
                 let query = sqlx::query(
                     "SELECT run_id, COUNT(*) AS parked FROM parked_events WHERE run_id >= $1 GROUP BY run_id",
                 );

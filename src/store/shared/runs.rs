@@ -16,7 +16,7 @@ macro_rules! run_store {
                 action: &str,
                 sql: &'static str,
                 binds_now: bool,
-            ) -> Result<u64, StoreError> {
+            ) -> Result<u64> {
                 written(async {
                     let mut tx = self.write_tx().await?;
                     let known: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1")
@@ -53,7 +53,7 @@ macro_rules! run_store {
                 run: RunId,
                 actor: &str,
                 now: DateTime<Utc>,
-            ) -> Result<u64, StoreError> {
+            ) -> Result<u64> {
                 self.mark_run_mail(run, actor, now, "hold",
                     "UPDATE outbox SET hold = 'operator' WHERE status = 'pending' AND hold IS NULL \
                      AND kind = 'document' AND document_id IN (SELECT id FROM documents WHERE run_id = $1)",
@@ -65,7 +65,7 @@ macro_rules! run_store {
                 run: RunId,
                 actor: &str,
                 now: DateTime<Utc>,
-            ) -> Result<u64, StoreError> {
+            ) -> Result<u64> {
                 self.mark_run_mail(run, actor, now, "release",
                     "UPDATE outbox SET hold = NULL, next_attempt_at = $2 WHERE status = 'pending' \
                      AND kind = 'document' AND document_id IN (SELECT id FROM documents WHERE run_id = $1) \
@@ -73,7 +73,7 @@ macro_rules! run_store {
                     true).await
             }
 
-            async fn runs(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError> {
+            async fn runs(&self, now: DateTime<Utc>) -> Result<Vec<RunRecord>> {
                 let query = sqlx::query(
                     "SELECT r.id, r.as_of, r.started_at, r.finished_at, r.status, r.documents, r.error, \
                      (SELECT b.id FROM finance_batches b WHERE b.run_id = r.id) AS batch, \
@@ -127,7 +127,7 @@ macro_rules! run_store {
             async fn running_runs(
                 &self,
                 except: Option<RunId>,
-            ) -> Result<Vec<(RunId, Option<String>, bool)>, StoreError> {
+            ) -> Result<Vec<(RunId, Option<String>, bool)>> {
                 let rows: Vec<(RunId, Option<String>)> = sqlx::query_as(
                     "SELECT id, worker FROM runs WHERE status = 'running' AND id <> $1 ORDER BY id",
                 )
@@ -150,7 +150,7 @@ macro_rules! run_store {
                 run: RunId,
                 by: RunId,
                 now: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
+            ) -> Result<()> {
                 sqlx::query(
                     "UPDATE runs SET status = 'failed', finished_at = $1, abandoned_by = $3, \
                      error = 'abandoned: its worker died; a later run finished its work' \
@@ -164,10 +164,7 @@ macro_rules! run_store {
                 Ok(())
             }
 
-            async fn claim_holders(
-                &self,
-                now: DateTime<Utc>,
-            ) -> Result<Vec<ClaimHolder>, StoreError> {
+            async fn claim_holders(&self, now: DateTime<Utc>) -> Result<Vec<ClaimHolder>> {
                 let rows: Vec<(String, i64, i64)> = sqlx::query_as(
                     "SELECT worker, CAST(SUM(accounts) AS BIGINT), CAST(SUM(messages) AS BIGINT) FROM ( \
                        SELECT worker, COUNT(*) AS accounts, 0 AS messages FROM close_claims \
@@ -210,7 +207,7 @@ macro_rules! run_store {
                 Ok(out)
             }
 
-            async fn take_over(&self, worker: &str) -> Result<(u64, u64), StoreError> {
+            async fn take_over(&self, worker: &str) -> Result<(u64, u64)> {
                 let mut tx = self.write_tx().await?;
                 let accounts = sqlx::query("DELETE FROM close_claims WHERE worker = $1")
                     .bind(worker)
@@ -229,10 +226,7 @@ macro_rules! run_store {
                 Ok((accounts, messages))
             }
 
-            async fn sessions_gone(
-                &self,
-                workers: &[String],
-            ) -> Result<BTreeSet<String>, StoreError> {
+            async fn sessions_gone(&self, workers: &[String]) -> Result<BTreeSet<String>> {
                 if workers.is_empty() {
                     return Ok(BTreeSet::new());
                 }
@@ -244,7 +238,7 @@ macro_rules! run_store {
                 as_of: NaiveDate,
                 now: DateTime<Utc>,
                 worker: &str,
-            ) -> Result<RunId, StoreError> {
+            ) -> Result<RunId> {
                 Ok(sqlx::query_scalar(
                     "INSERT INTO runs (as_of, started_at, worker) VALUES ($1, $2, $3) RETURNING id",
                 )
@@ -255,7 +249,7 @@ macro_rules! run_store {
                 .await?)
             }
 
-            async fn finish_run(&self, run: RunId, end: &RunEnd<'_>) -> Result<(), StoreError> {
+            async fn finish_run(&self, run: RunId, end: &RunEnd<'_>) -> Result<()> {
                 let RunEnd {
                     at: now,
                     documents,
@@ -278,10 +272,7 @@ macro_rules! run_store {
                 Ok(())
             }
 
-            async fn claim_accounts(
-                &self,
-                claim: &AccountClaim<'_>,
-            ) -> Result<Vec<AccountId>, StoreError> {
+            async fn claim_accounts(&self, claim: &AccountClaim<'_>) -> Result<Vec<AccountId>> {
                 let mut ids: Vec<AccountId> = self
                     .claim(claim)
                     .await?
@@ -292,7 +283,7 @@ macro_rules! run_store {
                 Ok(ids)
             }
 
-            async fn release_claims(&self, worker: &str) -> Result<(), StoreError> {
+            async fn release_claims(&self, worker: &str) -> Result<()> {
                 sqlx::query("DELETE FROM close_claims WHERE worker = $1")
                     .bind(worker)
                     .execute(&self.pool)
@@ -300,10 +291,7 @@ macro_rules! run_store {
                 Ok(())
             }
 
-            async fn due_accounts(
-                &self,
-                page: &DuePage<'_>,
-            ) -> Result<Vec<AccountId>, StoreError> {
+            async fn due_accounts(&self, page: &DuePage<'_>) -> Result<Vec<AccountId>> {
                 self.due(page)
                     .await?
                     .iter()
@@ -311,7 +299,7 @@ macro_rules! run_store {
                     .collect()
             }
 
-            async fn count_due(&self, as_of: NaiveDate) -> Result<u64, StoreError> {
+            async fn count_due(&self, as_of: NaiveDate) -> Result<u64> {
                 let n: i64 = sqlx::query_scalar(
                     "SELECT COUNT(DISTINCT account_id) FROM subscriptions \
                      WHERE status = 'active' AND next_bill_date <= $1",

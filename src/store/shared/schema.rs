@@ -8,11 +8,11 @@ macro_rules! schema_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl SchemaStore for $store {
-            async fn migrate(&self) -> Result<(), StoreError> {
+            async fn migrate(&self) -> Result<()> {
                 MIGRATOR.run(&self.pool).await.map_err(migrate_error)
             }
 
-            async fn schema_version(&self) -> Result<SchemaVersion, StoreError> {
+            async fn schema_version(&self) -> Result<SchemaVersion> {
                 let expected = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
                 let tracked: i64 = sqlx::query_scalar(MIGRATIONS_TABLE_EXISTS)
                     .fetch_one(&self.pool)
@@ -27,7 +27,7 @@ macro_rules! schema_store {
                 Ok(SchemaVersion { applied, expected })
             }
 
-            async fn check_module_tables(&self, modules: &ModuleMap) -> Result<(), StoreError> {
+            async fn check_module_tables(&self, modules: &ModuleMap) -> Result<()> {
                 for (module, tables) in modules {
                     for t in tables {
                         let n: i64 = sqlx::query_scalar(COLUMN_EXISTS)

@@ -13,20 +13,17 @@ shared::runs::run_store!(SqliteStore);
 impl SqliteStore {
     /// SQLite has no sessions to watch: a dead worker is told by its process (see
     /// `crate::worker`), never by the database.
-    pub(super) async fn gone_sessions(
-        &self,
-        _workers: &[String],
-    ) -> Result<BTreeSet<String>, StoreError> {
+    pub(super) async fn gone_sessions(&self, _workers: &[String]) -> Result<BTreeSet<String>> {
         Ok(BTreeSet::new())
     }
 
     /// Nothing to register (see `gone_sessions`).
-    pub(super) async fn register_worker(&self, _worker: &str) -> Result<(), StoreError> {
+    pub(super) async fn register_worker(&self, _worker: &str) -> Result<()> {
         Ok(())
     }
 
     /// The accounts claimed, in no particular order.
-    async fn claim(&self, c: &AccountClaim<'_>) -> Result<Vec<String>, StoreError> {
+    async fn claim(&self, c: &AccountClaim<'_>) -> Result<Vec<String>> {
         self.register_worker(c.worker).await?;
         let mut tx = self.write_tx().await?;
         // Walk the active subscriptions in account order from `after` (see the index's
@@ -65,7 +62,7 @@ impl SqliteStore {
     }
 
     /// Up to `limit` due accounts after `after`, in id order.
-    async fn due(&self, page: &DuePage<'_>) -> Result<Vec<String>, StoreError> {
+    async fn due(&self, page: &DuePage<'_>) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT account_id FROM subscriptions INDEXED BY subscriptions_active_by_account \
              WHERE status = 'active' AND next_bill_date <= $1 AND account_id > $2 ORDER BY account_id LIMIT $3",

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 #[async_trait]
 impl CloseStore for SqliteStore {
-    async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {
+    async fn load_accounts(&self, ids: &[AccountId]) -> Result<Vec<AccountState>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -88,7 +88,7 @@ impl CloseStore for SqliteStore {
         &self,
         ctx: &ChunkContext<'_>,
         closes: &[AccountClose],
-    ) -> Result<Vec<StoredDocument>, StoreError> {
+    ) -> Result<Vec<StoredDocument>> {
         let issued = written(async {
             let mut tx = self.write_tx().await?;
             let updates: Vec<_> = closes.iter().flat_map(|c| &c.updates).collect();

@@ -3,7 +3,7 @@
 //! microseconds, exact decimals), JSON columns TEXT, and a list of ids one JSON array taken
 //! apart by `json_each`.
 
-use crate::store::StoreError;
+use crate::store::Result;
 use crate::store::rows::{Cols, plain_cols, text};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
@@ -66,28 +66,28 @@ pub(crate) use skip_locked;
 
 impl Cols for SqliteRow {
     plain_cols!();
-    fn day(&self, col: &str) -> Result<NaiveDate, StoreError> {
+    fn day(&self, col: &str) -> Result<NaiveDate> {
         text::date(&self.text(col)?)
     }
-    fn opt_day(&self, col: &str) -> Result<Option<NaiveDate>, StoreError> {
+    fn opt_day(&self, col: &str) -> Result<Option<NaiveDate>> {
         self.opt_text(col)?.as_deref().map(text::date).transpose()
     }
-    fn ts(&self, col: &str) -> Result<DateTime<Utc>, StoreError> {
+    fn ts(&self, col: &str) -> Result<DateTime<Utc>> {
         text::timestamp(&self.text(col)?)
     }
-    fn opt_ts(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    fn opt_ts(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
         self.opt_text(col)?
             .as_deref()
             .map(text::timestamp)
             .transpose()
     }
-    fn money(&self, col: &str) -> Result<Decimal, StoreError> {
+    fn money(&self, col: &str) -> Result<Decimal> {
         text::amount(&self.text(col)?)
     }
-    fn json_text(&self, col: &str) -> Result<String, StoreError> {
+    fn json_text(&self, col: &str) -> Result<String> {
         self.text(col)
     }
-    fn opt_json_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+    fn opt_json_text(&self, col: &str) -> Result<Option<String>> {
         self.opt_text(col)
     }
 }

@@ -18,7 +18,7 @@ fn rows_per_statement(cols: usize) -> usize {
 
 #[async_trait]
 impl ImportStore for SqliteStore {
-    async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn import(&self, batch: &ImportBatch, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let created = ts(now);
         let today = day(now.date_naive());

@@ -3,7 +3,7 @@
 //! ([`json_rows`]).
 
 use super::cols::Conn;
-use crate::store::StoreError;
+use crate::store::Result;
 use crate::store::rows::corrupt;
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
@@ -208,7 +208,7 @@ impl<T: JsonCell> JsonCell for Option<T> {
 pub(crate) fn json_rows<'a, T: serde::Deserialize<'a>>(
     what: &str,
     json: &'a str,
-) -> Result<Vec<T>, StoreError> {
+) -> Result<Vec<T>> {
     serde_json::from_str(json).map_err(|e| corrupt(what)(e.to_string()))
 }
 

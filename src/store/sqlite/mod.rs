@@ -83,7 +83,7 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// does not exist: it holds names, addresses and amounts. SQLite gives its `-wal` and `-shm`
 /// files the database file's mode. The folder must exist: a typo in the path should be an
 /// error, not a new tree of folders.
-fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
+fn create_private_file(path: &std::path::Path) -> Result<()> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
         && !dir.is_dir()
@@ -120,12 +120,12 @@ fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
 impl SqliteStore {
     /// `sqlite::memory:` opens a private in-memory database (one connection, kept open);
     /// `sqlite://PATH` or `sqlite:PATH` a file, created if missing.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str) -> Result<Self> {
         Self::open_with(url, Access::ReadWrite).await
     }
 
     /// As `open`; `Access::ReadOnly` opens an existing file read-only and creates nothing.
-    pub async fn open_with(url: &str, access: Access) -> Result<Self, StoreError> {
+    pub async fn open_with(url: &str, access: Access) -> Result<Self> {
         let read_only = access == Access::ReadOnly;
         let connect = |e: sqlx::Error| StoreError::Connect(e.to_string());
         let memory = url == "sqlite::memory:" || url == "sqlite://:memory:";

@@ -9,7 +9,7 @@ shared::parking::parking_store!(SqliteStore);
 impl SqliteStore {
     /// Each subscription's latest period invoice: `subscription_id, total, period_start,
     /// period_end`.
-    async fn previous_invoices(&self, subscriptions: &[&str]) -> Result<Vec<DbRow>, StoreError> {
+    async fn previous_invoices(&self, subscriptions: &[&str]) -> Result<Vec<DbRow>> {
         // One bound parameter whatever the chunk size (json_each), and the partial index
         // documents_subscription_invoices makes each MAX(id) an index lookup.
         Ok(sqlx::query(concat!(
@@ -25,7 +25,7 @@ impl SqliteStore {
     }
 
     /// Park these accounts for `run`: rows upserted, events and audit rows written.
-    async fn park(&self, run: RunId, parked: &Parks, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn park(&self, run: RunId, parked: &Parks, now: DateTime<Utc>) -> Result<()> {
         let now = ts(now);
         let mut tx = self.write_tx().await?;
         let mut q = QueryBuilder::<Db>::new(
@@ -71,11 +71,7 @@ impl SqliteStore {
     }
 
     /// Delete the released rows of these accounts, auditing each one deleted.
-    async fn use_releases(
-        &self,
-        accounts: &[AccountId],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn use_releases(&self, accounts: &[AccountId], now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let gone: Vec<String> = sqlx::query_scalar(concat!(
             "DELETE FROM parked_accounts WHERE status = 'released' AND account_id ",
