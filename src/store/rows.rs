@@ -75,6 +75,11 @@ pub(crate) fn account_id(s: &str) -> Result<AccountId> {
     AccountId::new(s).map_err(corrupt("account id"))
 }
 
+/// Stored account ids, checked.
+pub(crate) fn account_ids(ids: &[String]) -> Result<Vec<AccountId>> {
+    ids.iter().map(|s| account_id(s)).collect()
+}
+
 fn subscription_id(s: &str) -> Result<SubscriptionId> {
     SubscriptionId::new(s).map_err(corrupt("subscription id"))
 }

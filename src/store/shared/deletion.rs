@@ -15,7 +15,7 @@ macro_rules! deletion_store {
                 .bind(day(as_of))
                 .fetch_all(&self.pool)
                 .await?;
-                ids.iter().map(|s| account_id(s)).collect()
+                rows::account_ids(&ids)
             }
 
             async fn delete_account(&self, request: &DeletionRequest<'_>) -> Result<Deletion> {

@@ -273,12 +273,7 @@ macro_rules! run_store {
             }
 
             async fn claim_accounts(&self, claim: &AccountClaim<'_>) -> Result<Vec<AccountId>> {
-                let mut ids: Vec<AccountId> = self
-                    .claim(claim)
-                    .await?
-                    .iter()
-                    .map(|s| account_id(s))
-                    .collect::<Result<_, _>>()?;
+                let mut ids = rows::account_ids(&self.claim(claim).await?)?;
                 ids.sort();
                 Ok(ids)
             }
@@ -292,11 +287,7 @@ macro_rules! run_store {
             }
 
             async fn due_accounts(&self, page: &DuePage<'_>) -> Result<Vec<AccountId>> {
-                self.due(page)
-                    .await?
-                    .iter()
-                    .map(|s| account_id(s))
-                    .collect()
+                rows::account_ids(&self.due(page).await?)
             }
 
             async fn count_due(&self, as_of: NaiveDate) -> Result<u64> {
