@@ -30,6 +30,10 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// A run that issues at least this many documents refreshes the store's statistics before
+/// delivery ([`CloseStore::refresh_statistics`]); autovacuum keeps up with smaller ones.
+const REFRESH_STATISTICS_AFTER: u64 = 1_000;
+
 #[derive(Debug, Clone, Default)]
 pub struct CloseOptions {
     /// Keep every document in the report (for `--json` and the simulator); off for big runs.
@@ -270,6 +274,14 @@ async fn run(
         }
     }
     let would_delete = result?;
+    let issued = report.invoices + report.credit_notes;
+    if run.is_some() && issued >= REFRESH_STATISTICS_AFTER {
+        // Not a reason to fail a close whose documents are written: delivery only runs
+        // slower on old statistics.
+        if let Err(e) = store.refresh_statistics().await {
+            tracing::warn!(error = %e, "could not refresh the planner's statistics");
+        }
+    }
 
     // Then delete the data of canceled accounts whose retention has passed.
     let mut due = store.deletable_accounts(as_of).await?;

@@ -439,6 +439,11 @@ pub trait CloseStore: Send + Sync {
         ctx: &ChunkContext<'_>,
         closes: &[AccountClose],
     ) -> Result<Vec<StoredDocument>>;
+
+    /// Bring the query planner's statistics of the documents and the outbox up to date after
+    /// a close wrote many of them, so the delivery that follows is planned on the tables as
+    /// they now are. Does nothing where the statements name their own plans (SQLite).
+    async fn refresh_statistics(&self) -> Result<()>;
 }
 
 /// Plan changes, cancellations and licences.

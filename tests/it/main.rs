@@ -30,6 +30,7 @@ mod scenarios;
 mod security;
 mod smtp;
 mod smtp_pipeline;
+mod statistics;
 mod status;
 mod takeover;
 mod workers;

@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// The table a claim walks in id order: by its primary key, which the planner picks for an ordered walk with a LIMIT.
+/// The table a claim walks in id order: by its primary key, the only plan left once the claim's
+/// transaction rules out bitmap scans and sorts (`ordered_walk_tx`).
 macro_rules! outbox_walk {
     () => {
         "outbox"

@@ -29,7 +29,10 @@ macro_rules! outbox_store {
                 // failed before, never for those still in their review window (no attempt
                 // yet) or held.
                 self.register_worker(c.worker).await?;
-                let mut tx = self.write_tx().await?;
+                // An ordered walk of the primary key from `after`, whatever the statistics
+                // say: planned on a count taken before the close filled the outbox, a claim
+                // read every pending message into a bitmap and sorted it, per batch.
+                let mut tx = self.ordered_walk_tx().await?;
                 let rows = sqlx::query(concat!(
                     "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
                        SELECT id FROM ",

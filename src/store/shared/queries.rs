@@ -112,7 +112,23 @@ macro_rules! query_store {
                 let mut lq = QueryBuilder::<Db>::new(
                     "SELECT document_id, kind, description, amount, detail FROM document_lines WHERE document_id",
                 );
-                if !(page && page_lines(&mut lq, &rows)?) {
+                // Lines by the documents' own ids where those are known: a join through
+                // `documents`, planned on statistics that undercount a table just written
+                // (a close's documents, before autovacuum comes by), became a scan of every
+                // line per delivery batch.
+                let direct = match filter {
+                    DocFilter::Ids(ids) => {
+                        lq.push(" ");
+                        id_in(&mut lq, ids);
+                        true
+                    }
+                    DocFilter::Id(id) => {
+                        lq.push(" = ").push_bind(id);
+                        true
+                    }
+                    _ => page && page_lines(&mut lq, &rows)?,
+                };
+                if !direct {
                     lq.push(" IN (SELECT id FROM documents");
                     where_clause(&mut lq);
                     lq.push(")");

@@ -222,6 +222,12 @@ impl SqliteStore {
     async fn write_tx(&self) -> Result<Transaction<'static, Db>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
+
+    /// A write transaction for a walk in index order: SQLite's statements say how they walk
+    /// (`INDEXED BY`, `NOT INDEXED`), so nothing more is needed.
+    async fn ordered_walk_tx(&self) -> Result<Transaction<'static, Db>, sqlx::Error> {
+        self.write_tx().await
+    }
 }
 
 impl Store for SqliteStore {}
