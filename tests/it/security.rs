@@ -408,16 +408,15 @@ async fn deletion_guard(backend: Backend) {
     // Canceled, past its date, nothing active: deleted, its documents kept.
     let docs = count(db, "SELECT COUNT(*) FROM documents WHERE account_id = 'a1'").await;
     assert!(docs > 0);
-    let deletion = store
-        .delete_account(&DeletionRequest {
-            account: &AccountId::new("a1").unwrap(),
-            as_of: due,
-            modules: &modules,
-            actor: "test",
-            now: chrono::Utc::now(),
-        })
-        .await
-        .unwrap();
+    let a1 = AccountId::new("a1").unwrap();
+    let request = DeletionRequest {
+        account: &a1,
+        as_of: due,
+        modules: &modules,
+        actor: "test",
+        now: chrono::Utc::now(),
+    };
+    let deletion = store.delete_account(&request).await.unwrap();
     assert_eq!(deletion.account, "a1");
     assert_eq!(
         count(db, "SELECT COUNT(*) FROM accounts WHERE id = 'a1' AND status = 'deleted' AND name = '' AND email = ''").await,
@@ -441,15 +440,7 @@ async fn deletion_guard(backend: Backend) {
         docs
     );
     // And not twice.
-    let again = store
-        .delete_account(&DeletionRequest {
-            account: &AccountId::new("a1").unwrap(),
-            as_of: due,
-            modules: &modules,
-            actor: "test",
-            now: chrono::Utc::now(),
-        })
-        .await;
+    let again = store.delete_account(&request).await;
     assert!(matches!(again, Err(StoreError::Rejected(_))), "{again:?}");
 }
 
