@@ -244,6 +244,7 @@ async fn run(
             tracing::error!(error = %e, "could not release this worker's claims; they expire with their lease");
         }
     }
+    let issued = report.invoices + report.credit_notes;
     if let Some(run) = run {
         let error = result.as_ref().err().map(|e| e.to_string());
         // A connection cut at this moment would leave the run `running` for ever: try a few
@@ -255,7 +256,7 @@ async fn run(
                     run,
                     &RunEnd {
                         at: clock.now(),
-                        documents: report.invoices + report.credit_notes,
+                        documents: issued,
                         error: error.as_deref(),
                     },
                 )
@@ -274,7 +275,6 @@ async fn run(
         }
     }
     let would_delete = result?;
-    let issued = report.invoices + report.credit_notes;
     if run.is_some() && issued >= REFRESH_STATISTICS_AFTER {
         // Not a reason to fail a close whose documents are written: delivery only runs
         // slower on old statistics.

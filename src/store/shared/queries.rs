@@ -112,23 +112,12 @@ macro_rules! query_store {
                 let mut lq = QueryBuilder::<Db>::new(
                     "SELECT document_id, kind, description, amount, detail FROM document_lines WHERE document_id",
                 );
-                // Lines by the documents' own ids where those are known: a join through
-                // `documents`, planned on statistics that undercount a table just written
-                // (a close's documents, before autovacuum comes by), became a scan of every
-                // line per delivery batch.
-                let direct = match filter {
-                    DocFilter::Ids(ids) => {
-                        lq.push(" ");
-                        id_in(&mut lq, ids);
-                        true
-                    }
-                    DocFilter::Id(id) => {
-                        lq.push(" = ").push_bind(id);
-                        true
-                    }
-                    _ => page && page_lines(&mut lq, &rows)?,
-                };
-                if !direct {
+                // Lines by the ids of the documents just read wherever those are few (a page,
+                // or documents asked for by id) and the backend binds them (`page_lines`): a
+                // join through `documents`, planned on statistics that undercount a table just
+                // written, became a scan of every line per delivery batch.
+                let few = page || matches!(filter, DocFilter::Ids(_) | DocFilter::Id(_));
+                if !(few && page_lines(&mut lq, &rows)?) {
                     lq.push(" IN (SELECT id FROM documents");
                     where_clause(&mut lq);
                     lq.push(")");
